@@ -1,0 +1,45 @@
+/* queued.conf: "key = value" lines, '#' comments. See cfg/queued.conf. */
+#ifndef QUEUED_CONFIG_H
+#define QUEUED_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <limits.h>
+
+struct queued_config {
+	char listen_unix[108];     /* unix socket path ("" = none) */
+	unsigned listen_unix_mode; /* octal permissions of the socket */
+	char listen_tcp[256];      /* host:port ("" = none) */
+	char mysql_host[256];
+	unsigned mysql_port;
+	char mysql_socket[108];
+	char mysql_user[80];
+	char mysql_password[256];
+	char mysql_database[65];
+	unsigned mysql_connect_timeout; /* seconds */
+	unsigned mysql_read_timeout;
+	unsigned mysql_write_timeout;
+	char sql_dir[PATH_MAX];
+	int log_syslog;
+	int log_level;              /* syslog level */
+	uint32_t max_frame;         /* bytes, <= CCQ_FRAME_HARD_MAX */
+	unsigned max_clients;
+	unsigned shutdown_timeout;  /* seconds */
+	char pid_file[PATH_MAX];
+};
+
+/* Defaults for every key (sql_dir from the build). */
+void config_defaults(struct queued_config *c, const char *default_sql_dir);
+
+/*
+ * Parse the file at path into *c (which holds defaults on entry). On error
+ * returns -1 and err names the file, the line and the key; *c may then be
+ * partially written, so parse into a scratch copy.
+ */
+int config_load(const char *path, struct queued_config *c, char *err, size_t errlen);
+
+/* Parse from a string (for tests); name is used in messages. */
+int config_parse(const char *text, const char *name, struct queued_config *c,
+		char *err, size_t errlen);
+
+#endif

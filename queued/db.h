@@ -1,0 +1,67 @@
+/*
+ * MySQL access for queued. All queries run on one worker thread that owns
+ * the connection; the event loop submits jobs and gets them back, with
+ * their results, through an ev_async watcher. The loop never blocks on
+ * MySQL.
+ */
+#ifndef QUEUED_DB_H
+#define QUEUED_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <mysql.h>
+#include <ev.h>
+#include "config.h"
+
+struct db_job;
+/* Runs on the worker. Returns 0, or -1 with j->err/j->errmsg set. A job
+ * must be safe to run again from the start: when MySQL drops the
+ * connection, the worker reconnects and reruns it once. */
+typedef int (*db_run_fn)(struct db_job *j, MYSQL *m);
+/* Runs on the loop thread once the job is finished. */
+typedef void (*db_done_fn)(struct db_job *j);
+
+struct db_job {
+	db_run_fn run;
+	db_done_fn done;
+	struct db_job *next;
+	int err;              /* enum ccq_err; 0 = success */
+	char errmsg[256];
+	int conn_lost;        /* set by db helpers: connection-class failure */
+};
+
+/* Connect with the configured timeouts; utf8mb4; autocommit on. */
+MYSQL *db_connect(const struct queued_config *cfg, char *err, size_t errlen);
+/* Is this MySQL error number a lost or refused connection? */
+int db_is_conn_error(unsigned int errnum);
+
+/* Start the worker with an open connection (ownership passes to it). */
+int db_start(struct ev_loop *loop, const struct queued_config *cfg, MYSQL *conn);
+void db_submit(struct db_job *j);
+/* Jobs submitted and not yet handed back. */
+unsigned db_pending(void);
+/* Ask the worker to finish queued jobs and stop; joins the thread. */
+void db_stop(void);
+/* New timeouts/credentials apply at the next reconnect. */
+void db_set_config(const struct queued_config *cfg);
+
+/* ---- helpers for run functions (worker thread) ------------------------ */
+
+/* Run one statement; on failure fills j and returns -1. */
+int db_exec(struct db_job *j, MYSQL *m, const char *sql, size_t len);
+/* Run a statement returning rows; NULL with j filled on failure. */
+MYSQL_RES *db_select(struct db_job *j, MYSQL *m, const char *sql, size_t len);
+
+/* A growing SQL text with escaping. */
+struct qb {
+	char *buf;
+	size_t len, cap;
+	int oom;
+};
+void qb_init(struct qb *q);
+void qb_free(struct qb *q);
+void qb_add(struct qb *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Append 'escaped' (quoted), or NULL for s == NULL. */
+void qb_str(struct qb *q, MYSQL *m, const char *s, size_t n);
+
+#endif

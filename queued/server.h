@@ -1,0 +1,42 @@
+/*
+ * queued's listeners and client connections: framing, back-pressure and
+ * the shutdown drain. Requests are handed to ops_dispatch().
+ */
+#ifndef QUEUED_SERVER_H
+#define QUEUED_SERVER_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <ev.h>
+#include "config.h"
+#include "ccq_wire.h"
+
+struct conn;
+
+int server_listen(struct ev_loop *loop, const struct queued_config *cfg,
+		char *err, size_t errlen);
+/* Apply reloadable settings (frame cap, client limit). */
+void server_reconfigure(const struct queued_config *cfg);
+/* Close the listeners (and unlink the unix socket). */
+void server_stop_listening(void);
+/* Stop reading requests; in-flight work still completes. */
+void server_begin_shutdown(void);
+/* Nothing in flight and every reply written. */
+int server_drained(void);
+void server_close_all(void);
+unsigned server_clients(void);
+
+/* ---- for request handlers -------------------------------------------- */
+
+/* Finish the frame in e and queue it; e is freed. Dropped if c is closed. */
+void conn_send(struct conn *c, ccq_enc *e);
+void conn_reply_err(struct conn *c, uint64_t id, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Keep c allocated while a job refers to it. */
+void conn_hold(struct conn *c);
+void conn_release(struct conn *c);
+/* Peer credentials on a unix socket; -1 for TCP clients. */
+int conn_peer_uid(const struct conn *c, uid_t *uid, pid_t *pid);
+const char *conn_name(const struct conn *c);
+
+#endif

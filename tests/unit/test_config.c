@@ -1,0 +1,172 @@
+/* Unit tests for queued's configuration parser (queued/config.c). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "config.h"
+#include "log.h"
+
+#define MINIMAL "listen_unix = /tmp/q.sock\nmysql_socket = /tmp/m.sock\n" \
+	"mysql_user = ccq\nmysql_database = ccq\n"
+
+static int parse(const char *text, struct queued_config *c, char *err, size_t n)
+{
+	config_defaults(c, "/usr/share/ccq/sql");
+	return config_parse(text, "test.conf", c, err, n);
+}
+
+static void test_minimal_and_defaults(void **state)
+{
+	struct queued_config c;
+	char err[512] = "";
+	(void)state;
+	assert_int_equal(parse(MINIMAL, &c, err, sizeof(err)), 0);
+	assert_string_equal(c.listen_unix, "/tmp/q.sock");
+	assert_string_equal(c.mysql_user, "ccq");
+	assert_int_equal(c.mysql_connect_timeout, 5);
+	assert_int_equal(c.max_frame, 1024 * 1024);
+	assert_int_equal(c.log_level, LOG_INFO);
+	assert_int_equal(c.log_syslog, 0);
+	assert_int_equal(c.listen_unix_mode, 0660);
+	assert_string_equal(c.sql_dir, "/usr/share/ccq/sql");
+}
+
+static void test_all_keys(void **state)
+{
+	struct queued_config c;
+	char err[512] = "";
+	const char *text =
+		"# comment\n"
+		"   \n"
+		"listen_unix = /run/ccq/queued.sock\n"
+		"listen_unix_mode = 0600\n"
+		"listen_tcp = 127.0.0.1:7070   # trailing comment\n"
+		"mysql_host = db.example\n"
+		"mysql_port = 3307\n"
+		"mysql_user = ccq\n"
+		"mysql_password = \"p#ss word \"\n"
+		"mysql_database = ccq\n"
+		"mysql_connect_timeout = 2\n"
+		"mysql_read_timeout = 3\n"
+		"mysql_write_timeout = 4\n"
+		"sql_dir = /opt/ccq/sql\n"
+		"log = syslog\n"
+		"log_level = debug\n"
+		"max_frame = 64k\n"
+		"max_clients = 10\n"
+		"shutdown_timeout = 7\n"
+		"pid_file = /run/ccq/queued.pid\n";
+	(void)state;
+	assert_int_equal(parse(text, &c, err, sizeof(err)), 0);
+	assert_int_equal(c.listen_unix_mode, 0600);
+	assert_string_equal(c.listen_tcp, "127.0.0.1:7070");
+	assert_string_equal(c.mysql_password, "p#ss word ");
+	assert_int_equal(c.mysql_port, 3307);
+	assert_int_equal(c.mysql_read_timeout, 3);
+	assert_int_equal(c.log_syslog, 1);
+	assert_int_equal(c.log_level, LOG_DEBUG);
+	assert_int_equal(c.max_frame, 65536);
+	assert_int_equal(c.max_clients, 10);
+	assert_int_equal(c.shutdown_timeout, 7);
+	assert_string_equal(c.sql_dir, "/opt/ccq/sql");
+}
+
+struct bad_case {
+	const char *text;
+	const char *expect; /* substring of the error */
+};
+
+static void test_bad_values(void **state)
+{
+	static const struct bad_case cases[] = {
+		{ MINIMAL "log_level = loud\n", "'log_level'" },
+		{ MINIMAL "log = file\n", "'log'" },
+		{ MINIMAL "mysql_port = 0\n", "'mysql_port'" },
+		{ MINIMAL "mysql_port = 70000\n", "'mysql_port'" },
+		{ MINIMAL "mysql_port = 12ab\n", "'mysql_port'" },
+		{ MINIMAL "mysql_port = -1\n", "'mysql_port'" },
+		{ MINIMAL "max_frame = 100\n", "'max_frame'" },
+		{ MINIMAL "max_frame = 17m\n", "'max_frame'" },
+		{ MINIMAL "shutdown_timeout =\n", "'shutdown_timeout'" },
+		{ MINIMAL "listen_unix_mode = 999\n", "'listen_unix_mode'" },
+		{ MINIMAL "frobnicate = 1\n", "unknown key 'frobnicate'" },
+		{ MINIMAL "mysql_user = other\n", "'mysql_user' is set twice" },
+		{ MINIMAL "just some words\n", "expected 'key = value'" },
+		{ MINIMAL "mysql_password = \"open\n", "unterminated" },
+		{ "mysql_socket = /s\nmysql_user = u\nmysql_database = d\n", "listen_unix" },
+		{ "listen_unix = /q\nmysql_socket = /s\nmysql_database = d\n", "'mysql_user' is missing" },
+		{ "listen_unix = /q\nmysql_socket = /s\nmysql_user = u\n", "'mysql_database' is missing" },
+		{ "listen_unix = /q\nmysql_user = u\nmysql_database = d\n", "mysql_socket" },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct queued_config c;
+		char err[512] = "";
+		int rc = parse(cases[i].text, &c, err, sizeof(err));
+		if (rc != -1 || !strstr(err, cases[i].expect))
+			fail_msg("case %zu: rc=%d err='%s', expected '%s'", i, rc, err, cases[i].expect);
+	}
+}
+
+static void test_error_names_line(void **state)
+{
+	struct queued_config c;
+	char err[512] = "";
+	(void)state;
+	assert_int_equal(parse("listen_unix = /q\n\n# x\nmysql_port = abc\n", &c, err,
+		sizeof(err)), -1);
+	assert_non_null(strstr(err, "test.conf:4"));
+}
+
+static void test_too_long_value(void **state)
+{
+	struct queued_config c;
+	char err[512] = "", text[1024];
+	char longpath[300];
+	(void)state;
+	memset(longpath, 'a', sizeof(longpath) - 1);
+	longpath[sizeof(longpath) - 1] = '\0';
+	snprintf(text, sizeof(text), MINIMAL "pid_file = /x\nmysql_host = %s\n", longpath);
+	assert_int_equal(parse(text, &c, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "'mysql_host' is longer"));
+}
+
+static void test_load_files(void **state)
+{
+	struct queued_config c;
+	char err[512] = "";
+	(void)state;
+	config_defaults(&c, "/x");
+	assert_int_equal(config_load(TEST_DATA_DIR "/does-not-exist.conf", &c, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "cannot open config file"));
+	config_defaults(&c, "/x");
+	assert_int_equal(config_load(TEST_DATA_DIR "/good.conf", &c, err, sizeof(err)), 0);
+	assert_string_equal(c.mysql_database, "ccq");
+}
+
+static void test_log_levels(void **state)
+{
+	(void)state;
+	assert_int_equal(log_level_parse("ERROR"), LOG_ERR);
+	assert_int_equal(log_level_parse("warning"), LOG_WARNING);
+	assert_int_equal(log_level_parse("bogus"), -1);
+	assert_string_equal(log_level_name(LOG_NOTICE), "notice");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_minimal_and_defaults),
+		cmocka_unit_test(test_all_keys),
+		cmocka_unit_test(test_bad_values),
+		cmocka_unit_test(test_error_names_line),
+		cmocka_unit_test(test_too_long_value),
+		cmocka_unit_test(test_load_files),
+		cmocka_unit_test(test_log_levels),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
