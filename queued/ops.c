@@ -1,20 +1,17 @@
 /*
- * Request handlers. Arguments are copied out of the frame, checked, and
- * the database work runs on the MySQL worker (db.c); the reply is built
- * there and sent from the loop when the job comes back.
+ * Request handling framework; see ops.h. The operations themselves live
+ * in ops_txn.c (transactions and journeys) and ops_dir.c (the directory:
+ * organisations, users, devices, inboxes, customers, trunks, tokens).
  */
 #include "ccq_config.h"
 #include "ops.h"
 #include "server.h"
-#include "db.h"
 #include "log.h"
-#include "migrate.h"
-#include "config.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <errno.h>
 
 static int g_schema;
 
@@ -23,75 +20,84 @@ void ops_set_schema(int version)
 	g_schema = version;
 }
 
-struct op_job {
-	struct db_job j;       /* first: the worker hands this back */
-	struct conn *c;
-	uint64_t id;
-	ccq_enc enc;           /* the success reply, built on the worker */
-	int have_enc;
-	/* arguments */
-	char call_id[256];
-	char from[512];
-	char to[512];
-	char direction[16];
-	char type[16];
-	char source[64];
-	uint64_t txn_id;
-	uint64_t limit;
-	uint64_t before;
-};
-
-static void job_done(struct db_job *dj)
+int ops_schema(void)
 {
-	struct op_job *oj = (struct op_job *)dj;
-
-	if (dj->err) {
-		if (oj->have_enc)
-			ccq_enc_free(&oj->enc);
-		conn_reply_err(oj->c, oj->id, dj->err, "%s", dj->errmsg[0] ? dj->errmsg
-			: ccq_err_name(dj->err));
-	} else {
-		conn_send(oj->c, &oj->enc);
-	}
-	conn_release(oj->c);
-	free(oj);
+	return g_schema;
 }
 
-static struct op_job *job_new(struct conn *c, uint64_t id, db_run_fn run)
+int req_fail(struct req *r, int code, const char *fmt, ...)
 {
-	struct op_job *oj = calloc(1, sizeof(*oj));
-	if (!oj)
-		return NULL;
-	oj->c = c;
-	oj->id = id;
-	oj->j.run = run;
-	oj->j.done = job_done;
-	return oj;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r->j.errmsg, sizeof(r->j.errmsg), fmt, ap);
+	va_end(ap);
+	r->j.err = code;
+	return -1;
 }
 
-static void job_submit(struct op_job *oj)
+msgpack_packer *req_reply(struct req *r)
 {
-	conn_hold(oj->c);
-	db_submit(&oj->j);
+	if (r->have_enc)
+		ccq_enc_free(&r->enc);
+	ccq_enc_init(&r->enc);
+	r->have_enc = 1;
+	ccq_enc_reply_ok(&r->enc, r->id);
+	return &r->enc.pk;
 }
 
-/* Start the success reply on the worker (discarding a previous attempt). */
-static msgpack_packer *reply_start(struct op_job *oj)
+int arg_str(struct req *r, const char *key, char *buf, size_t size, int required)
 {
-	if (oj->have_enc)
-		ccq_enc_free(&oj->enc);
-	ccq_enc_init(&oj->enc);
-	oj->have_enc = 1;
-	ccq_enc_reply_ok(&oj->enc, oj->id);
-	return &oj->enc.pk;
+	int rc = ccq_map_strcpy(r->args, key, buf, size);
+	if (rc < 0)
+		return req_fail(r, CCQ_E_BAD_REQUEST,
+			"argument '%s' must be a string of at most %zu bytes", key, size - 1);
+	if (rc == 0 && required)
+		return req_fail(r, CCQ_E_BAD_REQUEST, "argument '%s' is required", key);
+	if (rc == 1 && required && !buf[0])
+		return req_fail(r, CCQ_E_BAD_REQUEST, "argument '%s' must not be empty", key);
+	return 0;
 }
 
-/* Pack a result row as a map; integer columns as integers, NULL as nil. */
-static void pack_row(msgpack_packer *pk, MYSQL_RES *r, MYSQL_ROW row, unsigned extra)
+int arg_uint(struct req *r, const char *key, uint64_t *v, int required, uint64_t max)
 {
-	unsigned n = mysql_num_fields(r);
-	MYSQL_FIELD *f = mysql_fetch_fields(r);
-	unsigned long *len = mysql_fetch_lengths(r);
+	int rc = ccq_map_uint(r->args, key, v);
+	if (rc < 0 || (rc == 1 && *v > max))
+		return req_fail(r, CCQ_E_BAD_REQUEST,
+			"argument '%s' must be a whole number from 0 to %llu", key,
+			(unsigned long long)max);
+	if (rc == 0 && required)
+		return req_fail(r, CCQ_E_BAD_REQUEST, "argument '%s' is required", key);
+	return 0;
+}
+
+int arg_bool(struct req *r, const char *key, int *v, int required)
+{
+	int rc = ccq_map_bool(r->args, key, v);
+	if (rc < 0)
+		return req_fail(r, CCQ_E_BAD_REQUEST, "argument '%s' must be true or false", key);
+	if (rc == 0 && required)
+		return req_fail(r, CCQ_E_BAD_REQUEST, "argument '%s' is required", key);
+	return 0;
+}
+
+int sql_u64(struct req *r, MYSQL *m, const char *sql, size_t len, uint64_t *v, int *found)
+{
+	MYSQL_RES *res = db_select(&r->j, m, sql, len);
+	MYSQL_ROW row;
+	if (!res)
+		return -1;
+	row = mysql_fetch_row(res);
+	*found = row && row[0];
+	*v = *found ? strtoull(row[0], NULL, 10) : 0;
+	mysql_free_result(res);
+	return 0;
+}
+
+void pack_row(msgpack_packer *pk, MYSQL_RES *res, MYSQL_ROW row, unsigned extra)
+{
+	unsigned n = mysql_num_fields(res);
+	MYSQL_FIELD *f = mysql_fetch_fields(res);
+	unsigned long *len = mysql_fetch_lengths(res);
 
 	msgpack_pack_map(pk, n + extra);
 	for (unsigned i = 0; i < n; i++) {
@@ -114,14 +120,112 @@ static void pack_row(msgpack_packer *pk, MYSQL_RES *r, MYSQL_ROW row, unsigned e
 	}
 }
 
-#define TXN_COLUMNS \
-	"id, kind, direction, call_type AS type, status, sip_call_id AS call_id, " \
-	"from_uri AS `from`, to_uri AS `to`, source_addr AS source, " \
-	"DATE_FORMAT(created_at, '%%Y-%%m-%%d %%H:%%i:%%s.%%f') AS created_at, " \
-	"DATE_FORMAT(updated_at, '%%Y-%%m-%%d %%H:%%i:%%s.%%f') AS updated_at, " \
-	"DATE_FORMAT(answered_at, '%%Y-%%m-%%d %%H:%%i:%%s.%%f') AS answered_at, " \
-	"DATE_FORMAT(ended_at, '%%Y-%%m-%%d %%H:%%i:%%s.%%f') AS ended_at, " \
-	"result, failure_reason"
+void pack_rows(msgpack_packer *pk, MYSQL_RES *res)
+{
+	MYSQL_ROW row;
+	msgpack_pack_array(pk, (size_t)mysql_num_rows(res));
+	while ((row = mysql_fetch_row(res)))
+		pack_row(pk, res, row, 0);
+}
+
+/*
+ * Resolve the acting user. The operator may act as a user with the
+ * argument "as" ("<ext>@<org>" or a numeric user id); everyone else acts
+ * as themselves.
+ */
+int req_who(struct req *r, MYSQL *m)
+{
+	char as[200] = "", q[800], esc_ext[80], esc_org[220];
+	uint64_t uid = r->actor.user_id;
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	memset(&r->who, 0, sizeof(r->who));
+	if (arg_str(r, "as", as, sizeof(as), 0) < 0)
+		return -1;
+	if (as[0] && !r->actor.operator)
+		return req_fail(r, CCQ_E_DENIED, "only the local operator may act as another user");
+	if (!as[0] && r->actor.operator) {
+		r->who.operator = 1;
+		snprintf(r->who.name, sizeof(r->who.name), "operator");
+		return 0;
+	}
+	if (as[0]) {
+		char *at = strchr(as, '@');
+		if (at) {
+			*at = '\0';
+			if (strlen(as) > 32 || strlen(at + 1) > 100)
+				return req_fail(r, CCQ_E_BAD_REQUEST, "'as' is too long");
+			mysql_real_escape_string(m, esc_ext, as, strlen(as));
+			mysql_real_escape_string(m, esc_org, at + 1, strlen(at + 1));
+			snprintf(q, sizeof(q), "SELECT u.id FROM user u JOIN org o ON o.id = u.org_id "
+				"WHERE u.ext_key = '%s' AND o.name = '%s'", esc_ext, esc_org);
+			{
+				int found;
+				if (sql_u64(r, m, q, strlen(q), &uid, &found) < 0)
+					return -1;
+				if (!found)
+					return req_fail(r, CCQ_E_NOT_FOUND, "no extension %s in organisation %s",
+						as, at + 1);
+			}
+		} else {
+			char *end;
+			uid = strtoull(as, &end, 10);
+			if (*end || uid == 0)
+				return req_fail(r, CCQ_E_BAD_REQUEST,
+					"'as' must be <extension>@<organisation> or a user id");
+		}
+	}
+	if (uid == 0)
+		return req_fail(r, CCQ_E_DENIED, "authenticate first (auth with an API token)");
+	snprintf(q, sizeof(q), "SELECT u.id, u.org_id, u.role, u.cc_addon, u.ext_key, u.name, o.name "
+		"FROM user u JOIN org o ON o.id = u.org_id WHERE u.id = %llu", (unsigned long long)uid);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	row = mysql_fetch_row(res);
+	if (!row) {
+		mysql_free_result(res);
+		return req_fail(r, CCQ_E_DENIED, "user %llu no longer exists", (unsigned long long)uid);
+	}
+	r->who.user_id = (uint32_t)strtoul(row[0], NULL, 10);
+	r->who.org_id = (uint32_t)strtoul(row[1], NULL, 10);
+	r->who.role = role_parse(row[2]);
+	r->who.addon = atoi(row[3]);
+	snprintf(r->who.ext, sizeof(r->who.ext), "%s", row[4]);
+	snprintf(r->who.name, sizeof(r->who.name), "%s", row[5]);
+	snprintf(r->who.org_name, sizeof(r->who.org_name), "%s", row[6]);
+	mysql_free_result(res);
+	return 0;
+}
+
+/* ---- the generic job -------------------------------------------------- */
+
+static int req_run(struct db_job *j, MYSQL *m)
+{
+	struct req *r = (struct req *)j;
+	return r->op->run(r, m);
+}
+
+static void req_done(struct db_job *j)
+{
+	struct req *r = (struct req *)j;
+
+	if (j->err) {
+		if (r->have_enc)
+			ccq_enc_free(&r->enc);
+		conn_reply_err(r->c, r->id, j->err, "%s", j->errmsg[0] ? j->errmsg
+			: ccq_err_name(j->err));
+	} else {
+		conn_send(r->c, &r->enc);
+		if (r->op->after)
+			r->op->after(r);
+	}
+	conn_release(r->c);
+	ccq_msg_free(&r->msg);
+	free(r->payload);
+	free(r->after_data);
+	free(r);
+}
 
 /* ---- ping ------------------------------------------------------------- */
 
@@ -140,272 +244,62 @@ static void op_ping(struct conn *c, uint64_t id, const msgpack_object *args)
 	conn_send(c, &e);
 }
 
-/* ---- txn.create ------------------------------------------------------- */
-
-static int run_txn_create(struct db_job *dj, MYSQL *m)
-{
-	struct op_job *oj = (struct op_job *)dj;
-	struct qb q;
-	MYSQL_RES *r;
-	MYSQL_ROW row;
-	uint64_t txn = 0;
-	int created = 0, rc = -1;
-	msgpack_packer *pk;
-
-	qb_init(&q);
-	if (db_exec(dj, m, "START TRANSACTION", 17) < 0)
-		goto out;
-	qb_add(&q, "SELECT id FROM txn WHERE sip_call_id = ");
-	qb_str(&q, m, oj->call_id, strlen(oj->call_id));
-	qb_add(&q, " FOR UPDATE");
-	if (!(r = db_select(dj, m, q.buf, q.len)))
-		goto rollback;
-	if ((row = mysql_fetch_row(r)) && row[0])
-		txn = strtoull(row[0], NULL, 10);
-	mysql_free_result(r);
-
-	if (!txn) {
-		q.len = 0;
-		qb_add(&q, "INSERT INTO txn (kind, direction, call_type, status, sip_call_id, "
-			"from_uri, to_uri, source_addr, created_at, updated_at) VALUES ('call', ");
-		qb_str(&q, m, oj->direction, strlen(oj->direction));
-		qb_add(&q, ", ");
-		qb_str(&q, m, oj->type, strlen(oj->type));
-		qb_add(&q, ", 'Waiting', ");
-		qb_str(&q, m, oj->call_id, strlen(oj->call_id));
-		qb_add(&q, ", ");
-		qb_str(&q, m, oj->from, strlen(oj->from));
-		qb_add(&q, ", ");
-		qb_str(&q, m, oj->to, strlen(oj->to));
-		qb_add(&q, ", ");
-		qb_str(&q, m, oj->source[0] ? oj->source : NULL, strlen(oj->source));
-		qb_add(&q, ", UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))");
-		if (q.oom || db_exec(dj, m, q.buf, q.len) < 0)
-			goto rollback;
-		txn = mysql_insert_id(m);
-		created = 1;
-
-		{
-			char text[1200];
-			snprintf(text, sizeof(text), "Call received from %s%s%s%s", oj->from,
-				oj->source[0] ? " (" : "", oj->source, oj->source[0] ? ")" : "");
-			q.len = 0;
-			qb_add(&q, "INSERT INTO txn_event (txn_id, at, kind, text) VALUES (%llu, "
-				"UTC_TIMESTAMP(3), 'received', ", (unsigned long long)txn);
-			qb_str(&q, m, text, strnlen(text, 1024));
-			qb_add(&q, ")");
-			if (q.oom || db_exec(dj, m, q.buf, q.len) < 0)
-				goto rollback;
-		}
-	}
-	if (db_exec(dj, m, "COMMIT", 6) < 0)
-		goto out;
-	pk = reply_start(oj);
-	msgpack_pack_map(pk, 2);
-	ccq_pack_kv_uint(pk, "id", txn);
-	ccq_pack_kv_bool(pk, "created", created);
-	if (created)
-		LOG_I("txn %llu created for call %s", (unsigned long long)txn, oj->call_id);
-	rc = 0;
-	goto out;
-rollback:
-	if (!dj->conn_lost)
-		mysql_query(m, "ROLLBACK");
-out:
-	if (q.oom && rc < 0 && !dj->err) {
-		dj->err = CCQ_E_INTERNAL;
-		snprintf(dj->errmsg, sizeof(dj->errmsg), "out of memory");
-	}
-	qb_free(&q);
-	return rc;
-}
-
-static int arg_str(struct conn *c, uint64_t id, const msgpack_object *args,
-		const char *key, char *buf, size_t size, int required)
-{
-	int r = ccq_map_strcpy(args, key, buf, size);
-	if (r < 0) {
-		conn_reply_err(c, id, CCQ_E_BAD_REQUEST,
-			"argument '%s' must be a string of at most %zu bytes", key, size - 1);
-		return -1;
-	}
-	if (r == 0 && required) {
-		conn_reply_err(c, id, CCQ_E_BAD_REQUEST, "argument '%s' is required", key);
-		return -1;
-	}
-	return 0;
-}
-
-static int one_of(const char *v, const char *const *set)
-{
-	for (; *set; set++)
-		if (strcmp(v, *set) == 0)
-			return 1;
-	return 0;
-}
-
-static void op_txn_create(struct conn *c, uint64_t id, const msgpack_object *args)
-{
-	static const char *const dirs[] = { "inbound", "outbound", "internal", NULL };
-	static const char *const types[] = { "direct", "callback", "outbound", NULL };
-	struct op_job *oj = job_new(c, id, run_txn_create);
-
-	if (!oj) {
-		conn_reply_err(c, id, CCQ_E_INTERNAL, "out of memory");
-		return;
-	}
-	if (arg_str(c, id, args, "call_id", oj->call_id, sizeof(oj->call_id), 1) < 0
-			|| arg_str(c, id, args, "from", oj->from, sizeof(oj->from), 1) < 0
-			|| arg_str(c, id, args, "to", oj->to, sizeof(oj->to), 1) < 0
-			|| arg_str(c, id, args, "direction", oj->direction, sizeof(oj->direction), 1) < 0
-			|| arg_str(c, id, args, "type", oj->type, sizeof(oj->type), 1) < 0
-			|| arg_str(c, id, args, "source", oj->source, sizeof(oj->source), 0) < 0)
-		goto bad;
-	if (!oj->call_id[0]) {
-		conn_reply_err(c, id, CCQ_E_BAD_REQUEST, "argument 'call_id' must not be empty");
-		goto bad;
-	}
-	if (!one_of(oj->direction, dirs)) {
-		conn_reply_err(c, id, CCQ_E_BAD_REQUEST,
-			"argument 'direction' must be inbound, outbound or internal");
-		goto bad;
-	}
-	if (!one_of(oj->type, types)) {
-		conn_reply_err(c, id, CCQ_E_BAD_REQUEST,
-			"argument 'type' must be direct, callback or outbound");
-		goto bad;
-	}
-	job_submit(oj);
-	return;
-bad:
-	free(oj);
-}
-
-/* ---- txn.get ---------------------------------------------------------- */
-
-static int run_txn_get(struct db_job *dj, MYSQL *m)
-{
-	struct op_job *oj = (struct op_job *)dj;
-	char q[1024];
-	MYSQL_RES *r, *ev;
-	MYSQL_ROW row;
-	msgpack_packer *pk;
-
-	snprintf(q, sizeof(q), "SELECT " TXN_COLUMNS " FROM txn WHERE id = %llu",
-		(unsigned long long)oj->txn_id);
-	if (!(r = db_select(dj, m, q, strlen(q))))
-		return -1;
-	row = mysql_fetch_row(r);
-	if (!row) {
-		mysql_free_result(r);
-		dj->err = CCQ_E_NOT_FOUND;
-		snprintf(dj->errmsg, sizeof(dj->errmsg), "no transaction %llu",
-			(unsigned long long)oj->txn_id);
-		return -1;
-	}
-	snprintf(q, sizeof(q), "SELECT DATE_FORMAT(at, '%%Y-%%m-%%d %%H:%%i:%%s.%%f') AS at, "
-		"kind, text FROM txn_event WHERE txn_id = %llu ORDER BY at, id",
-		(unsigned long long)oj->txn_id);
-	if (!(ev = db_select(dj, m, q, strlen(q)))) {
-		mysql_free_result(r);
-		return -1;
-	}
-	pk = reply_start(oj);
-	pack_row(pk, r, row, 1);
-	ccq_pack_str(pk, "events");
-	msgpack_pack_array(pk, (size_t)mysql_num_rows(ev));
-	while ((row = mysql_fetch_row(ev)))
-		pack_row(pk, ev, row, 0);
-	mysql_free_result(ev);
-	mysql_free_result(r);
-	return 0;
-}
-
-static void op_txn_get(struct conn *c, uint64_t id, const msgpack_object *args)
-{
-	struct op_job *oj;
-	uint64_t txn;
-
-	if (ccq_map_uint(args, "id", &txn) != 1 || txn == 0) {
-		conn_reply_err(c, id, CCQ_E_BAD_REQUEST, "argument 'id' must be a positive integer");
-		return;
-	}
-	if (!(oj = job_new(c, id, run_txn_get))) {
-		conn_reply_err(c, id, CCQ_E_INTERNAL, "out of memory");
-		return;
-	}
-	oj->txn_id = txn;
-	job_submit(oj);
-}
-
-/* ---- txn.list --------------------------------------------------------- */
-
-static int run_txn_list(struct db_job *dj, MYSQL *m)
-{
-	struct op_job *oj = (struct op_job *)dj;
-	char q[1400], where[64] = "";
-	MYSQL_RES *r;
-	MYSQL_ROW row;
-	msgpack_packer *pk;
-
-	if (oj->before)
-		snprintf(where, sizeof(where), "WHERE id < %llu", (unsigned long long)oj->before);
-	snprintf(q, sizeof(q), "SELECT " TXN_COLUMNS " FROM txn %s ORDER BY id DESC LIMIT %llu",
-		where, (unsigned long long)oj->limit);
-	if (!(r = db_select(dj, m, q, strlen(q))))
-		return -1;
-	pk = reply_start(oj);
-	msgpack_pack_map(pk, 1);
-	ccq_pack_str(pk, "items");
-	msgpack_pack_array(pk, (size_t)mysql_num_rows(r));
-	while ((row = mysql_fetch_row(r)))
-		pack_row(pk, r, row, 0);
-	mysql_free_result(r);
-	return 0;
-}
-
-static void op_txn_list(struct conn *c, uint64_t id, const msgpack_object *args)
-{
-	struct op_job *oj;
-	uint64_t limit = 50, before = 0;
-
-	if (ccq_map_uint(args, "limit", &limit) < 0 || limit == 0 || limit > 1000) {
-		conn_reply_err(c, id, CCQ_E_BAD_REQUEST, "argument 'limit' must be from 1 to 1000");
-		return;
-	}
-	if (ccq_map_uint(args, "before", &before) < 0) {
-		conn_reply_err(c, id, CCQ_E_BAD_REQUEST, "argument 'before' must be a transaction id");
-		return;
-	}
-	if (!(oj = job_new(c, id, run_txn_list))) {
-		conn_reply_err(c, id, CCQ_E_INTERNAL, "out of memory");
-		return;
-	}
-	oj->limit = limit;
-	oj->before = before;
-	job_submit(oj);
-}
-
-/* ---- dispatch --------------------------------------------------------- */
-
-static const struct {
-	const char *name;
-	void (*fn)(struct conn *c, uint64_t id, const msgpack_object *args);
-} ops[] = {
-	{ "ping", op_ping },
-	{ "txn.create", op_txn_create },
-	{ "txn.get", op_txn_get },
-	{ "txn.list", op_txn_list },
+static const struct op_def ops_core[] = {
+	{ "ping", NULL, op_ping, NULL, OP_ANON },
+	{ NULL, NULL, NULL, NULL, 0 }
 };
 
-void ops_dispatch(struct conn *c, const ccq_msg *m)
+static const struct op_def *const op_tables[] = { ops_core, ops_txn, ops_dir };
+
+void ops_dispatch(struct conn *c, const ccq_msg *m, const uint8_t *payload, size_t len)
 {
-	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
-		if (ccq_str_eq(m->name, m->name_len, ops[i].name)) {
-			ops[i].fn(c, m->id, m->body);
-			return;
-		}
+	const struct op_def *op = NULL;
+	const struct actor *a = conn_actor(c);
+	struct req *r;
+	char err[160];
+
+	for (size_t t = 0; t < sizeof(op_tables) / sizeof(op_tables[0]) && !op; t++)
+		for (const struct op_def *d = op_tables[t]; d->name; d++)
+			if (ccq_str_eq(m->name, m->name_len, d->name)) {
+				op = d;
+				break;
+			}
+	if (!op) {
+		conn_reply_err(c, m->id, CCQ_E_UNKNOWN_OP, "unknown operation '%.*s'",
+			(int)(m->name_len > 64 ? 64 : m->name_len), m->name);
+		return;
 	}
-	conn_reply_err(c, m->id, CCQ_E_UNKNOWN_OP, "unknown operation '%.*s'",
-		(int)(m->name_len > 64 ? 64 : m->name_len), m->name);
+	if (!(op->flags & OP_ANON) && !a->operator && !a->user_id) {
+		conn_reply_err(c, m->id, CCQ_E_DENIED,
+			"authenticate first: send 'auth' with an API token");
+		return;
+	}
+	if (op->now) {
+		op->now(c, m->id, m->body);
+		return;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r || !(r->payload = malloc(len))) {
+		free(r);
+		conn_reply_err(c, m->id, CCQ_E_INTERNAL, "out of memory");
+		return;
+	}
+	memcpy(r->payload, payload, len);
+	/* decode the copy: the job's arguments must outlive the input buffer */
+	if (ccq_msg_decode(&r->msg, r->payload, len, err, sizeof(err)) != CCQ_OK) {
+		ccq_msg_free(&r->msg);
+		free(r->payload);
+		free(r);
+		conn_reply_err(c, m->id, CCQ_E_INTERNAL, "request copy failed: %s", err);
+		return;
+	}
+	r->op = op;
+	r->c = c;
+	r->id = m->id;
+	r->args = r->msg.body;
+	r->actor = *a;
+	r->j.run = req_run;
+	r->j.done = req_done;
+	conn_hold(c);
+	db_submit(&r->j);
 }

@@ -1,18 +1,89 @@
-/* queued's request handlers (one per protocol operation). */
+/*
+ * queued's request handling framework.
+ *
+ * Every operation is described by a struct op_def. The loop thread copies
+ * the request (so that its arguments live as long as the job), works out
+ * who is asking, and hands the job to the MySQL worker, which runs the
+ * operation's function and builds the reply; the loop sends it.
+ * Operations without database work (ping) answer on the loop directly.
+ */
 #ifndef QUEUED_OPS_H
 #define QUEUED_OPS_H
 
+#include <stdint.h>
+#include <mysql.h>
 #include "ccq_wire.h"
+#include "db.h"
+#include "acl.h"
 
 struct conn;
+struct req;
 
-/* Set once at start-up: the schema version the database is at. */
+/* Runs on the worker. Returns 0 (reply built with req_reply()) or -1
+ * (req_fail() called, or a db helper filled the job). Must be safe to run
+ * again from the start (see db.h): use a transaction for multi-step work. */
+typedef int (*op_run_fn)(struct req *r, MYSQL *m);
+/* Runs on the loop after the reply was sent (events, cache updates). */
+typedef void (*op_after_fn)(struct req *r);
+/* Runs on the loop; answers directly. */
+typedef void (*op_now_fn)(struct conn *c, uint64_t id, const msgpack_object *args);
+
+#define OP_ANON 0x1     /* allowed before authentication (TCP) */
+
+struct op_def {
+	const char *name;
+	op_run_fn run;
+	op_now_fn now;
+	op_after_fn after;
+	unsigned flags;
+};
+
+struct req {
+	struct db_job j;          /* first: the worker hands this back */
+	const struct op_def *op;
+	struct conn *c;
+	uint64_t id;
+	uint8_t *payload;         /* copy of the frame; args point into it */
+	ccq_msg msg;
+	const msgpack_object *args;
+	struct actor actor;       /* who the connection is */
+	struct who who;           /* resolved on the worker by req_who() */
+	ccq_enc enc;
+	int have_enc;
+	void *after_data;         /* for op_after_fn, freed by the framework */
+	uint64_t out_id;          /* a result id, for after() */
+};
+
 void ops_set_schema(int version);
-/*
- * Handle one request. The handler answers exactly once with conn_send()
- * or conn_reply_err(), now or after a database job. m and everything it
- * points to are only valid during the call.
- */
-void ops_dispatch(struct conn *c, const ccq_msg *m);
+int ops_schema(void);
+void ops_dispatch(struct conn *c, const ccq_msg *m, const uint8_t *payload, size_t len);
+
+/* ---- helpers for op functions (worker thread) ------------------------- */
+
+int req_fail(struct req *r, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Start the success reply; then pack exactly one value on the packer. */
+msgpack_packer *req_reply(struct req *r);
+/* Resolve the acting user (r->who). Fails the request if unknown. */
+int req_who(struct req *r, MYSQL *m);
+
+/* Argument access with clear errors (they call req_fail). */
+int arg_str(struct req *r, const char *key, char *buf, size_t size, int required);
+int arg_uint(struct req *r, const char *key, uint64_t *v, int required, uint64_t max);
+int arg_bool(struct req *r, const char *key, int *v, int required);
+
+/* Run a SELECT returning one integer (first column of the first row);
+ * 0 with *found = 0 when there is no row. */
+int sql_u64(struct req *r, MYSQL *m, const char *sql, size_t len, uint64_t *v, int *found);
+
+/* Pack a result row as a map; integer columns as integers, NULL as nil.
+ * extra: map entries the caller packs after. */
+void pack_row(msgpack_packer *pk, MYSQL_RES *res, MYSQL_ROW row, unsigned extra);
+/* Pack all rows of a result as an array of maps. */
+void pack_rows(msgpack_packer *pk, MYSQL_RES *res);
+
+/* Tables of operations, one per file. */
+extern const struct op_def ops_txn[];
+extern const struct op_def ops_dir[];
 
 #endif

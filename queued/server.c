@@ -45,6 +45,9 @@ struct conn {
 	int dead;              /* fd closed; freed when refs drop to 0 */
 	uid_t uid;
 	pid_t pid;
+	struct actor actor;
+	int watching;          /* subscribed to events */
+	struct watch_filter *wf;
 	char name[96];
 	struct conn *prev, *next;
 };
@@ -88,6 +91,7 @@ void conn_hold(struct conn *c)
 
 static void conn_free(struct conn *c)
 {
+	free(c->wf);
 	free(c->in);
 	free(c->out);
 	free(c);
@@ -266,7 +270,7 @@ static void conn_process(struct conn *c)
 			conn_error_frame(c, m.id, CCQ_E_BAD_REQUEST, "clients may only send requests");
 		} else {
 			c->inflight++;
-			ops_dispatch(c, &m);
+			ops_dispatch(c, &m, c->in + off - n, n);
 		}
 		ccq_msg_free(&m);
 	}
@@ -371,7 +375,11 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) == 0) {
 			c->uid = cr.uid;
 			c->pid = cr.pid;
+			/* root and queued's own user are the local operator */
+			c->actor.operator = cr.uid == 0 || cr.uid == geteuid();
 		}
+		c->actor.is_unix = 1;
+		c->actor.uid = c->uid;
 		snprintf(c->name, sizeof(c->name), "unix client pid %d uid %u", (int)c->pid,
 			(unsigned)c->uid);
 	} else {
@@ -502,6 +510,48 @@ void server_close_all(void)
 {
 	while (g_conns)
 		conn_close(g_conns, "shutdown");
+}
+
+const struct actor *conn_actor(const struct conn *c)
+{
+	return &c->actor;
+}
+
+void conn_set_user(struct conn *c, uint32_t user_id)
+{
+	c->actor.user_id = user_id;
+}
+
+void conn_watch(struct conn *c, struct watch_filter *wf)
+{
+	free(c->wf);
+	c->wf = wf;
+	c->watching = 1;
+}
+
+void server_push_event(const char *name, uint32_t org_id, uint32_t inbox_id,
+		const uint8_t *data, size_t len)
+{
+	static uint64_t seq;
+	ccq_enc e;
+
+	seq++;
+	for (struct conn *c = g_conns, *n; c; c = n) {
+		n = c->next;
+		if (!c->watching || c->dead)
+			continue;
+		if (!watch_filter_match(c->wf, org_id, inbox_id))
+			continue;
+		/* a watcher that does not read loses events rather than memory */
+		if (c->out_len - c->out_off > OUT_HIGH_WATER) {
+			LOG_W("%s: not reading its events; dropping one", c->name);
+			continue;
+		}
+		ccq_enc_init(&e);
+		ccq_enc_event(&e, seq, name);
+		msgpack_sbuffer_write(&e.sb, (const char *)data, len);
+		send_frame(c, &e);
+	}
 }
 
 unsigned server_clients(void)

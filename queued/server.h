@@ -10,6 +10,8 @@
 #include <ev.h>
 #include "config.h"
 #include "ccq_wire.h"
+#include "acl.h"
+#include "watch.h"
 
 struct conn;
 
@@ -38,5 +40,16 @@ void conn_release(struct conn *c);
 /* Peer credentials on a unix socket; -1 for TCP clients. */
 int conn_peer_uid(const struct conn *c, uid_t *uid, pid_t *pid);
 const char *conn_name(const struct conn *c);
+const struct actor *conn_actor(const struct conn *c);
+/* After a successful "auth": the connection acts as this user. */
+void conn_set_user(struct conn *c, uint32_t user_id);
+/* Make c an event subscriber (takes ownership of wf). */
+void conn_watch(struct conn *c, struct watch_filter *wf);
+/*
+ * Push an event to every subscriber allowed to see it. data is the packed
+ * msgpack map of the event (already encoded once for all subscribers).
+ */
+void server_push_event(const char *name, uint32_t org_id, uint32_t inbox_id,
+		const uint8_t *data, size_t len);
 
 #endif

@@ -1,20 +1,124 @@
 /*
  * ccqctl: provisioning, operations and agent actions against queued.
  * See ccqctl(1).
+ *
+ * Most commands are rows of the table below: words, the protocol
+ * operation, positional arguments and options, and the columns of the
+ * table printed for people. --json prints queued's reply as JSON.
  */
 #include "ccq_config.h"
 #include "ccq_client.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <errno.h>
 
 #define DEFAULT_SOCK "/run/ccq/queued.sock"
 
 static int g_json;
 static int g_timeout_ms = 5000;
+static const char *g_as;
+static const char *g_org;
+static ccq_client g_cl;
+static const char *g_addr;
+
+/* ---- the command table -------------------------------------------------- */
+
+struct optspec {
+	const char *opt;   /* "--ring-timeout" */
+	const char *key;   /* "ring_timeout" */
+	char type;         /* 's' string, 'u' unsigned, 'b' true/false, 'l' comma list, 'f' flag (true) */
+};
+
+struct cmdspec {
+	const char *words;
+	const char *op;
+	const char *pos[4];          /* required positional arguments (keys) */
+	char postype[4];             /* their types ('s' or 'u'); default 's' */
+	struct optspec opts[12];
+	const char *cols[10];        /* table columns of "items", NULL: key/value output */
+	const char *help;
+};
+
+static const struct cmdspec cmds[] = {
+	{ "org create", "org.create", { "name", "country" }, "", { { 0 } }, { 0 },
+		"NAME COUNTRY            create an organisation (COUNTRY: ISO code of its numbers, e.g. SG)" },
+	{ "org list", "org.list", { 0 }, "", { { 0 } }, { "id", "name", "country", "created_at" },
+		"                        organisations" },
+	{ "user create", "user.create", { "ext", "name" }, "", {
+		{ "--role", "role", 's' }, { "--addon", "cc_addon", 'f' },
+		{ "--caller-id", "caller_id", 's' }, { "--max-calls", "max_calls", 'u' },
+		{ "--wrapup", "wrapup_seconds", 'u' }, { "--unix-user", "unix_user", 's' } },
+		{ 0 }, "EXT NAME [--role owner|admin|member] [--addon] [--caller-id N]\n"
+		"                        [--max-calls N] [--wrapup S] [--unix-user U]   add a user (extension)" },
+	{ "user update", "user.update", { "ext" }, "", {
+		{ "--name", "name", 's' }, { "--role", "role", 's' }, { "--addon", "cc_addon", 'b' },
+		{ "--caller-id", "caller_id", 's' }, { "--max-calls", "max_calls", 'u' },
+		{ "--wrapup", "wrapup_seconds", 'u' }, { "--unix-user", "unix_user", 's' } },
+		{ 0 }, "EXT [--name N] [--role R] [--addon true|false] [...]   change a user" },
+	{ "user list", "user.list", { 0 }, "", { { 0 } },
+		{ "ext", "name", "role", "cc_addon", "caller_id", "max_calls", "devices" },
+		"                        users of the organisation" },
+	{ "device add", "device.create", { "ext", "kind", "username", "password" }, "", {
+		{ "--domain", "domain", 's' }, { "--label", "label", 's' },
+		{ "--disabled", "enabled", 'F' } },
+		{ 0 }, "EXT KIND USER PASSWORD [--domain D] [--label L] [--disabled]\n"
+		"                        add a device (KIND: desk_phone, mobile_app, desktop_app, web_phone)" },
+	{ "device enable", "device.update", { "id" }, "u", { { "", "enabled", 'T' } }, { 0 },
+		"ID                      enable a device" },
+	{ "device disable", "device.update", { "id" }, "u", { { "", "enabled", 'F' } }, { 0 },
+		"ID                      disable a device" },
+	{ "device list", "device.list", { 0 }, "", { { "--ext", "ext", 's' } },
+		{ "id", "ext", "kind", "label", "username", "domain", "enabled", "registered" },
+		"[--ext EXT]             devices" },
+	{ "inbox create", "inbox.create", { "name" }, "", {
+		{ "--ring-timeout", "ring_timeout", 'u' }, { "--max-wait", "max_wait", 'u' },
+		{ "--missed-flow", "missed_flow", 's' } }, { 0 },
+		"NAME [--ring-timeout S] [--max-wait S] [--missed-flow notify|callback]   add an inbox" },
+	{ "inbox update", "inbox.update", { "inbox" }, "", {
+		{ "--ring-timeout", "ring_timeout", 'u' }, { "--max-wait", "max_wait", 'u' },
+		{ "--missed-flow", "missed_flow", 's' } }, { 0 },
+		"INBOX [--ring-timeout S] [--max-wait S] [--missed-flow F]   change an inbox" },
+	{ "inbox did add", "inbox.did.add", { "inbox", "did" }, "", { { 0 } }, { 0 },
+		"INBOX NUMBER            route a DID to an inbox" },
+	{ "inbox did remove", "inbox.did.remove", { "inbox", "did" }, "", { { 0 } }, { 0 },
+		"INBOX NUMBER            take a DID off an inbox" },
+	{ "inbox member add", "inbox.member.add", { "inbox", "ext" }, "", { { 0 } }, { 0 },
+		"INBOX EXT               assign a user to an inbox" },
+	{ "inbox member remove", "inbox.member.remove", { "inbox", "ext" }, "", { { 0 } }, { 0 },
+		"INBOX EXT               unassign a user" },
+	{ "inbox list", "inbox.list", { 0 }, "", { { 0 } },
+		{ "id", "name", "dids", "members", "ring_timeout", "max_wait", "missed_flow", "waiting" },
+		"                        inboxes you can see" },
+	{ "customer create", "customer.create", { "name" }, "", {
+		{ "--number", "numbers", 'l' }, { "--verified", "verified", 'f' } }, { 0 },
+		"NAME [--number N[,N...]] [--verified]   add a customer" },
+	{ "customer number add", "customer.number.add", { "customer", "number" }, "u", {
+		{ "--verified", "verified", 'f' } }, { 0 },
+		"ID NUMBER [--verified]  add a number to a customer's contact" },
+	{ "customer number verify", "customer.number.verify", { "customer", "number" }, "u",
+		{ { 0 } }, { 0 }, "ID NUMBER               mark a customer's number verified" },
+	{ "customer list", "customer.list", { 0 }, "", { { 0 } }, { "id", "name", "numbers" },
+		"                        customers" },
+	{ "customer show", "customer.get", { "id" }, "u", { { 0 } }, { 0 },
+		"ID                      a customer and their numbers" },
+	{ "trunk add", "trunk.create", { "name", "address" }, "", { { "--port", "port", 'u' } },
+		{ 0 }, "NAME ADDRESS [--port P]   a carrier trunk, recognised by source address" },
+	{ "trunk list", "trunk.list", { 0 }, "", { { 0 } }, { "id", "name", "address", "port" },
+		"                        carrier trunks" },
+	{ "token create", "token.create", { "ext" }, "", { { "--label", "label", 's' } }, { 0 },
+		"EXT [--label L]         an API token for a user (shown once)" },
+	{ "whoami", "whoami", { 0 }, "", { { 0 } }, { 0 },
+		"                        who this connection acts as" },
+	{ "txn list", "txn.list", { 0 }, "", {
+		{ "--limit", "limit", 'u' }, { "--before", "before", 'u' },
+		{ "--inbox", "inbox", 'u' }, { "--customer", "customer", 'u' } },
+		{ "id", "created_at", "inbox", "type", "status", "number", "customer", "agent_ext" },
+		"[--limit N] [--before ID] [--inbox ID] [--customer ID]   transactions" },
+};
 
 static void usage(FILE *f)
 {
@@ -28,18 +132,22 @@ static void usage(FILE *f)
 		"                      host:port (default: $CCQ_QUEUED_SOCK, else %s)\n"
 		"  -j, --json          print machine-readable JSON instead of tables\n"
 		"  -T, --timeout MS    how long to wait for queued (default 5000)\n"
+		"  -a, --as EXT@ORG    act as this user (local operator only)\n"
+		"  -o, --org NAME      the organisation (default: the acting user's)\n"
+		"  -t, --token TOKEN   authenticate with an API token (default: $CCQ_TOKEN;\n"
+		"                      not needed on the unix socket as the local operator)\n"
 		"  -h, --help          this help\n"
 		"  -V, --version       print the version\n"
 		"\n"
 		"Commands:\n"
-		"  ping                      queued's version, protocol and schema version\n"
-		"  txn list [--limit N] [--before ID]\n"
-		"                            transactions, newest first\n"
-		"  txn show ID               one transaction and its journey (timeline)\n"
-		"\n"
-		"Exit status: 0 success, 1 queued answered with an error, 2 usage error,\n"
-		"3 queued could not be reached.\n",
+		"  ping                    queued's version, protocol and schema version\n"
+		"  txn show ID             one transaction and its journey (timeline)\n",
 		DEFAULT_SOCK);
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		fprintf(f, "  %s %s\n", cmds[i].words, cmds[i].help);
+	fprintf(f,
+		"\nExit status: 0 success, 1 queued answered with an error, 2 usage error,\n"
+		"3 queued could not be reached.\n");
 }
 
 /* ---- output ----------------------------------------------------------- */
@@ -104,43 +212,98 @@ static void json_obj(const msgpack_object *o)
 	}
 }
 
-/* Field of a row map as text ("-" for absent/nil). */
-static const char *field(const msgpack_object *map, const char *key, char *buf, size_t size)
+/* A value as text ("-" for absent/nil); microseconds cut to milliseconds. */
+static const char *text_of(const msgpack_object *o, char *buf, size_t size)
 {
-	const msgpack_object *o = ccq_map_get(map, key);
 	if (!o || o->type == MSGPACK_OBJECT_NIL)
 		return "-";
-	if (o->type == MSGPACK_OBJECT_STR) {
+	switch (o->type) {
+	case MSGPACK_OBJECT_STR: {
 		size_t n = o->via.str.size < size - 1 ? o->via.str.size : size - 1;
 		memcpy(buf, o->via.str.ptr, n);
 		buf[n] = '\0';
+		/* "YYYY-MM-DD HH:MM:SS.ffffff" -> milliseconds */
+		if (n == 26 && buf[4] == '-' && buf[10] == ' ' && buf[19] == '.')
+			buf[23] = '\0';
 		return buf;
 	}
-	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
 		snprintf(buf, size, "%llu", (unsigned long long)o->via.u64);
 		return buf;
-	}
-	if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
 		snprintf(buf, size, "%lld", (long long)o->via.i64);
 		return buf;
-	}
-	if (o->type == MSGPACK_OBJECT_BOOLEAN)
+	case MSGPACK_OBJECT_BOOLEAN:
 		return o->via.boolean ? "yes" : "no";
-	return "?";
+	default:
+		return "?";
+	}
 }
 
-/* "2026-11-24 02:55:01.123456" -> "2026-11-24 02:55:01.123" */
-static const char *ts3(char *s)
+static const char *field(const msgpack_object *map, const char *key, char *buf, size_t size)
 {
-	if (strlen(s) > 23)
-		s[23] = '\0';
-	return s;
+	return text_of(ccq_map_get(map, key), buf, size);
 }
 
-/* ---- commands --------------------------------------------------------- */
+static void print_table(const msgpack_object *items, const char *const *cols)
+{
+	size_t ncol = 0, width[10] = { 0 };
+	char buf[600];
 
-static ccq_client g_cl;
-static const char *g_addr;
+	while (ncol < 10 && cols[ncol])
+		ncol++;
+	for (size_t c = 0; c < ncol; c++)
+		width[c] = strlen(cols[c]);
+	for (uint32_t i = 0; i < items->via.array.size; i++)
+		for (size_t c = 0; c < ncol; c++) {
+			size_t l = strlen(field(&items->via.array.ptr[i], cols[c], buf, sizeof(buf)));
+			if (l > width[c])
+				width[c] = l > 40 ? 40 : l;
+		}
+	for (size_t c = 0; c < ncol; c++) {
+		char h[64];
+		size_t k;
+		for (k = 0; cols[c][k] && k < sizeof(h) - 1; k++)
+			h[k] = cols[c][k] == '_' ? ' ' : (char)(cols[c][k] >= 'a' && cols[c][k] <= 'z'
+				? cols[c][k] - 32 : cols[c][k]);
+		h[k] = '\0';
+		printf("%-*s%s", (int)width[c], h, c + 1 < ncol ? "  " : "\n");
+	}
+	for (uint32_t i = 0; i < items->via.array.size; i++)
+		for (size_t c = 0; c < ncol; c++)
+			printf("%-*s%s", (int)width[c],
+				field(&items->via.array.ptr[i], cols[c], buf, sizeof(buf)),
+				c + 1 < ncol ? "  " : "\n");
+	if (items->via.array.size == 0)
+		printf("(none)\n");
+}
+
+static void print_kv(const msgpack_object *o, int indent)
+{
+	char buf[1200];
+	if (o->type != MSGPACK_OBJECT_MAP) {
+		printf("%*s%s\n", indent, "", text_of(o, buf, sizeof(buf)));
+		return;
+	}
+	for (uint32_t i = 0; i < o->via.map.size; i++) {
+		const msgpack_object_kv *kv = &o->via.map.ptr[i];
+		char k[64];
+		text_of(&kv->key, k, sizeof(k));
+		if (kv->val.type == MSGPACK_OBJECT_ARRAY) {
+			printf("%*s%s:\n", indent, "", k);
+			for (uint32_t j = 0; j < kv->val.via.array.size; j++) {
+				print_kv(&kv->val.via.array.ptr[j], indent + 2);
+				if (kv->val.via.array.ptr[j].type == MSGPACK_OBJECT_MAP
+						&& j + 1 < kv->val.via.array.size)
+					printf("\n");
+			}
+		} else {
+			printf("%*s%-16s %s\n", indent, "", k, text_of(&kv->val, buf, sizeof(buf)));
+		}
+	}
+}
+
+/* ---- talking to queued ------------------------------------------------- */
 
 static int call(ccq_enc *e, uint64_t id, ccq_msg *reply)
 {
@@ -159,10 +322,164 @@ static int call(ccq_enc *e, uint64_t id, ccq_msg *reply)
 		}
 		fprintf(stderr, "ccqctl: %s: %.*s\n", ccq_err_name(reply->code),
 			(int)reply->errmsg_len, reply->errmsg);
+		ccq_msg_free(reply);
 		return 1;
 	}
 	return 0;
 }
+
+/* Count and pack the global arguments (as, org) into a request map. */
+static unsigned global_args(void)
+{
+	return (g_as ? 1 : 0) + (g_org ? 1 : 0);
+}
+
+static void pack_global_args(msgpack_packer *pk)
+{
+	if (g_as)
+		ccq_pack_kv_str(pk, "as", g_as);
+	if (g_org)
+		ccq_pack_kv_str(pk, "org", g_org);
+}
+
+static int parse_u64(const char *s, uint64_t *v)
+{
+	char *end;
+	errno = 0;
+	if (!s || !*s || *s == '-')
+		return -1;
+	*v = strtoull(s, &end, 10);
+	return (errno || *end) ? -1 : 0;
+}
+
+static void pack_list(msgpack_packer *pk, const char *key, const char *csv)
+{
+	size_t n = 1;
+	for (const char *p = csv; *p; p++)
+		n += *p == ',';
+	ccq_pack_str(pk, key);
+	msgpack_pack_array(pk, n);
+	for (const char *p = csv;;) {
+		const char *c = strchr(p, ',');
+		size_t l = c ? (size_t)(c - p) : strlen(p);
+		ccq_pack_strn(pk, p, l);
+		if (!c)
+			break;
+		p = c + 1;
+	}
+}
+
+static int run_spec(const struct cmdspec *cs, int argc, char **argv)
+{
+	const char *vals[12] = { 0 };
+	int npos = 0, nargs, rc;
+	unsigned count = 0;
+	uint64_t id;
+	ccq_enc e;
+	ccq_msg r;
+	const msgpack_object *items;
+
+	while (npos < 4 && cs->pos[npos])
+		npos++;
+	if (argc < npos) {
+		fprintf(stderr, "ccqctl: usage: ccqctl %s %s\n", cs->words, cs->help);
+		return 2;
+	}
+	for (int i = npos; i < argc; i++) {
+		int k, found = 0;
+		for (k = 0; k < 12 && cs->opts[k].key; k++) {
+			if (cs->opts[k].opt[0] && strcmp(argv[i], cs->opts[k].opt) == 0) {
+				found = 1;
+				if (cs->opts[k].type == 'f' || cs->opts[k].type == 'F')
+					vals[k] = "true";
+				else if (i + 1 < argc)
+					vals[k] = argv[++i];
+				else {
+					fprintf(stderr, "ccqctl: %s needs a value\n", argv[i]);
+					return 2;
+				}
+				break;
+			}
+		}
+		if (!found) {
+			fprintf(stderr, "ccqctl: %s: unknown argument '%s'\nusage: ccqctl %s %s\n",
+				cs->words, argv[i], cs->words, cs->help);
+			return 2;
+		}
+	}
+	for (int k = 0; k < 12 && cs->opts[k].key; k++)
+		if (vals[k] || cs->opts[k].type == 'T' || cs->opts[k].type == 'F')
+			count++;
+	nargs = npos;
+	id = ccq_client_id(&g_cl);
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, cs->op, (uint32_t)nargs + count + global_args());
+	pack_global_args(&e.pk);
+	for (int i = 0; i < npos; i++) {
+		if (cs->postype[i] == 'u') {
+			uint64_t v;
+			if (parse_u64(argv[i], &v) < 0) {
+				fprintf(stderr, "ccqctl: %s must be a number, not '%s'\n", cs->pos[i], argv[i]);
+				ccq_enc_free(&e);
+				return 2;
+			}
+			ccq_pack_kv_uint(&e.pk, cs->pos[i], v);
+		} else {
+			ccq_pack_kv_str(&e.pk, cs->pos[i], argv[i]);
+		}
+	}
+	for (int k = 0; k < 12 && cs->opts[k].key; k++) {
+		const struct optspec *o = &cs->opts[k];
+		uint64_t v;
+		switch (o->type) {
+		case 'T': ccq_pack_kv_bool(&e.pk, o->key, 1); continue;
+		case 'F':
+			if (!o->opt[0] || vals[k])
+				ccq_pack_kv_bool(&e.pk, o->key, 0);
+			else
+				ccq_pack_kv_bool(&e.pk, o->key, 1);
+			continue;
+		}
+		if (!vals[k])
+			continue;
+		switch (o->type) {
+		case 's': ccq_pack_kv_str(&e.pk, o->key, vals[k]); break;
+		case 'f': ccq_pack_kv_bool(&e.pk, o->key, 1); break;
+		case 'l': pack_list(&e.pk, o->key, vals[k]); break;
+		case 'b':
+			if (strcmp(vals[k], "true") && strcmp(vals[k], "false")) {
+				fprintf(stderr, "ccqctl: %s takes true or false\n", o->opt);
+				ccq_enc_free(&e);
+				return 2;
+			}
+			ccq_pack_kv_bool(&e.pk, o->key, strcmp(vals[k], "true") == 0);
+			break;
+		case 'u':
+			if (parse_u64(vals[k], &v) < 0) {
+				fprintf(stderr, "ccqctl: %s takes a number, not '%s'\n", o->opt, vals[k]);
+				ccq_enc_free(&e);
+				return 2;
+			}
+			ccq_pack_kv_uint(&e.pk, o->key, v);
+			break;
+		}
+	}
+	if ((rc = call(&e, id, &r)) != 0)
+		return rc;
+	items = ccq_map_get(r.body, "items");
+	if (g_json) {
+		json_obj(items && cs->cols[0] ? items : r.body);
+		putchar('\n');
+	} else if (items && items->type == MSGPACK_OBJECT_ARRAY && cs->cols[0]) {
+		print_table(items, cs->cols);
+	} else {
+		print_kv(r.body, 0);
+	}
+	ccq_msg_free(&r);
+	return 0;
+}
+
+/* ---- special commands --------------------------------------------------- */
 
 static int cmd_ping(void)
 {
@@ -188,84 +505,20 @@ static int cmd_ping(void)
 	return 0;
 }
 
-static int parse_u64(const char *s, uint64_t *v)
-{
-	char *end;
-	errno = 0;
-	if (!s || !*s || *s == '-')
-		return -1;
-	*v = strtoull(s, &end, 10);
-	return (errno || *end) ? -1 : 0;
-}
-
-static int cmd_txn_list(int argc, char **argv)
-{
-	uint64_t limit = 50, before = 0, id;
-	ccq_enc e;
-	ccq_msg r;
-	const msgpack_object *items;
-	int rc;
-
-	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
-			if (parse_u64(argv[++i], &limit) < 0 || limit == 0 || limit > 1000) {
-				fprintf(stderr, "ccqctl: --limit must be from 1 to 1000\n");
-				return 2;
-			}
-		} else if (strcmp(argv[i], "--before") == 0 && i + 1 < argc) {
-			if (parse_u64(argv[++i], &before) < 0) {
-				fprintf(stderr, "ccqctl: --before takes a transaction id\n");
-				return 2;
-			}
-		} else {
-			fprintf(stderr, "ccqctl: txn list: unknown argument '%s'\n", argv[i]);
-			return 2;
-		}
-	}
-	id = ccq_client_id(&g_cl);
-	ccq_enc_init(&e);
-	ccq_enc_request(&e, id, "txn.list", before ? 2 : 1);
-	ccq_pack_kv_uint(&e.pk, "limit", limit);
-	if (before)
-		ccq_pack_kv_uint(&e.pk, "before", before);
-	if ((rc = call(&e, id, &r)) != 0)
-		return rc;
-	items = ccq_map_get(r.body, "items");
-	if (g_json) {
-		if (items)
-			json_obj(items);
-		else
-			fputs("[]", stdout);
-		putchar('\n');
-	} else if (items && items->type == MSGPACK_OBJECT_ARRAY) {
-		printf("%-8s %-23s %-9s %-8s %-10s %-24s %s\n", "TXN", "CREATED (UTC)", "DIRECTION",
-			"TYPE", "STATUS", "FROM", "TO");
-		for (uint32_t i = 0; i < items->via.array.size; i++) {
-			const msgpack_object *t = &items->via.array.ptr[i];
-			char a[32], b[64], c[32], d[32], f[32], g[600], h[600];
-			printf("%-8s %-23s %-9s %-8s %-10s %-24s %s\n", field(t, "id", a, sizeof(a)),
-				ts3((char *)field(t, "created_at", b, sizeof(b))),
-				field(t, "direction", c, sizeof(c)), field(t, "type", d, sizeof(d)),
-				field(t, "status", f, sizeof(f)), field(t, "from", g, sizeof(g)),
-				field(t, "to", h, sizeof(h)));
-		}
-		if (items->via.array.size == 0)
-			printf("(no transactions)\n");
-	}
-	ccq_msg_free(&r);
-	return 0;
-}
-
 static int cmd_txn_show(int argc, char **argv)
 {
 	uint64_t txn, id;
 	ccq_enc e;
 	ccq_msg r;
-	const msgpack_object *ev;
+	const msgpack_object *ev, *rel;
 	int rc;
-	static const char *const keys[] = { "id", "kind", "direction", "type", "status",
-		"call_id", "from", "to", "source", "created_at", "answered_at", "ended_at",
-		"result", "failure_reason", NULL };
+	char b[600], b2[600];
+	static const char *const keys[] = { "id", "type", "direction", "status", "inbox",
+		"caller_id", "number", "customer", "agent_name", "answered_at", "talking_seconds",
+		"result", "failure_reason", "call_id", "created_at", "ended_at", NULL };
+	static const char *const labels[] = { "TXN", "Type", "Direction", "Status", "Inbox",
+		"Caller ID", "Number", "Customer", "Agent", "Answered", "Talking Duration",
+		"Result", "Failure reason", "SIP Call-ID", "Created", "Ended", NULL };
 
 	if (argc != 1 || parse_u64(argv[0], &txn) < 0 || txn == 0) {
 		fprintf(stderr, "ccqctl: usage: txn show ID (a positive transaction number)\n");
@@ -273,7 +526,8 @@ static int cmd_txn_show(int argc, char **argv)
 	}
 	id = ccq_client_id(&g_cl);
 	ccq_enc_init(&e);
-	ccq_enc_request(&e, id, "txn.get", 1);
+	ccq_enc_request(&e, id, "txn.get", 1 + global_args());
+	pack_global_args(&e.pk);
 	ccq_pack_kv_uint(&e.pk, "id", txn);
 	if ((rc = call(&e, id, &r)) != 0)
 		return rc;
@@ -284,19 +538,50 @@ static int cmd_txn_show(int argc, char **argv)
 		return 0;
 	}
 	for (int i = 0; keys[i]; i++) {
-		char b[600];
-		printf("%-15s %s\n", keys[i], field(r.body, keys[i], b, sizeof(b)));
+		const char *v = field(r.body, keys[i], b, sizeof(b));
+		if (strcmp(keys[i], "agent_name") == 0 && strcmp(v, "-") != 0) {
+			printf("%-17s %s - %s\n", labels[i], field(r.body, "agent_ext", b2, sizeof(b2)), v);
+			continue;
+		}
+		if (strcmp(keys[i], "talking_seconds") == 0 && strcmp(v, "-") != 0) {
+			unsigned long s = strtoul(v, NULL, 10);
+			printf("%-17s %lu:%02lu:%02lu\n", labels[i], s / 3600, s / 60 % 60, s % 60);
+			continue;
+		}
+		printf("%-17s %s\n", labels[i], v);
 	}
 	ev = ccq_map_get(r.body, "events");
 	printf("\nJourney (UTC):\n");
 	if (ev && ev->type == MSGPACK_OBJECT_ARRAY) {
 		for (uint32_t i = 0; i < ev->via.array.size; i++) {
 			const msgpack_object *x = &ev->via.array.ptr[i];
-			char a[64], t[1100];
-			printf("  %s  %s\n", ts3((char *)field(x, "at", a, sizeof(a))),
-				field(x, "text", t, sizeof(t)));
+			printf("  %s  %s\n", field(x, "at", b, sizeof(b)), field(x, "text", b2, sizeof(b2)));
 		}
 	}
+	rel = ccq_map_get(r.body, "related");
+	if (rel && rel->type == MSGPACK_OBJECT_ARRAY && rel->via.array.size > 0) {
+		printf("\nRelated transactions:\n");
+		for (uint32_t i = 0; i < rel->via.array.size; i++) {
+			const msgpack_object *x = &rel->via.array.ptr[i];
+			printf("  TXN %s (%s)\n", field(x, "id", b, sizeof(b)), field(x, "kind", b2, sizeof(b2)));
+		}
+	}
+	ccq_msg_free(&r);
+	return 0;
+}
+
+static int authenticate(const char *token)
+{
+	ccq_enc e;
+	ccq_msg r;
+	uint64_t id = ccq_client_id(&g_cl);
+	int rc;
+
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, "auth", 1);
+	ccq_pack_kv_str(&e.pk, "token", token);
+	if ((rc = call(&e, id, &r)) != 0)
+		return rc;
 	ccq_msg_free(&r);
 	return 0;
 }
@@ -307,22 +592,29 @@ int main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "timeout", required_argument, NULL, 'T' },
+		{ "as", required_argument, NULL, 'a' },
+		{ "org", required_argument, NULL, 'o' },
+		{ "token", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
 	char err[512];
-	int opt, rc;
+	const char *token = getenv("CCQ_TOKEN");
+	int opt, rc = -1;
 
 	g_addr = getenv("CCQ_QUEUED_SOCK");
 	if (!g_addr || !*g_addr)
 		g_addr = DEFAULT_SOCK;
 	/* '+': options stop at the command, so "txn list --limit 5" works */
-	while ((opt = getopt_long(argc, argv, "+s:jT:hV", lopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+s:jT:a:o:t:hV", lopts, NULL)) != -1) {
 		switch (opt) {
 		case 's': g_addr = optarg; break;
 		case 'j': g_json = 1; break;
 		case 'T': g_timeout_ms = atoi(optarg); if (g_timeout_ms <= 0) g_timeout_ms = 5000; break;
+		case 'a': g_as = optarg; break;
+		case 'o': g_org = optarg; break;
+		case 't': token = optarg; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("ccqctl %s\n", PACKAGE_VERSION); return 0;
 		default: usage(stderr); return 2;
@@ -334,21 +626,44 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	signal(SIGPIPE, SIG_IGN);
 	ccq_client_init(&g_cl);
 	if (ccq_client_connect(&g_cl, g_addr, g_timeout_ms, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ccqctl: cannot reach queued: %s\n", err);
 		return 3;
 	}
-	if (strcmp(argv[0], "ping") == 0 && argc == 1)
+	if (token && *token && (rc = authenticate(token)) != 0) {
+		ccq_client_free(&g_cl);
+		return rc;
+	}
+	if (strcmp(argv[0], "ping") == 0 && argc == 1) {
 		rc = cmd_ping();
-	else if (strcmp(argv[0], "txn") == 0 && argc >= 2 && strcmp(argv[1], "list") == 0)
-		rc = cmd_txn_list(argc - 2, argv + 2);
-	else if (strcmp(argv[0], "txn") == 0 && argc >= 2 && strcmp(argv[1], "show") == 0)
+	} else if (argc >= 2 && strcmp(argv[0], "txn") == 0 && strcmp(argv[1], "show") == 0) {
 		rc = cmd_txn_show(argc - 2, argv + 2);
-	else {
-		fprintf(stderr, "ccqctl: unknown command '%s'%s\n", argv[0],
-			argc > 1 ? " (see ccqctl --help)" : "");
-		rc = 2;
+	} else {
+		/* the longest matching command words */
+		const struct cmdspec *best = NULL;
+		int best_words = 0;
+		for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+			char w[64], *save = NULL, *tok;
+			int n = 0, ok = 1;
+			snprintf(w, sizeof(w), "%s", cmds[i].words);
+			for (tok = strtok_r(w, " ", &save); tok; tok = strtok_r(NULL, " ", &save), n++)
+				if (n >= argc || strcmp(tok, argv[n]) != 0) {
+					ok = 0;
+					break;
+				}
+			if (ok && n > best_words) {
+				best = &cmds[i];
+				best_words = n;
+			}
+		}
+		if (best) {
+			rc = run_spec(best, argc - best_words, argv + best_words);
+		} else {
+			fprintf(stderr, "ccqctl: unknown command '%s' (see ccqctl --help)\n", argv[0]);
+			rc = 2;
+		}
 	}
 	ccq_client_free(&g_cl);
 	return rc;
