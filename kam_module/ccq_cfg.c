@@ -5,6 +5,7 @@ struct cfg_group_ccq default_ccq_cfg = {
 	500,  /* timeout */
 	1,    /* retries */
 	1000, /* reconnect_interval */
+	2000, /* decision_timeout */
 };
 
 void *ccq_cfg = &default_ccq_cfg;
@@ -17,5 +18,8 @@ cfg_def_t ccq_cfg_def[] = {
 	{"reconnect_interval", CFG_VAR_INT | CFG_ATOMIC, 0, 600000, 0, 0,
 		"Milliseconds a process waits after a failed connection before trying"
 		" again; calls in between use the fallback at once"},
+	{"decision_timeout", CFG_VAR_INT | CFG_ATOMIC, 100, 60000, 0, 0,
+		"Milliseconds a suspended call waits for queued's decision before the"
+		" route resumes with $ccq(action) = fallback"},
 	{0, 0, 0, 0, 0, 0}
 };

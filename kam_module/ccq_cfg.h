@@ -8,6 +8,7 @@ struct cfg_group_ccq {
 	int timeout;            /* ms to wait for one queued reply */
 	int retries;            /* extra attempts after a failed one */
 	int reconnect_interval; /* ms between connection attempts per process */
+	int decision_timeout;   /* ms a suspended call waits for queued's decision */
 };
 
 extern struct cfg_group_ccq default_ccq_cfg;

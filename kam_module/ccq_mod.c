@@ -19,23 +19,48 @@
 #include "core/parser/parse_from.h"
 #include "core/parser/msg_parser.h"
 
+#include "core/route.h"
+#include "core/dset.h"
+#include "core/parser/contact/parse_contact.h"
+#include "core/parser/parse_expires.h"
+#include "core/parser/parse_uri.h"
+
 #include "ccq_cfg.h"
 #include "ccq_link.h"
+#include "ccq_async.h"
 
 MODULE_VERSION
 
 static char *queued_addr = "unix:/run/ccq/queued.sock";
-static int p_timeout = -1, p_retries = -1, p_reconnect = -1;
+static int p_timeout = -1, p_retries = -1, p_reconnect = -1, p_decision = -1;
 
 static int mod_init(void);
 static int child_init(int rank);
 static void mod_destroy(void);
 static int w_ccq_classify(struct sip_msg *msg, char *p1, char *p2);
+static int w_ccq_route_call(struct sip_msg *msg, char *route, char *p2);
+static int w_ccq_ring_failed(struct sip_msg *msg, char *route, char *p2);
+static int w_ccq_wait(struct sip_msg *msg, char *route, char *p2);
+static int w_ccq_ring(struct sip_msg *msg, char *p1, char *p2);
+static int w_ccq_report_answer(struct sip_msg *msg, char *p1, char *p2);
+static int w_ccq_report_end(struct sip_msg *msg, char *by, char *p2);
+static int w_ccq_report_register(struct sip_msg *msg, char *p1, char *p2);
+static int fixup_route_name(void **param, int param_no);
 static int pv_get_ccq(struct sip_msg *msg, pv_param_t *param, pv_value_t *res);
 static int pv_parse_ccq_name(pv_spec_p sp, str *in);
 
 static cmd_export_t cmds[] = {
 	{"ccq_classify", (cmd_function)w_ccq_classify, 0, 0, 0, REQUEST_ROUTE},
+	{"ccq_route_call", (cmd_function)w_ccq_route_call, 1, fixup_route_name, 0, REQUEST_ROUTE},
+	{"ccq_ring_failed", (cmd_function)w_ccq_ring_failed, 1, fixup_route_name, 0,
+		REQUEST_ROUTE | FAILURE_ROUTE},
+	{"ccq_wait", (cmd_function)w_ccq_wait, 1, fixup_route_name, 0,
+		REQUEST_ROUTE | FAILURE_ROUTE},
+	{"ccq_ring", (cmd_function)w_ccq_ring, 0, 0, 0, REQUEST_ROUTE | FAILURE_ROUTE},
+	{"ccq_report_answer", (cmd_function)w_ccq_report_answer, 0, 0, 0, ONREPLY_ROUTE},
+	{"ccq_report_end", (cmd_function)w_ccq_report_end, 1, fixup_spve_null, 0,
+		REQUEST_ROUTE | FAILURE_ROUTE | ONREPLY_ROUTE},
+	{"ccq_report_register", (cmd_function)w_ccq_report_register, 0, 0, 0, REQUEST_ROUTE},
 	{0, 0, 0, 0, 0, 0}
 };
 
@@ -44,6 +69,7 @@ static param_export_t params[] = {
 	{"timeout", PARAM_INT, &p_timeout},
 	{"retries", PARAM_INT, &p_retries},
 	{"reconnect_interval", PARAM_INT, &p_reconnect},
+	{"decision_timeout", PARAM_INT, &p_decision},
 	{0, 0, 0}
 };
 
@@ -69,7 +95,9 @@ struct module_exports exports = {
 
 /* ---- per-message classification result ------------------------------- */
 
-enum ccq_pv_key { CCQ_PV_TYPE = 1, CCQ_PV_TXN, CCQ_PV_DIRECTION, CCQ_PV_LINK };
+enum ccq_pv_key { CCQ_PV_TYPE = 1, CCQ_PV_TXN, CCQ_PV_DIRECTION, CCQ_PV_LINK,
+	CCQ_PV_ACTION, CCQ_PV_CODE, CCQ_PV_REASON, CCQ_PV_INBOX, CCQ_PV_RING_TIMEOUT,
+	CCQ_PV_MAX_WAIT, CCQ_PV_TARGETS, CCQ_PV_ERROR };
 
 static struct {
 	unsigned int msg_id;
@@ -178,13 +206,303 @@ static int w_ccq_classify(struct sip_msg *msg, char *p1, char *p2)
 	return ki_ccq_classify(msg);
 }
 
+
+/* ---- asynchronous decisions (no SIP worker waits on queued) ----------- */
+
+static int fixup_route_name(void **param, int param_no)
+{
+	int idx;
+	if (param_no != 1)
+		return 0;
+	idx = route_lookup(&main_rt, (char *)*param);
+	if (idx < 0) {
+		LM_ERR("route[%s] is not defined in the routing script\n", (char *)*param);
+		return -1;
+	}
+	*param = (void *)(long)idx;
+	return 0;
+}
+
+static int hdr_field_str(str *v, char *buf, size_t size)
+{
+	if (!v || !v->s || v->len <= 0) {
+		buf[0] = '\0';
+		return 0;
+	}
+	return str_arg(v, buf, size);
+}
+
+/* The URI of a Contact without parameters: sip:user@host:port */
+static void contact_core(str *uri, char *buf, size_t size)
+{
+	int n = 0;
+	while (n < uri->len && uri->s[n] != ';' && uri->s[n] != '>')
+		n++;
+	if ((size_t)n >= size)
+		n = (int)size - 1;
+	memcpy(buf, uri->s, n);
+	buf[n] = '\0';
+}
+
+static int call_id_of(struct sip_msg *msg, char *buf, size_t size)
+{
+	if ((!msg->callid && (parse_headers(msg, HDR_CALLID_F, 0) < 0 || !msg->callid))
+			|| msg->callid->body.len <= 0) {
+		LM_WARN("message without a Call-ID\n");
+		return -1;
+	}
+	if (str_arg(&msg->callid->body, buf, size) < 0) {
+		LM_WARN("Call-ID longer than %zu bytes\n", size - 1);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * ccq_route_call(route): ask queued what to do with an initial INVITE.
+ * Suspends the transaction and returns 0 (stop the script); the named
+ * route runs when the answer comes, with $ccq(action) set. -1 if it could
+ * not be suspended (queued's answer will not come; decide now).
+ */
+static int w_ccq_route_call(struct sip_msg *msg, char *route, char *p2)
+{
+	char callid[256], from[512], fuser[64], fname[128], ruser[64], src[64];
+	struct to_body *fb;
+	struct sip_uri *ru;
+	ccq_enc e;
+	uint64_t id;
+
+	if (msg->first_line.type != SIP_REQUEST
+			|| msg->first_line.u.request.method_value != METHOD_INVITE) {
+		LM_WARN("ccq_route_call() is for initial INVITE requests\n");
+		return -1;
+	}
+	if (call_id_of(msg, callid, sizeof(callid)) < 0 || parse_from_header(msg) < 0
+			|| parse_sip_msg_uri(msg) < 0) {
+		LM_WARN("INVITE from %s with a broken Call-ID, From or request URI\n",
+			ip_addr2a(&msg->rcv.src_ip));
+		return -1;
+	}
+	fb = get_from(msg);
+	ru = &msg->parsed_uri;
+	str_arg(&fb->uri, from, sizeof(from));
+	hdr_field_str(&fb->parsed_uri.user, fuser, sizeof(fuser));
+	hdr_field_str(&fb->display, fname, sizeof(fname));
+	hdr_field_str(&ru->user, ruser, sizeof(ruser));
+	snprintf(src, sizeof(src), "%s", ip_addr2a(&msg->rcv.src_ip));
+
+	id = ccq_async_next_id();
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, "call.route", 7);
+	ccq_pack_kv_str(&e.pk, "call_id", callid);
+	ccq_pack_kv_str(&e.pk, "from", from);
+	ccq_pack_kv_str(&e.pk, "caller", fuser);
+	ccq_pack_kv_str(&e.pk, "caller_name", fname);
+	ccq_pack_kv_str(&e.pk, "did", ruser);
+	ccq_pack_kv_str(&e.pk, "source_ip", src);
+	ccq_pack_kv_uint(&e.pk, "source_port", msg->rcv.src_port);
+	if (ccq_async_suspend(msg, CCQ_ASYNC_CALL, (int)(long)route, &e, id, callid,
+			cfg_get(ccq, ccq_cfg, decision_timeout)) < 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * ccq_ring_failed(route): in a failure route, the ringing agent did not
+ * answer: ask queued for the next step (ring another agent, queue, or the
+ * missed-call flow). Returns 0 when suspended.
+ */
+static int w_ccq_ring_failed(struct sip_msg *msg, char *route, char *p2)
+{
+	char callid[256];
+	ccq_enc e;
+	uint64_t id;
+
+	if (call_id_of(msg, callid, sizeof(callid)) < 0)
+		return -1;
+	id = ccq_async_next_id();
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, "call.ring_failed", 1);
+	ccq_pack_kv_str(&e.pk, "call_id", callid);
+	if (ccq_async_suspend(msg, CCQ_ASYNC_CALL, (int)(long)route, &e, id, callid,
+			cfg_get(ccq, ccq_cfg, decision_timeout)) < 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * ccq_wait(route): the call was queued; wait (suspended) until queued
+ * dispatches it to an agent or gives up (missed-call flow). Returns 0.
+ */
+static int w_ccq_wait(struct sip_msg *msg, char *route, char *p2)
+{
+	char callid[256];
+	ccq_enc e;
+	uint64_t id;
+	int wait_ms;
+
+	if (call_id_of(msg, callid, sizeof(callid)) < 0)
+		return -1;
+	/* queued decides the end of the wait; this is only the safety net */
+	wait_ms = ((ccq_async_result.active ? (int)ccq_async_result.max_wait : 600) + 15) * 1000;
+	id = ccq_async_next_id();
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, "call.wait", 1);
+	ccq_pack_kv_str(&e.pk, "call_id", callid);
+	if (ccq_async_suspend(msg, CCQ_ASYNC_WAIT, (int)(long)route, &e, id, callid, wait_ms) < 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * ccq_ring(): point the request at the devices queued chose: the request
+ * URI becomes the first device's AOR and one branch is added per other
+ * device; follow with lookup_branches("location") and t_relay().
+ */
+static int w_ccq_ring(struct sip_msg *msg, char *p1, char *p2)
+{
+	struct ccq_result *ar = &ccq_async_result;
+	str u;
+
+	if (!ar->active || ar->ntargets == 0) {
+		LM_WARN("ccq_ring(): no devices to ring (use it in the route resumed by ccq_route_call)\n");
+		return -1;
+	}
+	u.s = ar->targets[0];
+	u.len = strlen(u.s);
+	if (rewrite_uri(msg, &u) < 0) {
+		LM_ERR("cannot set the request URI to %s\n", u.s);
+		return -1;
+	}
+	clear_branches();
+	for (int i = 1; i < ar->ntargets; i++) {
+		u.s = ar->targets[i];
+		u.len = strlen(u.s);
+		if (append_branch(msg, &u, 0, 0, Q_UNSPECIFIED, 0, 0, 0, 0, 0, 0) < 0)
+			LM_ERR("cannot add a branch for %s\n", u.s);
+	}
+	return 1;
+}
+
+/* ccq_report_answer(): in an onreply route, a 200 OK for an INVITE. */
+static int w_ccq_report_answer(struct sip_msg *msg, char *p1, char *p2)
+{
+	char callid[256], contact[256] = "";
+	ccq_enc e;
+	uint64_t id;
+
+	if (msg->first_line.type != SIP_REPLY || call_id_of(msg, callid, sizeof(callid)) < 0)
+		return -1;
+	if (parse_headers(msg, HDR_CONTACT_F, 0) == 0 && msg->contact
+			&& parse_contact(msg->contact) == 0) {
+		contact_body_t *cb = (contact_body_t *)msg->contact->parsed;
+		if (cb && cb->contacts)
+			contact_core(&cb->contacts->uri, contact, sizeof(contact));
+	}
+	id = ccq_async_next_id();
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, "call.answered", 2);
+	ccq_pack_kv_str(&e.pk, "call_id", callid);
+	ccq_pack_kv_str(&e.pk, "contact", contact);
+	return ccq_async_report(&e, id) < 0 ? -1 : 1;
+}
+
+/* ccq_report_end(by): the call ended; by is caller, agent, canceled or failed. */
+static int w_ccq_report_end(struct sip_msg *msg, char *by, char *p2)
+{
+	char callid[256], bybuf[32];
+	str b;
+	ccq_enc e;
+	uint64_t id;
+
+	if (fixup_get_svalue(msg, (gparam_t *)by, &b) < 0 || b.len <= 0
+			|| (size_t)b.len >= sizeof(bybuf)) {
+		LM_ERR("ccq_report_end(): bad parameter\n");
+		return -1;
+	}
+	memcpy(bybuf, b.s, b.len);
+	bybuf[b.len] = '\0';
+	if (call_id_of(msg, callid, sizeof(callid)) < 0)
+		return -1;
+	id = ccq_async_next_id();
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, "call.ended", 2);
+	ccq_pack_kv_str(&e.pk, "call_id", callid);
+	ccq_pack_kv_str(&e.pk, "by", bybuf);
+	return ccq_async_report(&e, id) < 0 ? -1 : 1;
+}
+
+/*
+ * ccq_report_register(): after save("location"), tell queued where the
+ * device is (or that it unregistered), so that it knows who can ring.
+ */
+static int w_ccq_report_register(struct sip_msg *msg, char *p1, char *p2)
+{
+	struct to_body *tb;
+	char user[65], domain[129];
+	int expires_hdr = 3600, n = 0;
+	contact_t *c;
+	ccq_enc e;
+	uint64_t id;
+
+	if (parse_headers(msg, HDR_TO_F | HDR_CONTACT_F | HDR_EXPIRES_F, 0) < 0 || !msg->to) {
+		LM_WARN("REGISTER without a To header\n");
+		return -1;
+	}
+	tb = get_to(msg);
+	if (parse_uri(tb->uri.s, tb->uri.len, &tb->parsed_uri) < 0) {
+		LM_WARN("REGISTER with a bad To URI\n");
+		return -1;
+	}
+	hdr_field_str(&tb->parsed_uri.user, user, sizeof(user));
+	hdr_field_str(&tb->parsed_uri.host, domain, sizeof(domain));
+	if (msg->expires && parse_expires(msg->expires) == 0 && msg->expires->parsed)
+		expires_hdr = ((exp_body_t *)msg->expires->parsed)->val;
+	if (!msg->contact) /* a query, not a change */
+		return 1;
+	if (parse_contact(msg->contact) < 0) {
+		LM_WARN("REGISTER with a bad Contact header\n");
+		return -1;
+	}
+	id = ccq_async_next_id();
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, "device.contact", 4);
+	ccq_pack_kv_str(&e.pk, "username", user);
+	ccq_pack_kv_str(&e.pk, "domain", domain);
+	if (((contact_body_t *)msg->contact->parsed)->star) {
+		ccq_pack_kv_bool(&e.pk, "all", 1);
+		ccq_pack_kv_uint(&e.pk, "expires", 0);
+		return ccq_async_report(&e, id) < 0 ? -1 : 1;
+	}
+	ccq_pack_str(&e.pk, "contacts");
+	for (c = ((contact_body_t *)msg->contact->parsed)->contacts; c; c = c->next)
+		n++;
+	msgpack_pack_array(&e.pk, n > 8 ? 8 : n);
+	n = 0;
+	for (c = ((contact_body_t *)msg->contact->parsed)->contacts; c && n < 8; c = c->next, n++) {
+		char uri[256];
+		int exp = expires_hdr;
+		if (c->expires && c->expires->body.len > 0)
+			exp = atoi(c->expires->body.s);
+		contact_core(&c->uri, uri, sizeof(uri));
+		msgpack_pack_map(&e.pk, 2);
+		ccq_pack_kv_str(&e.pk, "uri", uri);
+		ccq_pack_kv_uint(&e.pk, "expires", exp < 0 ? 0 : (uint64_t)exp);
+	}
+	ccq_pack_kv_uint(&e.pk, "expires", (uint64_t)expires_hdr);
+	return ccq_async_report(&e, id) < 0 ? -1 : 1;
+}
+
 /* ---- $ccq(key) -------------------------------------------------------- */
 
 static int pv_parse_ccq_name(pv_spec_p sp, str *in)
 {
 	static const struct { const char *name; int key; } names[] = {
 		{"type", CCQ_PV_TYPE}, {"txn", CCQ_PV_TXN}, {"direction", CCQ_PV_DIRECTION},
-		{"link", CCQ_PV_LINK},
+		{"link", CCQ_PV_LINK}, {"action", CCQ_PV_ACTION}, {"code", CCQ_PV_CODE},
+		{"reason", CCQ_PV_REASON}, {"inbox", CCQ_PV_INBOX},
+		{"ring_timeout", CCQ_PV_RING_TIMEOUT}, {"max_wait", CCQ_PV_MAX_WAIT},
+		{"targets", CCQ_PV_TARGETS}, {"error", CCQ_PV_ERROR},
 	};
 	if (!sp || !in || in->len <= 0)
 		return -1;
@@ -197,15 +515,45 @@ static int pv_parse_ccq_name(pv_spec_p sp, str *in)
 			return 0;
 		}
 	}
-	LM_ERR("unknown key in $ccq(%.*s): use type, txn, direction or link\n", in->len, in->s);
+	LM_ERR("unknown key in $ccq(%.*s): use type, txn, direction, link, action, code, reason,"
+		" inbox, ring_timeout, max_wait, targets or error\n", in->len, in->s);
 	return -1;
 }
 
 static int pv_get_ccq(struct sip_msg *msg, pv_param_t *param, pv_value_t *res)
 {
 	str s;
+	struct ccq_result *ar = &ccq_async_result;
+	int key = param->pvn.u.isname.name.n;
 
-	switch (param->pvn.u.isname.name.n) {
+	/* inside a route resumed with a decision from queued */
+	if (ar->active) {
+		switch (key) {
+		case CCQ_PV_ACTION: s.s = ar->action; break;
+		case CCQ_PV_REASON: s.s = ar->reason; break;
+		case CCQ_PV_INBOX: s.s = ar->inbox; break;
+		case CCQ_PV_TXN: s.s = ar->txn; break;
+		case CCQ_PV_ERROR: s.s = ar->error; break;
+		case CCQ_PV_CODE:
+			return ar->code ? pv_get_sintval(msg, param, res, ar->code)
+				: pv_get_null(msg, param, res);
+		case CCQ_PV_RING_TIMEOUT:
+			return pv_get_sintval(msg, param, res, (int)ar->ring_timeout);
+		case CCQ_PV_MAX_WAIT:
+			return pv_get_sintval(msg, param, res, (int)ar->max_wait);
+		case CCQ_PV_TARGETS:
+			return pv_get_sintval(msg, param, res, ar->ntargets);
+		default: s.s = NULL;
+		}
+		if (s.s) {
+			if (!s.s[0])
+				return pv_get_null(msg, param, res);
+			s.len = strlen(s.s);
+			return pv_get_strval(msg, param, res, &s);
+		}
+	}
+
+	switch (key) {
 	case CCQ_PV_LINK: {
 		struct ccq_link_stats st;
 		ccq_link_get_stats(&st);
@@ -327,6 +675,13 @@ static int mod_init(void)
 	}
 	if (p_reconnect >= 0)
 		default_ccq_cfg.reconnect_interval = p_reconnect;
+	if (p_decision >= 0) {
+		if (p_decision < 100 || p_decision > 60000) {
+			LM_ERR("modparam decision_timeout must be 100..60000 ms, not %d\n", p_decision);
+			return -1;
+		}
+		default_ccq_cfg.decision_timeout = p_decision;
+	}
 	if (cfg_declare("ccq", ccq_cfg_def, &default_ccq_cfg, cfg_sizeof(ccq), &ccq_cfg)) {
 		LM_ERR("cannot declare the ccq cfg group\n");
 		return -1;
@@ -337,6 +692,8 @@ static int mod_init(void)
 	}
 	if (ccq_link_init_shm() < 0)
 		return -1;
+	if (ccq_async_init() < 0)
+		return -1;
 	return 0;
 }
 
@@ -344,8 +701,13 @@ static int child_init(int rank)
 {
 	/* No sockets before the fork: every process opens its own. The main
 	 * process and the tcp/timer helpers never talk to queued. */
-	if (rank == PROC_INIT || rank == PROC_MAIN || rank == PROC_TCP_MAIN)
+	if (rank == PROC_INIT || rank == PROC_TCP_MAIN)
 		return 0;
+	if (rank == PROC_MAIN) {
+		ccq_link_child_init(queued_addr); /* the address, for the async process */
+		return ccq_async_fork();
+	}
+	ccq_async_child();
 	ccq_link_child_init(queued_addr);
 	return 0;
 }

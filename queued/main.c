@@ -13,6 +13,7 @@
 #include "migrate.h"
 #include "server.h"
 #include "ops.h"
+#include "calls.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -233,6 +234,7 @@ int main(int argc, char **argv)
 		server_stop_listening();
 		return 1;
 	}
+	calls_init(loop);
 	write_pid_file();
 
 	ev_signal_init(&s_hup, on_hup, SIGHUP);
@@ -248,6 +250,7 @@ int main(int argc, char **argv)
 	ev_run(loop, 0);
 
 	server_stop_listening();
+	calls_stop();
 	db_stop();
 	server_close_all();
 	if (g_cfg.pid_file[0])

@@ -210,7 +210,17 @@ static void req_done(struct db_job *j)
 {
 	struct req *r = (struct req *)j;
 
-	if (j->err) {
+	if (!r->c) {
+		/* internal: nobody to answer */
+		if (j->err)
+			LOG_W("internal %s failed: %s", r->op->name, j->errmsg);
+		else if (r->op->after)
+			r->op->after(r);
+		if (r->have_enc)
+			ccq_enc_free(&r->enc);
+		if (r->internal_done)
+			r->internal_done();
+	} else if (j->err) {
 		if (r->have_enc)
 			ccq_enc_free(&r->enc);
 		conn_reply_err(r->c, r->id, j->err, "%s", j->errmsg[0] ? j->errmsg
@@ -220,7 +230,8 @@ static void req_done(struct db_job *j)
 		if (r->op->after)
 			r->op->after(r);
 	}
-	conn_release(r->c);
+	if (r->c)
+		conn_release(r->c);
 	ccq_msg_free(&r->msg);
 	free(r->payload);
 	free(r->after_data);
@@ -249,7 +260,41 @@ static const struct op_def ops_core[] = {
 	{ NULL, NULL, NULL, NULL, 0 }
 };
 
-static const struct op_def *const op_tables[] = { ops_core, ops_txn, ops_dir };
+static const struct op_def *const op_tables[] = { ops_core, ops_txn, ops_dir, ops_call };
+
+int ops_submit_internal(const struct op_def *op, ccq_enc *enc, void (*done)(void))
+{
+	const uint8_t *buf;
+	size_t len;
+	char err[160];
+	struct req *r;
+
+	if (ccq_enc_finish(enc, 0, &buf, &len) < 0)
+		return -1;
+	buf += CCQ_FRAME_HDR;
+	len -= CCQ_FRAME_HDR;
+	r = calloc(1, sizeof(*r));
+	if (!r || !(r->payload = malloc(len))) {
+		free(r);
+		return -1;
+	}
+	memcpy(r->payload, buf, len);
+	if (ccq_msg_decode(&r->msg, r->payload, len, err, sizeof(err)) != CCQ_OK) {
+		LOG_E("internal request %s does not decode: %s", op->name, err);
+		ccq_msg_free(&r->msg);
+		free(r->payload);
+		free(r);
+		return -1;
+	}
+	r->op = op;
+	r->args = r->msg.body;
+	r->actor.operator = 1;
+	r->internal_done = done;
+	r->j.run = req_run;
+	r->j.done = req_done;
+	db_submit(&r->j);
+	return 0;
+}
 
 void ops_dispatch(struct conn *c, const ccq_msg *m, const uint8_t *payload, size_t len)
 {

@@ -52,6 +52,7 @@ struct req {
 	int have_enc;
 	void *after_data;         /* for op_after_fn, freed by the framework */
 	uint64_t out_id;          /* a result id, for after() */
+	void (*internal_done)(void); /* internal requests (no connection) */
 };
 
 void ops_set_schema(int version);
@@ -82,8 +83,15 @@ void pack_row(msgpack_packer *pk, MYSQL_RES *res, MYSQL_ROW row, unsigned extra)
 /* Pack all rows of a result as an array of maps. */
 void pack_rows(msgpack_packer *pk, MYSQL_RES *res);
 
+/*
+ * Run an operation for queued itself (no client connection): the request
+ * in enc is copied; done() runs on the loop after the operation's after().
+ */
+int ops_submit_internal(const struct op_def *op, ccq_enc *enc, void (*done)(void));
+
 /* Tables of operations, one per file. */
 extern const struct op_def ops_txn[];
 extern const struct op_def ops_dir[];
+extern const struct op_def ops_call[];
 
 #endif

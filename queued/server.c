@@ -438,7 +438,7 @@ static int listen_on(const char *addr, unsigned mode, char *err, size_t errlen)
 		if (probe >= 0)
 			close(probe);
 		unlink(sun->sun_path);
-		snprintf(l->path, sizeof(l->path), "%s", sun->sun_path);
+		memcpy(l->path, sun->sun_path, sizeof(l->path) - 1);
 	} else {
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	}
@@ -552,6 +552,19 @@ void server_push_event(const char *name, uint32_t org_id, uint32_t inbox_id,
 		msgpack_sbuffer_write(&e.sb, (const char *)data, len);
 		send_frame(c, &e);
 	}
+}
+
+void conn_push_event(struct conn *c, const char *name, const uint8_t *data, size_t len)
+{
+	static uint64_t seq;
+	ccq_enc e;
+
+	if (c->dead)
+		return;
+	ccq_enc_init(&e);
+	ccq_enc_event(&e, ++seq, name);
+	msgpack_sbuffer_write(&e.sb, (const char *)data, len);
+	send_frame(c, &e);
 }
 
 unsigned server_clients(void)

@@ -49,6 +49,8 @@ void conn_watch(struct conn *c, struct watch_filter *wf);
  * Push an event to every subscriber allowed to see it. data is the packed
  * msgpack map of the event (already encoded once for all subscribers).
  */
+/* Push one event to one connection (data: a packed msgpack map). */
+void conn_push_event(struct conn *c, const char *name, const uint8_t *data, size_t len);
 void server_push_event(const char *name, uint32_t org_id, uint32_t inbox_id,
 		const uint8_t *data, size_t len);
 

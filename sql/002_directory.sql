@@ -141,3 +141,13 @@ CREATE TABLE txn_link (
   PRIMARY KEY (txn_a, txn_b),
   KEY ix_link_b (txn_b)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Which agents a call has rung, and how it went (distribution skips them).
+CREATE TABLE txn_ring (
+  txn_id      BIGINT UNSIGNED NOT NULL,
+  user_id     INT UNSIGNED NOT NULL,
+  at          DATETIME(3) NOT NULL,
+  result      VARCHAR(32) NULL,
+  PRIMARY KEY (txn_id, user_id),
+  CONSTRAINT fk_ring_txn FOREIGN KEY (txn_id) REFERENCES txn (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

@@ -1,0 +1,552 @@
+/*
+ * The "ccq async" process and the worker side of it; see ccq_async.h.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/socket.h>
+
+#include "core/dprint.h"
+#include "core/pt.h"
+#include "core/route.h"
+#include "core/sr_module.h"
+#include "core/cfg/cfg_struct.h"
+#include "modules/tm/tm_load.h"
+
+#include "ccq_async.h"
+#include "ccq_cfg.h"
+#include "ccq_link.h"
+
+struct ccq_result ccq_async_result;
+
+static struct tm_binds tmb;
+static int g_tm_loaded;
+static int g_chan[2] = { -1, -1 };   /* [0] workers write, [1] async reads */
+static int g_async_pid;
+static uint64_t g_id_seq;
+
+#define CHAN_MAGIC 0x63637161u /* "ccqa" */
+#define CHAN_MAX 65536
+
+struct chan_hdr {
+	uint32_t magic;
+	uint32_t kind;
+	uint32_t tindex, tlabel;
+	int32_t route;
+	int32_t timeout_ms;
+	uint64_t id;
+	char call_id[256];
+};
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t ccq_async_next_id(void)
+{
+	/* unique across processes: pid in the high bits */
+	return ((uint64_t)my_pid() << 32) | (++g_id_seq & 0xffffffffu);
+}
+
+int ccq_async_init(void)
+{
+	if (load_tm_api(&tmb) < 0) {
+		LM_ERR("the ccq module needs the tm module for asynchronous decisions: load tm.so first\n");
+		return -1;
+	}
+	g_tm_loaded = 1;
+	/* an internal channel between our own processes, not a network socket */
+	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, g_chan) < 0) {
+		LM_ERR("socketpair: %s\n", strerror(errno));
+		return -1;
+	}
+	fcntl(g_chan[0], F_SETFL, O_NONBLOCK);
+	fcntl(g_chan[1], F_SETFL, O_NONBLOCK);
+	{
+		int sz = 4 * 1024 * 1024;
+		setsockopt(g_chan[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+		setsockopt(g_chan[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	}
+	register_procs(1);
+	cfg_register_child(1);
+	return 0;
+}
+
+void ccq_async_child(void)
+{
+	if (g_async_pid != getpid() && g_chan[1] >= 0) {
+		close(g_chan[1]);
+		g_chan[1] = -1;
+	}
+}
+
+static int chan_send(struct chan_hdr *h, ccq_enc *enc)
+{
+	const uint8_t *frame;
+	size_t flen;
+	struct iovec iov[2];
+	struct msghdr mh;
+
+	if (ccq_enc_finish(enc, CHAN_MAX - sizeof(*h), &frame, &flen) < 0) {
+		LM_ERR("request for queued too large for the async channel\n");
+		return -1;
+	}
+	iov[0].iov_base = h;
+	iov[0].iov_len = sizeof(*h);
+	iov[1].iov_base = (void *)frame;
+	iov[1].iov_len = flen;
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = iov;
+	mh.msg_iovlen = 2;
+	if (sendmsg(g_chan[0], &mh, MSG_DONTWAIT) < 0) {
+		LM_ERR("cannot hand a request to the ccq async process: %s\n", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int ccq_async_suspend(struct sip_msg *msg, int kind, int route_idx, ccq_enc *enc,
+		uint64_t id, const char *call_id, int timeout_ms)
+{
+	struct chan_hdr h;
+	struct cell *t;
+	unsigned int tindex = 0, tlabel = 0;
+
+	memset(&h, 0, sizeof(h));
+	t = tmb.t_gett();
+	if (t == NULL || t == T_UNDEFINED) {
+		if (tmb.t_newtran(msg) < 0) {
+			LM_ERR("cannot create the transaction\n");
+			ccq_enc_free(enc);
+			return -1;
+		}
+	}
+	if (tmb.t_suspend(msg, &tindex, &tlabel) < 0) {
+		LM_ERR("cannot suspend the transaction\n");
+		ccq_enc_free(enc);
+		return -1;
+	}
+	h.magic = CHAN_MAGIC;
+	h.kind = (uint32_t)kind;
+	h.tindex = tindex;
+	h.tlabel = tlabel;
+	h.route = route_idx;
+	h.timeout_ms = timeout_ms;
+	h.id = id;
+	if (call_id)
+		snprintf(h.call_id, sizeof(h.call_id), "%s", call_id);
+	if (chan_send(&h, enc) < 0) {
+		ccq_enc_free(enc);
+		/* undo: the script falls back on its own */
+		tmb.t_cancel_suspend(tindex, tlabel);
+		return -1;
+	}
+	ccq_enc_free(enc);
+	return 1;
+}
+
+int ccq_async_report(ccq_enc *enc, uint64_t id)
+{
+	struct chan_hdr h;
+	int rc;
+	memset(&h, 0, sizeof(h));
+	h.magic = CHAN_MAGIC;
+	h.kind = CCQ_ASYNC_REPORT;
+	h.id = id;
+	rc = chan_send(&h, enc);
+	ccq_enc_free(enc);
+	return rc;
+}
+
+/* ---- the async process ------------------------------------------------- */
+
+struct pending {
+	struct chan_hdr h;
+	long long deadline;       /* monotonic ms */
+	int sent;                 /* written to queued (a reply may come) */
+	struct pending *next;
+};
+
+static struct pending *g_pending;
+static int g_qfd = -1;
+static uint8_t *g_out;
+static size_t g_out_len, g_out_cap;
+static uint8_t *g_in;
+static size_t g_in_len, g_in_cap;
+static long long g_next_connect;
+static int g_down_logged;
+
+static void q_close(const char *why)
+{
+	if (g_qfd >= 0) {
+		LM_WARN("ccq async: connection to queued lost (%s)\n", why);
+		close(g_qfd);
+	}
+	g_qfd = -1;
+	g_out_len = g_in_len = 0;
+	/* requests already written will get no reply: they time out (fallback);
+	 * waits are re-registered on the next connection */
+	for (struct pending *p = g_pending; p; p = p->next)
+		if (p->h.kind == CCQ_ASYNC_CALL)
+			p->deadline = p->sent ? 0 : p->deadline;
+}
+
+static int q_buffer(const uint8_t *p, size_t n)
+{
+	if (g_out_len + n > g_out_cap) {
+		size_t cap = g_out_cap ? g_out_cap : 65536;
+		uint8_t *b;
+		while (cap < g_out_len + n)
+			cap *= 2;
+		if (cap > 64u * 1024 * 1024)
+			return -1;
+		if (!(b = realloc(g_out, cap)))
+			return -1;
+		g_out = b;
+		g_out_cap = cap;
+	}
+	memcpy(g_out + g_out_len, p, n);
+	g_out_len += n;
+	return 0;
+}
+
+/* Re-register waits after a reconnection (queued forgets them). */
+static void rewait_all(void)
+{
+	for (struct pending *p = g_pending; p; p = p->next) {
+		if (p->h.kind == CCQ_ASYNC_WAIT) {
+			ccq_enc e;
+			const uint8_t *b;
+			size_t l;
+			ccq_enc_init(&e);
+			ccq_enc_request(&e, ccq_async_next_id(), "call.wait", 1);
+			ccq_pack_kv_str(&e.pk, "call_id", p->h.call_id);
+			if (ccq_enc_finish(&e, 0, &b, &l) == 0)
+				q_buffer(b, l);
+			ccq_enc_free(&e);
+		}
+	}
+}
+
+static void q_connect(void)
+{
+	char err[256];
+	ccq_client c;
+	long long now = mono_ms();
+
+	if (g_qfd >= 0 || now < g_next_connect)
+		return;
+	ccq_client_init(&c);
+	if (ccq_client_connect(&c, ccq_link_addr(), cfg_get(ccq, ccq_cfg, timeout), err,
+			sizeof(err)) < 0) {
+		g_next_connect = now + (cfg_get(ccq, ccq_cfg, reconnect_interval) ?: 100);
+		if (!g_down_logged)
+			LM_ERR("ccq async: queued unreachable (%s); decisions fall back until it is back\n",
+				err);
+		g_down_logged = 1;
+		return;
+	}
+	g_qfd = c.fd; /* take the socket, the client struct is not used further */
+	c.fd = -1;
+	ccq_client_free(&c);
+	if (g_down_logged)
+		LM_NOTICE("ccq async: connected to queued again\n");
+	g_down_logged = 0;
+	rewait_all();
+}
+
+static void resume(struct pending *p)
+{
+	ccq_async_result.active = 1;
+	if (tmb.t_continue(p->h.tindex, p->h.tlabel, main_rt.rlist[p->h.route]) < 0)
+		LM_NOTICE("ccq async: transaction of call %s is gone (caller hung up?)\n",
+			p->h.call_id);
+	memset(&ccq_async_result, 0, sizeof(ccq_async_result));
+}
+
+static void fill_result(const msgpack_object *r)
+{
+	const msgpack_object *t;
+	uint64_t v;
+
+	ccq_map_strcpy(r, "action", ccq_async_result.action, sizeof(ccq_async_result.action));
+	ccq_map_strcpy(r, "reason", ccq_async_result.reason, sizeof(ccq_async_result.reason));
+	ccq_map_strcpy(r, "inbox", ccq_async_result.inbox, sizeof(ccq_async_result.inbox));
+	if (ccq_map_uint(r, "code", &v) == 1 && v >= 100 && v <= 699)
+		ccq_async_result.code = (int)v;
+	if (ccq_map_uint(r, "txn", &v) == 1)
+		snprintf(ccq_async_result.txn, sizeof(ccq_async_result.txn), "%llu",
+			(unsigned long long)v);
+	if (ccq_map_uint(r, "ring_timeout", &v) == 1)
+		ccq_async_result.ring_timeout = (unsigned)v;
+	if (ccq_map_uint(r, "max_wait", &v) == 1)
+		ccq_async_result.max_wait = (unsigned)v;
+	t = ccq_map_get(r, "targets");
+	if (t && t->type == MSGPACK_OBJECT_ARRAY) {
+		for (uint32_t i = 0; i < t->via.array.size && i < CCQ_MAX_TARGETS; i++) {
+			const msgpack_object *o = &t->via.array.ptr[i];
+			if (o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0
+					|| o->via.str.size >= sizeof(ccq_async_result.targets[0]))
+				continue;
+			memcpy(ccq_async_result.targets[ccq_async_result.ntargets], o->via.str.ptr,
+				o->via.str.size);
+			ccq_async_result.targets[ccq_async_result.ntargets][o->via.str.size] = '\0';
+			ccq_async_result.ntargets++;
+		}
+	}
+}
+
+static void fallback(struct pending *p, const char *why)
+{
+	memset(&ccq_async_result, 0, sizeof(ccq_async_result));
+	snprintf(ccq_async_result.action, sizeof(ccq_async_result.action), "fallback");
+	snprintf(ccq_async_result.error, sizeof(ccq_async_result.error), "%s", why);
+	ccq_link_count_fallback();
+	resume(p);
+}
+
+static void unlink_pending(struct pending *p)
+{
+	for (struct pending **pp = &g_pending; *pp; pp = &(*pp)->next)
+		if (*pp == p) {
+			*pp = p->next;
+			return;
+		}
+}
+
+static void on_message(ccq_msg *m)
+{
+	struct pending *p;
+	char call_id[256] = "";
+
+	if (m->kind == CCQ_KIND_REPLY) {
+		for (p = g_pending; p; p = p->next)
+			if (p->h.kind == CCQ_ASYNC_CALL && p->h.id == m->id)
+				break;
+		if (!p) {
+			if (m->code)
+				LM_WARN("queued refused a report: %s: %.*s\n", ccq_err_name(m->code),
+					(int)m->errmsg_len, m->errmsg);
+			return;
+		}
+		unlink_pending(p);
+		memset(&ccq_async_result, 0, sizeof(ccq_async_result));
+		if (m->code) {
+			char why[200];
+			snprintf(why, sizeof(why), "queued: %s: %.*s", ccq_err_name(m->code),
+				(int)(m->errmsg_len > 150 ? 150 : m->errmsg_len), m->errmsg);
+			LM_ERR("decision for call %s failed: %s\n", p->h.call_id, why);
+			fallback(p, why);
+		} else {
+			fill_result(m->body);
+			resume(p);
+		}
+		free(p);
+		return;
+	}
+	if (m->kind != CCQ_KIND_EVENT)
+		return;
+	/* call.dispatch / call.missed about a waiting call */
+	if (ccq_map_strcpy(m->body, "call_id", call_id, sizeof(call_id)) != 1)
+		return;
+	for (p = g_pending; p; p = p->next)
+		if (p->h.kind == CCQ_ASYNC_WAIT && strcmp(p->h.call_id, call_id) == 0)
+			break;
+	if (!p)
+		return;
+	unlink_pending(p);
+	memset(&ccq_async_result, 0, sizeof(ccq_async_result));
+	fill_result(m->body);
+	resume(p);
+	free(p);
+}
+
+static void q_read(void)
+{
+	ssize_t r;
+	if (g_in_cap - g_in_len < 16384) {
+		size_t cap = g_in_cap ? g_in_cap * 2 : 65536;
+		uint8_t *b;
+		if (cap > CCQ_FRAME_DEFAULT_MAX * 2 + 65536)
+			cap = CCQ_FRAME_DEFAULT_MAX * 2 + 65536;
+		if (cap > g_in_cap) {
+			if (!(b = realloc(g_in, cap))) {
+				q_close("out of memory");
+				return;
+			}
+			g_in = b;
+			g_in_cap = cap;
+		}
+	}
+	r = recv(g_qfd, g_in + g_in_len, g_in_cap - g_in_len, MSG_DONTWAIT);
+	if (r == 0) {
+		q_close("closed by queued");
+		return;
+	}
+	if (r < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			q_close(strerror(errno));
+		return;
+	}
+	g_in_len += (size_t)r;
+	for (;;) {
+		uint32_t n;
+		int st = ccq_frame_peek(g_in, g_in_len, CCQ_FRAME_DEFAULT_MAX * 2, &n);
+		ccq_msg m;
+		char err[160];
+		if (st == CCQ_FRAME_NEED_MORE)
+			break;
+		if (st != CCQ_FRAME_READY) {
+			q_close("bad frame from queued");
+			return;
+		}
+		if (ccq_msg_decode(&m, g_in + CCQ_FRAME_HDR, n, err, sizeof(err)) == CCQ_OK)
+			on_message(&m);
+		else
+			LM_WARN("undecodable message from queued: %s\n", err);
+		ccq_msg_free(&m);
+		if (g_qfd < 0)
+			return;
+		g_in_len -= CCQ_FRAME_HDR + n;
+		memmove(g_in, g_in + CCQ_FRAME_HDR + n, g_in_len);
+	}
+}
+
+static void q_write(void)
+{
+	ssize_t w = send(g_qfd, g_out, g_out_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (w < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			q_close(strerror(errno));
+		return;
+	}
+	memmove(g_out, g_out + w, g_out_len - (size_t)w);
+	g_out_len -= (size_t)w;
+	if (g_out_len == 0)
+		for (struct pending *p = g_pending; p; p = p->next)
+			p->sent = 1;
+}
+
+static void chan_read(void)
+{
+	static uint8_t buf[CHAN_MAX];
+	for (int i = 0; i < 256; i++) {
+		ssize_t n = recv(g_chan[1], buf, sizeof(buf), MSG_DONTWAIT);
+		struct chan_hdr *h = (struct chan_hdr *)buf;
+		struct pending *p;
+
+		if (n < 0)
+			return;
+		if ((size_t)n < sizeof(*h) || h->magic != CHAN_MAGIC) {
+			LM_ERR("ccq async: malformed message on the internal channel\n");
+			continue;
+		}
+		if (h->kind != CCQ_ASYNC_REPORT) {
+			if (!(p = calloc(1, sizeof(*p)))) {
+				LM_ERR("ccq async: out of memory\n");
+				continue;
+			}
+			p->h = *h;
+			p->h.call_id[sizeof(p->h.call_id) - 1] = '\0';
+			p->deadline = mono_ms() + h->timeout_ms;
+			p->next = g_pending;
+			g_pending = p;
+		}
+		if (g_qfd < 0 && h->kind == CCQ_ASYNC_CALL) {
+			/* no point queueing a decision we cannot get: fall back now */
+			continue;
+		}
+		if (q_buffer(buf + sizeof(*h), (size_t)n - sizeof(*h)) < 0)
+			LM_ERR("ccq async: output to queued overflows; dropping a message\n");
+	}
+}
+
+static void expire(void)
+{
+	long long now = mono_ms();
+	struct pending *p, *next;
+
+	for (p = g_pending; p; p = next) {
+		next = p->next;
+		if (p->h.kind == CCQ_ASYNC_CALL && g_qfd < 0)
+			p->deadline = 0;
+		if (p->deadline > now)
+			continue;
+		unlink_pending(p);
+		if (p->h.kind == CCQ_ASYNC_WAIT) {
+			memset(&ccq_async_result, 0, sizeof(ccq_async_result));
+			snprintf(ccq_async_result.action, sizeof(ccq_async_result.action), "missed");
+			ccq_async_result.code = 480;
+			snprintf(ccq_async_result.reason, sizeof(ccq_async_result.reason),
+				"Temporarily Unavailable");
+			snprintf(ccq_async_result.error, sizeof(ccq_async_result.error),
+				"no answer from queued before the wait deadline");
+			resume(p);
+		} else {
+			fallback(p, g_qfd < 0 ? "queued unreachable" : "queued did not answer in time");
+		}
+		free(p);
+	}
+}
+
+static void async_loop(void)
+{
+	for (;;) {
+		struct pollfd pfd[2];
+		int n = 1, timeout = 50;
+
+		cfg_update();
+		q_connect();
+		pfd[0].fd = g_chan[1];
+		pfd[0].events = POLLIN;
+		pfd[0].revents = 0;
+		if (g_qfd >= 0) {
+			pfd[1].fd = g_qfd;
+			pfd[1].events = POLLIN | (g_out_len ? POLLOUT : 0);
+			pfd[1].revents = 0;
+			n = 2;
+		}
+		if (poll(pfd, n, timeout) < 0 && errno != EINTR) {
+			LM_ERR("ccq async: poll: %s\n", strerror(errno));
+			sleep(1);
+			continue;
+		}
+		if (pfd[0].revents & POLLIN)
+			chan_read();
+		if (n == 2 && g_qfd >= 0 && (pfd[1].revents & (POLLIN | POLLHUP | POLLERR)))
+			q_read();
+		if (g_qfd >= 0 && g_out_len)
+			q_write();
+		expire();
+	}
+}
+
+int ccq_async_fork(void)
+{
+	int pid = fork_process(PROC_NOCHLDINIT, "ccq async", 1);
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		g_async_pid = getpid();
+		/* let other modules (tm, rtpengine, usrloc) set this process up as they
+		 * do an RPC process: resumed routes relay and touch media here */
+		if (init_child(PROC_RPC) < 0) {
+			LM_ERR("child init for the ccq async process failed\n");
+			return -1;
+		}
+		if (cfg_child_init())
+			return -1;
+		close(g_chan[0]);
+		g_chan[0] = -1;
+		async_loop();
+		exit(0);
+	}
+	return 0;
+}

@@ -1,0 +1,1053 @@
+/*
+ * Inbound calls: the decisions the Kamailio module asks for (call.route,
+ * call.ring_failed), its reports (call.answered, call.ended,
+ * device.contact), the inbox queue (call.wait, dispatch, maximum wait and
+ * the missed-call flow), notifications (watch) and the agent's view (me).
+ *
+ * Distribution: among the inbox's members with a registered, enabled
+ * device, below their maximum concurrent calls, not in wrap-up and not yet
+ * rung for this call, the one idle longest (oldest last_call_end; never
+ * called first) rings on all of their enabled, registered devices.
+ */
+#include "ops.h"
+#include "server.h"
+#include "log.h"
+#include "calls.h"
+#include "ccq_e164.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ctype.h>
+
+#define TS(col) "DATE_FORMAT(" col ", '%%Y-%%m-%%d %%H:%%i:%%s.%%f')"
+
+/* Data handed from a worker run to its after() on the loop. */
+struct call_after {
+	uint32_t org_id, inbox_id;
+	uint64_t txn;
+	char call_id[256];
+	char event[32];              /* event to push to watchers, "" = none */
+	char text[1024];
+	char number[20];
+	char customer[101];
+	char inbox[101];
+	int wake_dispatch;           /* agents may have become free */
+	int queued;                  /* the call now waits in the queue */
+	unsigned max_wait;
+};
+
+static struct call_after *after_of(struct req *r)
+{
+	if (!r->after_data)
+		r->after_data = calloc(1, sizeof(struct call_after));
+	return r->after_data;
+}
+
+static int journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const char *text)
+{
+	struct qb q;
+	int rc;
+	qb_init(&q);
+	qb_add(&q, "INSERT INTO txn_event (txn_id, at, kind, text) VALUES (%llu, UTC_TIMESTAMP(3), '%s', ",
+		(unsigned long long)txn, kind);
+	qb_str(&q, m, text, strnlen(text, 1024));
+	qb_add(&q, ")");
+	rc = q.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory") : db_exec(&r->j, m, q.buf, q.len);
+	qb_free(&q);
+	return rc;
+}
+
+/* "+6591234567" -> "+65 9123 4567" for people (groups of four). */
+void calls_pretty_number(const char *e164, char *out, size_t size)
+{
+	const char *d = e164[0] == '+' ? e164 + 1 : e164;
+	int cc = ccq_e164_country_code(d);
+	char ccs[8];
+	size_t o = 0, ccl, rest;
+
+	if (!cc) {
+		snprintf(out, size, "%s", e164);
+		return;
+	}
+	snprintf(ccs, sizeof(ccs), "%d", cc);
+	ccl = strlen(ccs);
+	o += (size_t)snprintf(out, size, "+%s", ccs);
+	rest = strlen(d + ccl);
+	for (size_t i = 0; i < rest && o + 2 < size; i++) {
+		/* split the national number in groups of four from the left */
+		if (i % 4 == 0)
+			out[o++] = ' ';
+		out[o++] = d[ccl + i];
+	}
+	out[o < size ? o : size - 1] = '\0';
+}
+
+/* Load a TXN's call facts by SIP Call-ID. */
+struct txn_row {
+	uint64_t id;
+	uint32_t org_id, inbox_id, agent_id;
+	char status[16];
+	char inbox[101];
+	char number[20];
+	unsigned max_wait, ring_timeout;
+	long waited;      /* seconds since queued_at (or created_at) */
+};
+
+static int txn_by_call(struct req *r, MYSQL *m, const char *call_id, struct txn_row *t)
+{
+	struct qb q;
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	memset(t, 0, sizeof(*t));
+	qb_init(&q);
+	qb_add(&q, "SELECT t.id, COALESCE(t.org_id, 0), COALESCE(t.inbox_id, 0), "
+		"COALESCE(t.agent_id, 0), t.status, COALESCE(i.name, ''), COALESCE(t.number, ''), "
+		"COALESCE(i.max_wait, 0), COALESCE(i.ring_timeout, 20), "
+		"TIMESTAMPDIFF(SECOND, COALESCE(t.queued_at, t.created_at), UTC_TIMESTAMP(3)) "
+		"FROM txn t LEFT JOIN inbox i ON i.id = t.inbox_id WHERE t.sip_call_id = ");
+	qb_str(&q, m, call_id, strlen(call_id));
+	if (q.oom) {
+		qb_free(&q);
+		return req_fail(r, CCQ_E_INTERNAL, "out of memory");
+	}
+	res = db_select(&r->j, m, q.buf, q.len);
+	qb_free(&q);
+	if (!res)
+		return -1;
+	row = mysql_fetch_row(res);
+	if (!row) {
+		mysql_free_result(res);
+		return req_fail(r, CCQ_E_NOT_FOUND, "no transaction for call %s", call_id);
+	}
+	t->id = strtoull(row[0], NULL, 10);
+	t->org_id = (uint32_t)strtoul(row[1], NULL, 10);
+	t->inbox_id = (uint32_t)strtoul(row[2], NULL, 10);
+	t->agent_id = (uint32_t)strtoul(row[3], NULL, 10);
+	snprintf(t->status, sizeof(t->status), "%s", row[4]);
+	snprintf(t->inbox, sizeof(t->inbox), "%s", row[5]);
+	snprintf(t->number, sizeof(t->number), "%s", row[6]);
+	t->max_wait = (unsigned)strtoul(row[7], NULL, 10);
+	t->ring_timeout = (unsigned)strtoul(row[8], NULL, 10);
+	t->waited = row[9] ? strtol(row[9], NULL, 10) : 0;
+	mysql_free_result(res);
+	return 0;
+}
+
+/*
+ * Pick the next agent for a TXN and mark it Assigning; fills targets.
+ * Returns 1 (ringing), 0 (nobody available), -1 (error).
+ */
+struct ring_pick {
+	char ext[33], name[101], devices[400];
+	int ntargets;
+	char targets[8][200];
+};
+
+static int pick_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, struct ring_pick *p)
+{
+	char q[2400];
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	uint64_t uid;
+
+	memset(p, 0, sizeof(*p));
+	snprintf(q, sizeof(q),
+		"SELECT u.id, u.ext_key, u.name FROM inbox_member im JOIN user u ON u.id = im.user_id "
+		"WHERE im.inbox_id = %u "
+		"AND (u.wrapup_until IS NULL OR u.wrapup_until <= UTC_TIMESTAMP(3)) "
+		"AND EXISTS (SELECT 1 FROM device d JOIN device_contact c ON c.device_id = d.id "
+		"  WHERE d.user_id = u.id AND d.enabled = 1 AND c.expires_at > UTC_TIMESTAMP(3)) "
+		"AND (SELECT COUNT(*) FROM txn a WHERE a.agent_id = u.id "
+		"  AND a.status IN ('Assigning','Assigned','Transferring')) < u.max_calls "
+		"AND u.id NOT IN (SELECT user_id FROM txn_ring WHERE txn_id = %llu) "
+		"ORDER BY u.last_call_end IS NOT NULL, u.last_call_end, u.id LIMIT 1",
+		inbox, (unsigned long long)txn);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	row = mysql_fetch_row(res);
+	if (!row) {
+		mysql_free_result(res);
+		return 0;
+	}
+	uid = strtoull(row[0], NULL, 10);
+	snprintf(p->ext, sizeof(p->ext), "%s", row[1]);
+	snprintf(p->name, sizeof(p->name), "%s", row[2]);
+	mysql_free_result(res);
+
+	snprintf(q, sizeof(q), "SELECT DISTINCT d.username, d.domain, d.kind, d.label FROM device d "
+		"JOIN device_contact c ON c.device_id = d.id WHERE d.user_id = %llu AND d.enabled = 1 "
+		"AND c.expires_at > UTC_TIMESTAMP(3) ORDER BY d.id LIMIT 8", (unsigned long long)uid);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	while ((row = mysql_fetch_row(res)) && p->ntargets < 8) {
+		size_t l = strlen(p->devices);
+		snprintf(p->targets[p->ntargets++], sizeof(p->targets[0]), "sip:%s@%s", row[0], row[1]);
+		snprintf(p->devices + l, sizeof(p->devices) - l, "%s%s%s%s%s", l ? ", " : "", row[2],
+			row[3][0] ? " (" : "", row[3], row[3][0] ? ")" : "");
+	}
+	mysql_free_result(res);
+	if (p->ntargets == 0)
+		return 0;
+	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Assigning', agent_id = %llu, "
+		"updated_at = UTC_TIMESTAMP(3) WHERE id = %llu", (unsigned long long)uid,
+		(unsigned long long)txn);
+	if (db_exec(&r->j, m, q, strlen(q)) < 0)
+		return -1;
+	snprintf(q, sizeof(q), "INSERT INTO txn_ring (txn_id, user_id, at) VALUES (%llu, %llu, "
+		"UTC_TIMESTAMP(3)) ON DUPLICATE KEY UPDATE at = VALUES(at), result = NULL",
+		(unsigned long long)txn, (unsigned long long)uid);
+	if (db_exec(&r->j, m, q, strlen(q)) < 0)
+		return -1;
+	{
+		char text[700];
+		snprintf(text, sizeof(text), "Ringing %s - %s - %s", p->ext, p->name, p->devices);
+		if (journey(r, m, txn, "ringing", text) < 0)
+			return -1;
+	}
+	return 1;
+}
+
+static void pack_ring(msgpack_packer *pk, uint64_t txn, const char *inbox, unsigned ring_timeout,
+		const struct ring_pick *p)
+{
+	msgpack_pack_map(pk, 5);
+	ccq_pack_kv_str(pk, "action", "ring");
+	ccq_pack_kv_uint(pk, "txn", txn);
+	ccq_pack_kv_str(pk, "inbox", inbox);
+	ccq_pack_kv_uint(pk, "ring_timeout", ring_timeout);
+	ccq_pack_str(pk, "targets");
+	msgpack_pack_array(pk, (size_t)p->ntargets);
+	for (int i = 0; i < p->ntargets; i++)
+		ccq_pack_str(pk, p->targets[i]);
+}
+
+/* Queue the call (or end it in the missed-call flow if it may not wait). */
+static int queue_or_miss(struct req *r, MYSQL *m, struct txn_row *t, msgpack_packer **pkp)
+{
+	char q[400];
+	struct call_after *a = after_of(r);
+	long left = (long)t->max_wait - t->waited;
+
+	if (left <= 0)
+		return calls_missed(r, m, t->id, t->org_id, t->inbox_id, t->inbox, t->number, pkp);
+	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Waiting', agent_id = NULL, "
+		"queued_at = COALESCE(queued_at, UTC_TIMESTAMP(3)), updated_at = UTC_TIMESTAMP(3) "
+		"WHERE id = %llu", (unsigned long long)t->id);
+	if (db_exec(&r->j, m, q, strlen(q)) < 0)
+		return -1;
+	if (strcmp(t->status, "Waiting") != 0 || t->waited < 1) {
+		char text[200];
+		snprintf(text, sizeof(text), "Waiting in the queue of inbox [%s]", t->inbox);
+		if (journey(r, m, t->id, "queued", text) < 0)
+			return -1;
+	}
+	a->queued = 1;
+	a->max_wait = (unsigned)left;
+	*pkp = req_reply(r);
+	msgpack_pack_map(*pkp, 4);
+	ccq_pack_kv_str(*pkp, "action", "queue");
+	ccq_pack_kv_uint(*pkp, "txn", t->id);
+	ccq_pack_kv_str(*pkp, "inbox", t->inbox);
+	ccq_pack_kv_uint(*pkp, "max_wait", (uint64_t)left);
+	return 0;
+}
+
+/* End a TXN in the inbox's missed-call flow. */
+int calls_missed(struct req *r, MYSQL *m, uint64_t txn, uint32_t org, uint32_t inbox,
+		const char *inbox_name, const char *number, msgpack_packer **pkp)
+{
+	char q[400], text[300], pretty[40];
+	struct call_after *a = after_of(r);
+
+	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Ended', result = 'missed', agent_id = NULL, "
+		"ended_at = UTC_TIMESTAMP(3), updated_at = UTC_TIMESTAMP(3) WHERE id = %llu",
+		(unsigned long long)txn);
+	if (db_exec(&r->j, m, q, strlen(q)) < 0)
+		return -1;
+	snprintf(text, sizeof(text), "Missed: no agent answered; inbox [%s] missed-call flow",
+		inbox_name);
+	if (journey(r, m, txn, "missed", text) < 0)
+		return -1;
+	calls_pretty_number(number, pretty, sizeof(pretty));
+	a->org_id = org;
+	a->inbox_id = inbox;
+	a->txn = txn;
+	snprintf(a->event, sizeof(a->event), "call.missed");
+	snprintf(a->text, sizeof(a->text), "missed call in inbox %s from %s", inbox_name,
+		number[0] ? pretty : "an unknown number");
+	if (pkp) {
+		*pkp = req_reply(r);
+		msgpack_pack_map(*pkp, 5);
+		ccq_pack_kv_str(*pkp, "action", "missed");
+		ccq_pack_kv_uint(*pkp, "txn", txn);
+		ccq_pack_kv_uint(*pkp, "code", 480);
+		ccq_pack_kv_str(*pkp, "reason", "Temporarily Unavailable");
+		ccq_pack_kv_str(*pkp, "inbox", inbox_name);
+	}
+	return 0;
+}
+
+/* ---- call.route --------------------------------------------------------- */
+
+static int reply_simple(struct req *r, const char *action, int code, const char *reason)
+{
+	msgpack_packer *pk = req_reply(r);
+	msgpack_pack_map(pk, code ? 3 : 1);
+	ccq_pack_kv_str(pk, "action", action);
+	if (code) {
+		ccq_pack_kv_uint(pk, "code", (uint64_t)code);
+		ccq_pack_kv_str(pk, "reason", reason);
+	}
+	return 0;
+}
+
+static int run_call_route(struct req *r, MYSQL *m)
+{
+	char call_id[256], from[512], caller[64], caller_name[128], did[64], src[64];
+	char q[1200], e164did[16], e164caller[16] = "", trunk_name[101] = "";
+	uint64_t port = 0, trunk = 0, inbox = 0, txn = 0, customer = 0;
+	uint32_t org = 0;
+	char inbox_name[101] = "", country[3] = "", cust_name[101] = "";
+	unsigned ring_timeout = 20;
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	int found, rc;
+	struct qb qq;
+	struct txn_row t;
+	struct ring_pick pick;
+	msgpack_packer *pk;
+	struct call_after *a;
+	const char *why;
+
+	if (req_who(r, m) < 0)
+		return -1;
+	if (!r->who.operator)
+		return req_fail(r, CCQ_E_DENIED, "call decisions are for the SIP proxy (local operator)");
+	if (arg_str(r, "call_id", call_id, sizeof(call_id), 1) < 0
+			|| arg_str(r, "from", from, sizeof(from), 0) < 0
+			|| arg_str(r, "caller", caller, sizeof(caller), 0) < 0
+			|| arg_str(r, "caller_name", caller_name, sizeof(caller_name), 0) < 0
+			|| arg_str(r, "did", did, sizeof(did), 0) < 0
+			|| arg_str(r, "source_ip", src, sizeof(src), 1) < 0
+			|| arg_uint(r, "source_port", &port, 0, 65535) < 0)
+		return -1;
+
+	/* 1. a carrier trunk? (by source address and port) */
+	{
+		char esc[140];
+		mysql_real_escape_string(m, esc, src, strlen(src));
+		snprintf(q, sizeof(q), "SELECT id, name FROM trunk WHERE address = '%s' AND port = %llu",
+			esc, (unsigned long long)port);
+	}
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	if ((row = mysql_fetch_row(res))) {
+		trunk = strtoull(row[0], NULL, 10);
+		snprintf(trunk_name, sizeof(trunk_name), "%s", row[1]);
+	}
+	mysql_free_result(res);
+	if (!trunk)
+		return reply_simple(r, "auth", 0, NULL); /* not a trunk: a device must authenticate */
+
+	/* 2. the DID (carriers send E.164, with or without '+') */
+	{
+		char plus[70];
+		snprintf(plus, sizeof(plus), "%s%s", did[0] == '+' ? "" : "+", did);
+		if (ccq_e164_normalize(plus, strlen(plus), NULL, e164did, &why) < 0) {
+			LOG_N("call %s from trunk %s to '%s': not a number (%s)", call_id, trunk_name, did, why);
+			return reply_simple(r, "reject", 404, "Unknown number");
+		}
+	}
+	snprintf(q, sizeof(q), "SELECT i.id, i.name, i.org_id, o.default_country, i.ring_timeout "
+		"FROM inbox_did d JOIN inbox i ON i.id = d.inbox_id JOIN org o ON o.id = i.org_id "
+		"WHERE d.did = '+%s'", e164did);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	if ((row = mysql_fetch_row(res))) {
+		inbox = strtoull(row[0], NULL, 10);
+		snprintf(inbox_name, sizeof(inbox_name), "%s", row[1]);
+		org = (uint32_t)strtoul(row[2], NULL, 10);
+		snprintf(country, sizeof(country), "%s", row[3]);
+		ring_timeout = (unsigned)strtoul(row[4], NULL, 10);
+	}
+	mysql_free_result(res);
+	if (!inbox) {
+		LOG_N("call %s from trunk %s to +%s: no inbox has this DID (404)", call_id, trunk_name,
+			e164did);
+		return reply_simple(r, "reject", 404, "Unknown number");
+	}
+
+	/* 3. the caller, and the customer with that number */
+	if (caller[0] && ccq_e164_normalize(caller, strlen(caller), country, e164caller, &why) < 0)
+		e164caller[0] = '\0'; /* withheld or odd: the journey keeps the raw caller ID */
+	if (e164caller[0]) {
+		snprintf(q, sizeof(q), "SELECT c.id, c.name FROM customer_number n JOIN customer c "
+			"ON c.id = n.customer_id WHERE n.org_id = %u AND n.number = '+%s'", org, e164caller);
+		if (!(res = db_select(&r->j, m, q, strlen(q))))
+			return -1;
+		if ((row = mysql_fetch_row(res))) {
+			customer = strtoull(row[0], NULL, 10);
+			snprintf(cust_name, sizeof(cust_name), "%s", row[1]);
+		}
+		mysql_free_result(res);
+	}
+
+	/* 4. the TXN (idempotent on the Call-ID) */
+	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
+		return -1;
+	qb_init(&qq);
+	qb_add(&qq, "SELECT id FROM txn WHERE sip_call_id = ");
+	qb_str(&qq, m, call_id, strlen(call_id));
+	qb_add(&qq, " FOR UPDATE");
+	rc = qq.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory")
+		: sql_u64(r, m, qq.buf, qq.len, &txn, &found);
+	if (rc < 0)
+		goto fail;
+	if (!found) {
+		char text[700], pretty[40];
+		qq.len = 0;
+		qb_add(&qq, "INSERT INTO txn (org_id, inbox_id, customer_id, trunk_id, kind, direction, "
+			"call_type, status, sip_call_id, from_uri, to_uri, source_addr, caller_id, number, "
+			"created_at, updated_at) VALUES (%u, %llu, %s%llu, %llu, 'call', 'inbound', 'direct', "
+			"'Waiting', ", org, (unsigned long long)inbox, customer ? "" : "NULL + ",
+			(unsigned long long)customer, (unsigned long long)trunk);
+		qb_str(&qq, m, call_id, strlen(call_id));
+		qb_add(&qq, ", ");
+		qb_str(&qq, m, from, strlen(from));
+		qb_add(&qq, ", '+%s', ", e164did);
+		{
+			char s2[80];
+			snprintf(s2, sizeof(s2), "%s:%llu", src, (unsigned long long)port);
+			qb_str(&qq, m, s2, strlen(s2));
+		}
+		qb_add(&qq, ", ");
+		qb_str(&qq, m, caller, strlen(caller));
+		qb_add(&qq, ", ");
+		if (e164caller[0])
+			qb_add(&qq, "'+%s'", e164caller);
+		else
+			qb_add(&qq, "NULL");
+		qb_add(&qq, ", UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))");
+		if (qq.oom) {
+			req_fail(r, CCQ_E_INTERNAL, "out of memory");
+			goto fail;
+		}
+		if (db_exec(&r->j, m, qq.buf, qq.len) < 0)
+			goto fail;
+		txn = mysql_insert_id(m);
+		if (e164caller[0]) {
+			char plus[20];
+			snprintf(plus, sizeof(plus), "+%s", e164caller);
+			calls_pretty_number(plus, pretty, sizeof(pretty));
+		} else {
+			snprintf(pretty, sizeof(pretty), "%s", caller[0] ? caller : "a withheld number");
+		}
+		snprintf(text, sizeof(text), "Call received from %s%s%s%s via trunk %s", pretty,
+			cust_name[0] ? " (" : "", cust_name, cust_name[0] ? ")" : "", trunk_name);
+		if (journey(r, m, txn, "received", text) < 0)
+			goto fail;
+		snprintf(text, sizeof(text), "Call routed to Inbox [%s]", inbox_name);
+		if (journey(r, m, txn, "routed", text) < 0)
+			goto fail;
+		a = after_of(r);
+		a->org_id = org;
+		a->inbox_id = (uint32_t)inbox;
+		a->txn = txn;
+		snprintf(a->call_id, sizeof(a->call_id), "%s", call_id);
+		snprintf(a->event, sizeof(a->event), "call.incoming");
+		snprintf(a->text, sizeof(a->text), "incoming call in inbox %s from %s%s%s%s", inbox_name,
+			pretty, cust_name[0] ? " (" : "", cust_name, cust_name[0] ? ")" : "");
+		snprintf(a->number, sizeof(a->number), "%s%s", e164caller[0] ? "+" : "", e164caller);
+		snprintf(a->customer, sizeof(a->customer), "%s", cust_name);
+		snprintf(a->inbox, sizeof(a->inbox), "%s", inbox_name);
+	}
+	qb_free(&qq);
+
+	/* 5. ring an agent, or queue */
+	if (txn_by_call(r, m, call_id, &t) < 0)
+		goto fail2;
+	rc = pick_agent(r, m, txn, (uint32_t)inbox, &pick);
+	if (rc < 0)
+		goto fail2;
+	if (rc == 1) {
+		pk = req_reply(r);
+		pack_ring(pk, txn, inbox_name, ring_timeout, &pick);
+	} else if (queue_or_miss(r, m, &t, &pk) < 0) {
+		goto fail2;
+	}
+	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
+		return -1;
+	return 0;
+fail:
+	qb_free(&qq);
+fail2:
+	if (!r->j.conn_lost)
+		mysql_query(m, "ROLLBACK");
+	return -1;
+}
+
+static void after_call(struct req *r)
+{
+	struct call_after *a = r->after_data;
+	if (!a)
+		return;
+	if (a->event[0])
+		calls_notify(a->event, a->org_id, a->inbox_id, a->txn, a->text, a->number,
+			a->customer, a->inbox);
+	if (a->queued)
+		calls_queued(a->call_id[0] ? a->call_id : NULL, a->max_wait);
+	if (a->wake_dispatch)
+		calls_kick();
+}
+
+/* ---- call.ring_failed --------------------------------------------------- */
+
+static int run_call_ring_failed(struct req *r, MYSQL *m)
+{
+	char call_id[256], q[600];
+	struct txn_row t;
+	struct ring_pick pick;
+	msgpack_packer *pk;
+	int rc;
+
+	if (req_who(r, m) < 0)
+		return -1;
+	if (!r->who.operator)
+		return req_fail(r, CCQ_E_DENIED, "call decisions are for the SIP proxy (local operator)");
+	if (arg_str(r, "call_id", call_id, sizeof(call_id), 1) < 0)
+		return -1;
+	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
+		return -1;
+	if (txn_by_call(r, m, call_id, &t) < 0)
+		goto fail;
+	snprintf(after_of(r)->call_id, sizeof(after_of(r)->call_id), "%s", call_id);
+	if (t.agent_id) {
+		char text[300] = "No answer";
+		MYSQL_RES *res;
+		MYSQL_ROW row;
+		snprintf(q, sizeof(q), "SELECT ext_key, name FROM user WHERE id = %u", t.agent_id);
+		if (!(res = db_select(&r->j, m, q, strlen(q))))
+			goto fail;
+		if ((row = mysql_fetch_row(res)))
+			snprintf(text, sizeof(text), "No answer from %s - %s", row[0], row[1]);
+		mysql_free_result(res);
+		snprintf(q, sizeof(q), "UPDATE txn_ring SET result = 'no answer' WHERE txn_id = %llu "
+			"AND user_id = %u", (unsigned long long)t.id, t.agent_id);
+		if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey(r, m, t.id, "no_answer", text) < 0)
+			goto fail;
+		snprintf(q, sizeof(q), "UPDATE txn SET status = 'Waiting', agent_id = NULL, "
+			"updated_at = UTC_TIMESTAMP(3) WHERE id = %llu", (unsigned long long)t.id);
+		if (db_exec(&r->j, m, q, strlen(q)) < 0)
+			goto fail;
+		after_of(r)->wake_dispatch = 1;
+	}
+	if (strcmp(t.status, "Ended") == 0 || strcmp(t.status, "Failed") == 0) {
+		reply_simple(r, "reject", 487, "Request Terminated");
+	} else {
+		rc = pick_agent(r, m, t.id, t.inbox_id, &pick);
+		if (rc < 0)
+			goto fail;
+		if (rc == 1) {
+			pk = req_reply(r);
+			pack_ring(pk, t.id, t.inbox, t.ring_timeout, &pick);
+		} else if (queue_or_miss(r, m, &t, &pk) < 0) {
+			goto fail;
+		}
+	}
+	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
+		return -1;
+	return 0;
+fail:
+	if (!r->j.conn_lost)
+		mysql_query(m, "ROLLBACK");
+	return -1;
+}
+
+/* ---- call.answered ------------------------------------------------------ */
+
+static int run_call_answered(struct req *r, MYSQL *m)
+{
+	char call_id[256], contact[256], q[1400], text[500];
+	struct txn_row t;
+	struct qb qq;
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	uint64_t dev = 0;
+	struct call_after *a;
+
+	if (req_who(r, m) < 0)
+		return -1;
+	if (!r->who.operator)
+		return req_fail(r, CCQ_E_DENIED, "call reports are for the SIP proxy (local operator)");
+	if (arg_str(r, "call_id", call_id, sizeof(call_id), 1) < 0
+			|| arg_str(r, "contact", contact, sizeof(contact), 0) < 0)
+		return -1;
+	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
+		return -1;
+	if (txn_by_call(r, m, call_id, &t) < 0)
+		goto fail;
+	if (strcmp(t.status, "Assigned") == 0) { /* a retransmitted 200 */
+		mysql_query(m, "ROLLBACK");
+		reply_simple(r, "ok", 0, NULL);
+		return 0;
+	}
+	/* the device: by the Contact of the 200 among the agent's registrations */
+	qb_init(&qq);
+	qb_add(&qq, "SELECT d.id, d.kind, d.label, u.ext_key, u.name, u.id FROM device_contact c "
+		"JOIN device d ON d.id = c.device_id JOIN user u ON u.id = d.user_id WHERE c.contact = ");
+	qb_str(&qq, m, contact, strlen(contact));
+	qb_add(&qq, " ORDER BY u.id = %u DESC LIMIT 1", t.agent_id);
+	res = qq.oom ? NULL : db_select(&r->j, m, qq.buf, qq.len);
+	qb_free(&qq);
+	if (!res)
+		goto fail;
+	row = mysql_fetch_row(res);
+	if (!row && t.agent_id) {
+		mysql_free_result(res);
+		snprintf(q, sizeof(q), "SELECT d.id, d.kind, d.label, u.ext_key, u.name, u.id "
+			"FROM device d JOIN user u ON u.id = d.user_id WHERE u.id = %u AND d.enabled = 1 "
+			"ORDER BY d.id LIMIT 1", t.agent_id);
+		if (!(res = db_select(&r->j, m, q, strlen(q))))
+			goto fail;
+		row = mysql_fetch_row(res);
+	}
+	if (row) {
+		dev = strtoull(row[0], NULL, 10);
+		snprintf(text, sizeof(text), "Answered by %s - %s - %s%s%s%s", row[3], row[4], row[1],
+			row[2][0] ? " (" : "", row[2], row[2][0] ? ")" : "");
+		if (!t.agent_id)
+			t.agent_id = (uint32_t)strtoul(row[5], NULL, 10);
+	} else {
+		snprintf(text, sizeof(text), "Answered by %s", contact[0] ? contact : "an unknown device");
+	}
+	mysql_free_result(res);
+	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Assigned', answered_at = UTC_TIMESTAMP(3), "
+		"updated_at = UTC_TIMESTAMP(3), device_id = %s%llu, agent_id = %s%u WHERE id = %llu",
+		dev ? "" : "NULL + ", (unsigned long long)dev, t.agent_id ? "" : "NULL + ", t.agent_id,
+		(unsigned long long)t.id);
+	if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey(r, m, t.id, "answered", text) < 0)
+		goto fail;
+	if (t.agent_id) {
+		snprintf(q, sizeof(q), "UPDATE txn_ring SET result = 'answered' WHERE txn_id = %llu "
+			"AND user_id = %u", (unsigned long long)t.id, t.agent_id);
+		if (db_exec(&r->j, m, q, strlen(q)) < 0)
+			goto fail;
+	}
+	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
+		return -1;
+	a = after_of(r);
+	a->org_id = t.org_id;
+	a->inbox_id = t.inbox_id;
+	a->txn = t.id;
+	snprintf(a->event, sizeof(a->event), "call.answered");
+	snprintf(a->text, sizeof(a->text), "call %llu in inbox %s: %s", (unsigned long long)t.id,
+		t.inbox, text);
+	snprintf(a->inbox, sizeof(a->inbox), "%s", t.inbox);
+	reply_simple(r, "ok", 0, NULL);
+	return 0;
+fail:
+	if (!r->j.conn_lost)
+		mysql_query(m, "ROLLBACK");
+	return -1;
+}
+
+/* ---- call.ended --------------------------------------------------------- */
+
+static int run_call_ended(struct req *r, MYSQL *m)
+{
+	char call_id[256], by[32], q[600], text[200];
+	const char *status = "Ended", *result;
+	struct txn_row t;
+	struct call_after *a;
+
+	if (req_who(r, m) < 0)
+		return -1;
+	if (!r->who.operator)
+		return req_fail(r, CCQ_E_DENIED, "call reports are for the SIP proxy (local operator)");
+	if (arg_str(r, "call_id", call_id, sizeof(call_id), 1) < 0
+			|| arg_str(r, "by", by, sizeof(by), 1) < 0)
+		return -1;
+	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
+		return -1;
+	if (txn_by_call(r, m, call_id, &t) < 0)
+		goto fail;
+	if (strcmp(t.status, "Ended") == 0 || strcmp(t.status, "Failed") == 0) {
+		mysql_query(m, "ROLLBACK");
+		reply_simple(r, "ok", 0, NULL);
+		return 0;
+	}
+	if (strcmp(t.status, "Assigned") == 0 || strcmp(t.status, "Transferring") == 0) {
+		result = "answered";
+		snprintf(text, sizeof(text), "Call ended by the %s",
+			strcmp(by, "agent") == 0 ? "agent" : "caller");
+	} else if (strcmp(by, "failed") == 0) {
+		status = "Failed";
+		result = "failed";
+		snprintf(text, sizeof(text), "Call failed");
+	} else {
+		result = "abandoned";
+		snprintf(text, sizeof(text), "Caller hung up while %s",
+			strcmp(t.status, "Assigning") == 0 ? "ringing" : "waiting");
+	}
+	snprintf(q, sizeof(q), "UPDATE txn SET status = '%s', result = '%s', "
+		"ended_at = UTC_TIMESTAMP(3), updated_at = UTC_TIMESTAMP(3) WHERE id = %llu",
+		status, result, (unsigned long long)t.id);
+	if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey(r, m, t.id, "ended", text) < 0)
+		goto fail;
+	if (t.agent_id && strcmp(result, "answered") == 0) {
+		/* idle from now; wrap-up time before the next call */
+		snprintf(q, sizeof(q), "UPDATE user SET last_call_end = UTC_TIMESTAMP(3), "
+			"wrapup_until = UTC_TIMESTAMP(3) + INTERVAL wrapup_seconds SECOND WHERE id = %u",
+			t.agent_id);
+		if (db_exec(&r->j, m, q, strlen(q)) < 0)
+			goto fail;
+	} else if (t.agent_id) {
+		snprintf(q, sizeof(q), "UPDATE txn_ring SET result = 'canceled' WHERE txn_id = %llu "
+			"AND user_id = %u", (unsigned long long)t.id, t.agent_id);
+		if (db_exec(&r->j, m, q, strlen(q)) < 0)
+			goto fail;
+	}
+	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
+		return -1;
+	a = after_of(r);
+	a->org_id = t.org_id;
+	a->inbox_id = t.inbox_id;
+	a->txn = t.id;
+	a->wake_dispatch = 1;
+	snprintf(a->call_id, sizeof(a->call_id), "%s", call_id);
+	snprintf(a->event, sizeof(a->event), "call.ended");
+	snprintf(a->text, sizeof(a->text), "call %llu in inbox %s ended (%s)",
+		(unsigned long long)t.id, t.inbox, result);
+	reply_simple(r, "ok", 0, NULL);
+	return 0;
+fail:
+	if (!r->j.conn_lost)
+		mysql_query(m, "ROLLBACK");
+	return -1;
+}
+
+static void after_ended(struct req *r)
+{
+	struct call_after *a = r->after_data;
+	if (a)
+		calls_forget(a->call_id);
+	after_call(r);
+}
+
+/* ---- device.contact ------------------------------------------------------ */
+
+static int run_device_contact(struct req *r, MYSQL *m)
+{
+	char user[65], domain[129], q[1400];
+	uint64_t dev, expires = 3600;
+	int found, all = 0;
+	const msgpack_object *cs;
+	struct qb qq;
+
+	if (req_who(r, m) < 0)
+		return -1;
+	if (!r->who.operator)
+		return req_fail(r, CCQ_E_DENIED, "registration reports are for the SIP proxy");
+	if (arg_str(r, "username", user, sizeof(user), 1) < 0
+			|| arg_str(r, "domain", domain, sizeof(domain), 1) < 0
+			|| arg_uint(r, "expires", &expires, 0, 86400 * 7) < 0
+			|| arg_bool(r, "all", &all, 0) < 0)
+		return -1;
+	qb_init(&qq);
+	qb_add(&qq, "SELECT id FROM device WHERE username = ");
+	qb_str(&qq, m, user, strlen(user));
+	qb_add(&qq, " AND domain = ");
+	qb_str(&qq, m, domain, strlen(domain));
+	if (qq.oom || sql_u64(r, m, qq.buf, qq.len, &dev, &found) < 0) {
+		qb_free(&qq);
+		return qq.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory") : -1;
+	}
+	qb_free(&qq);
+	if (!found)
+		return req_fail(r, CCQ_E_NOT_FOUND, "no device %s@%s", user, domain);
+	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
+		return -1;
+	if (all) {
+		snprintf(q, sizeof(q), "DELETE FROM device_contact WHERE device_id = %llu",
+			(unsigned long long)dev);
+		if (db_exec(&r->j, m, q, strlen(q)) < 0)
+			goto fail;
+	}
+	cs = ccq_map_get(r->args, "contacts");
+	if (cs && cs->type == MSGPACK_OBJECT_ARRAY) {
+		for (uint32_t i = 0; i < cs->via.array.size; i++) {
+			char uri[256] = "";
+			uint64_t exp = expires;
+			const msgpack_object *c = &cs->via.array.ptr[i];
+			if (ccq_map_strcpy(c, "uri", uri, sizeof(uri)) != 1 || !uri[0])
+				continue;
+			ccq_map_uint(c, "expires", &exp);
+			qb_init(&qq);
+			if (exp == 0) {
+				qb_add(&qq, "DELETE FROM device_contact WHERE device_id = %llu AND contact = ",
+					(unsigned long long)dev);
+				qb_str(&qq, m, uri, strlen(uri));
+			} else {
+				qb_add(&qq, "INSERT INTO device_contact (device_id, contact, expires_at) VALUES "
+					"(%llu, ", (unsigned long long)dev);
+				qb_str(&qq, m, uri, strlen(uri));
+				qb_add(&qq, ", UTC_TIMESTAMP(3) + INTERVAL %llu SECOND) ON DUPLICATE KEY UPDATE "
+					"expires_at = VALUES(expires_at)", (unsigned long long)exp);
+			}
+			if (qq.oom || db_exec(&r->j, m, qq.buf, qq.len) < 0) {
+				qb_free(&qq);
+				goto fail;
+			}
+			qb_free(&qq);
+		}
+	}
+	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
+		return -1;
+	after_of(r)->wake_dispatch = 1;
+	reply_simple(r, "ok", 0, NULL);
+	return 0;
+fail:
+	if (!r->j.conn_lost)
+		mysql_query(m, "ROLLBACK");
+	return -1;
+}
+
+/* ---- watch and me -------------------------------------------------------- */
+
+static int run_watch(struct req *r, MYSQL *m)
+{
+	char q[600];
+	uint64_t only = 0;
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	struct watch_filter *wf;
+	size_t n = 0;
+
+	if (req_who(r, m) < 0 || arg_uint(r, "inbox", &only, 0, UINT32_MAX) < 0)
+		return -1;
+	if (!acl_all_inboxes(&r->who)) {
+		snprintf(q, sizeof(q), "SELECT inbox_id FROM inbox_member WHERE user_id = %u",
+			r->who.user_id);
+		if (!(res = db_select(&r->j, m, q, strlen(q))))
+			return -1;
+		n = (size_t)mysql_num_rows(res);
+	}
+	wf = calloc(1, sizeof(*wf) + n * sizeof(uint32_t));
+	if (!wf) {
+		if (res)
+			mysql_free_result(res);
+		return req_fail(r, CCQ_E_INTERNAL, "out of memory");
+	}
+	wf->everything = r->who.operator;
+	wf->org_id = r->who.org_id;
+	wf->all_inboxes = acl_all_inboxes(&r->who);
+	wf->only_inbox = (uint32_t)only;
+	if (res) {
+		while ((row = mysql_fetch_row(res)))
+			wf->inboxes[wf->n++] = (uint32_t)strtoul(row[0], NULL, 10);
+		mysql_free_result(res);
+	}
+	free(r->after_data);
+	r->after_data = wf;
+	{
+		msgpack_packer *pk = req_reply(r);
+		msgpack_pack_map(pk, 1);
+		ccq_pack_kv_bool(pk, "watching", 1);
+	}
+	return 0;
+}
+
+static void after_watch(struct req *r)
+{
+	/* the connection takes the filter */
+	conn_watch(r->c, r->after_data);
+	r->after_data = NULL;
+}
+
+static int run_me(struct req *r, MYSQL *m)
+{
+	char q[1600];
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	msgpack_packer *pk;
+
+	if (req_who(r, m) < 0)
+		return -1;
+	if (r->who.operator)
+		return req_fail(r, CCQ_E_BAD_REQUEST, "the operator has no calls: use --as EXT@ORG");
+	snprintf(q, sizeof(q), "SELECT t.id AS txn, t.status, t.caller_id, t.number, "
+		"c.name AS customer, i.name AS inbox, d.kind AS device, d.label AS device_label, "
+		TS("t.answered_at") " AS since, " TS("t.created_at") " AS created_at "
+		"FROM txn t LEFT JOIN customer c ON c.id = t.customer_id "
+		"LEFT JOIN inbox i ON i.id = t.inbox_id LEFT JOIN device d ON d.id = t.device_id "
+		"WHERE t.agent_id = %u AND t.status IN ('Assigning','Assigned','Transferring') "
+		"ORDER BY t.id", r->who.user_id);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	pk = req_reply(r);
+	msgpack_pack_map(pk, 4);
+	ccq_pack_kv_str(pk, "ext", r->who.ext);
+	ccq_pack_kv_str(pk, "name", r->who.name);
+	ccq_pack_kv_str(pk, "org", r->who.org_name);
+	ccq_pack_str(pk, "calls");
+	msgpack_pack_array(pk, (size_t)mysql_num_rows(res));
+	while ((row = mysql_fetch_row(res)))
+		pack_row(pk, res, row, 0);
+	mysql_free_result(res);
+	return 0;
+}
+
+/* ---- the queue sweep (dispatch and maximum wait) ------------------------- */
+
+/*
+ * For every TXN waiting in a queue that a call.wait is registered for, in
+ * arrival order: past the inbox's maximum wait -> missed-call flow; else an
+ * available agent -> ring. The loop pushes the outcome to the module.
+ */
+struct sweep_out {
+	int n;
+	struct {
+		char call_id[256];
+		int missed;
+		uint32_t org_id, inbox_id;
+		uint64_t txn;
+		char text[300];
+		char inbox[101];
+		unsigned ring_timeout;
+		struct ring_pick pick;
+	} item[32];
+};
+
+static int run_sweep(struct req *r, MYSQL *m)
+{
+	struct sweep_out *out = calloc(1, sizeof(*out));
+	const msgpack_object *calls = ccq_map_get(r->args, "calls");
+
+	if (!out)
+		return req_fail(r, CCQ_E_INTERNAL, "out of memory");
+	r->after_data = out;
+	r->who.operator = 1;
+	if (!calls || calls->type != MSGPACK_OBJECT_ARRAY)
+		goto done;
+	for (uint32_t i = 0; i < calls->via.array.size && out->n < 32; i++) {
+		const msgpack_object *o = &calls->via.array.ptr[i];
+		char call_id[256];
+		struct txn_row t;
+		int rc;
+
+		if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= sizeof(call_id))
+			continue;
+		memcpy(call_id, o->via.str.ptr, o->via.str.size);
+		call_id[o->via.str.size] = '\0';
+		if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
+			return -1;
+		if (txn_by_call(r, m, call_id, &t) < 0) {
+			mysql_query(m, "ROLLBACK");
+			if (r->j.conn_lost)
+				return -1;
+			r->j.err = 0;
+			continue;
+		}
+		if (strcmp(t.status, "Waiting") != 0) {
+			mysql_query(m, "ROLLBACK");
+			continue;
+		}
+		if ((long)t.max_wait - t.waited <= 0) {
+			/* missed: reuse calls_missed, which records the event in after_data;
+			 * keep our own record instead */
+			void *saved = r->after_data;
+			struct call_after *ca;
+			r->after_data = NULL;
+			rc = calls_missed(r, m, t.id, t.org_id, t.inbox_id, t.inbox, t.number, NULL);
+			ca = r->after_data;
+			r->after_data = saved;
+			if (rc < 0) {
+				free(ca);
+				goto fail;
+			}
+			snprintf(out->item[out->n].call_id, sizeof(out->item[0].call_id), "%s", call_id);
+			out->item[out->n].missed = 1;
+			out->item[out->n].org_id = t.org_id;
+			out->item[out->n].inbox_id = t.inbox_id;
+			out->item[out->n].txn = t.id;
+			snprintf(out->item[out->n].inbox, sizeof(out->item[0].inbox), "%s", t.inbox);
+			snprintf(out->item[out->n].text, sizeof(out->item[0].text), "%.299s",
+				ca ? ca->text : "missed call");
+			free(ca);
+			out->n++;
+		} else {
+			rc = pick_agent(r, m, t.id, t.inbox_id, &out->item[out->n].pick);
+			if (rc < 0)
+				goto fail;
+			if (rc == 0) {
+				mysql_query(m, "ROLLBACK");
+				continue;
+			}
+			snprintf(out->item[out->n].call_id, sizeof(out->item[0].call_id), "%s", call_id);
+			out->item[out->n].txn = t.id;
+			out->item[out->n].ring_timeout = t.ring_timeout;
+			snprintf(out->item[out->n].inbox, sizeof(out->item[0].inbox), "%s", t.inbox);
+			out->n++;
+		}
+		if (db_exec(&r->j, m, "COMMIT", 6) < 0)
+			return -1;
+	}
+done:
+	{
+		msgpack_packer *pk = req_reply(r);
+		msgpack_pack_nil(pk);
+	}
+	return 0;
+fail:
+	if (!r->j.conn_lost)
+		mysql_query(m, "ROLLBACK");
+	return -1;
+}
+
+static void after_sweep(struct req *r)
+{
+	struct sweep_out *out = r->after_data;
+	if (!out)
+		return;
+	for (int i = 0; i < out->n; i++) {
+		ccq_enc e;
+		ccq_enc_init(&e);
+		msgpack_pack_map(&e.pk, out->item[i].missed ? 6 : 6);
+		ccq_pack_kv_str(&e.pk, "call_id", out->item[i].call_id);
+		ccq_pack_kv_uint(&e.pk, "txn", out->item[i].txn);
+		ccq_pack_kv_str(&e.pk, "inbox", out->item[i].inbox);
+		if (out->item[i].missed) {
+			ccq_pack_kv_str(&e.pk, "action", "missed");
+			ccq_pack_kv_uint(&e.pk, "code", 480);
+			ccq_pack_kv_str(&e.pk, "reason", "Temporarily Unavailable");
+			calls_notify("call.missed", out->item[i].org_id, out->item[i].inbox_id,
+				out->item[i].txn, out->item[i].text, "", "", out->item[i].inbox);
+		} else {
+			const struct ring_pick *p = &out->item[i].pick;
+			ccq_pack_kv_str(&e.pk, "action", "ring");
+			ccq_pack_kv_uint(&e.pk, "ring_timeout", out->item[i].ring_timeout);
+			ccq_pack_str(&e.pk, "targets");
+			msgpack_pack_array(&e.pk, (size_t)p->ntargets);
+			for (int k = 0; k < p->ntargets; k++)
+				ccq_pack_str(&e.pk, p->targets[k]);
+		}
+		calls_resume(out->item[i].call_id, &e);
+		ccq_enc_free(&e);
+	}
+}
+
+const struct op_def ops_call[] = {
+	{ "call.route", run_call_route, NULL, after_call, 0 },
+	{ "call.ring_failed", run_call_ring_failed, NULL, after_call, 0 },
+	{ "call.answered", run_call_answered, NULL, after_call, 0 },
+	{ "call.ended", run_call_ended, NULL, after_ended, 0 },
+	{ "call.wait", NULL, calls_op_wait, NULL, 0 },
+	{ "device.contact", run_device_contact, NULL, after_call, 0 },
+	{ "watch", run_watch, NULL, after_watch, 0 },
+	{ "me", run_me, NULL, NULL, 0 },
+	{ NULL, NULL, NULL, NULL, 0 }
+};
+
+const struct op_def calls_sweep_op = { "call.sweep", run_sweep, NULL, after_sweep, 0 };
