@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define DEFAULT_SOCK "/run/ccq/queued.sock"
 
@@ -141,7 +142,10 @@ static void usage(FILE *f)
 		"\n"
 		"Commands:\n"
 		"  ping                    queued's version, protocol and schema version\n"
-		"  txn show ID             one transaction and its journey (timeline)\n",
+		"  txn show ID             one transaction and its journey (timeline)\n"
+		"  me                      the acting agent's current call (use --as EXT@ORG)\n"
+		"  watch [--inbox ID] [--count N] [--for S]\n"
+		"                          live notifications (incoming, answered, missed, ended)\n",
 		DEFAULT_SOCK);
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		fprintf(f, "  %s %s\n", cmds[i].words, cmds[i].help);
@@ -570,6 +574,134 @@ static int cmd_txn_show(int argc, char **argv)
 	return 0;
 }
 
+static int cmd_me(int argc, char **argv)
+{
+	ccq_enc e;
+	ccq_msg r;
+	uint64_t id = ccq_client_id(&g_cl);
+	const msgpack_object *calls;
+	char a[200], b[200], c[200], d[200], f[200], g[200], h[200];
+	int rc;
+
+	(void)argv;
+	if (argc != 0) {
+		fprintf(stderr, "ccqctl: usage: ccqctl --as EXT@ORG me\n");
+		return 2;
+	}
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, "me", global_args());
+	pack_global_args(&e.pk);
+	if ((rc = call(&e, id, &r)) != 0)
+		return rc;
+	if (g_json) {
+		json_obj(r.body);
+		putchar('\n');
+		ccq_msg_free(&r);
+		return 0;
+	}
+	printf("%s - %s (%s)\n", field(r.body, "ext", a, sizeof(a)), field(r.body, "name", b, sizeof(b)),
+		field(r.body, "org", c, sizeof(c)));
+	calls = ccq_map_get(r.body, "calls");
+	if (!calls || calls->type != MSGPACK_OBJECT_ARRAY || calls->via.array.size == 0) {
+		printf("No current call.\n");
+	} else {
+		for (uint32_t i = 0; i < calls->via.array.size; i++) {
+			const msgpack_object *t = &calls->via.array.ptr[i];
+			const char *cust = field(t, "customer", d, sizeof(d));
+			printf("Current call: TXN %s (%s)\n", field(t, "txn", a, sizeof(a)),
+				field(t, "status", b, sizeof(b)));
+			printf("  Caller    %s%s%s%s\n", field(t, "number", c, sizeof(c)),
+				strcmp(cust, "-") ? " (" : "", strcmp(cust, "-") ? cust : "",
+				strcmp(cust, "-") ? ")" : "");
+			printf("  Inbox     %s\n", field(t, "inbox", f, sizeof(f)));
+			printf("  Device    %s\n", field(t, "device", g, sizeof(g)));
+			printf("  Since     %s UTC\n", field(t, "since", h, sizeof(h)));
+		}
+	}
+	ccq_msg_free(&r);
+	return 0;
+}
+
+/*
+ * watch: subscribe to the notifications this user may see and print them
+ * as they come. --count N stops after N events, --for S after S seconds.
+ */
+static int cmd_watch(int argc, char **argv)
+{
+	uint64_t count = 0, secs = 0, inbox = 0, seen = 0, id;
+	ccq_enc e;
+	ccq_msg r;
+	int rc;
+	long long until;
+	struct timespec ts;
+
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--count") == 0 && i + 1 < argc && parse_u64(argv[i + 1], &count) == 0)
+			i++;
+		else if (strcmp(argv[i], "--for") == 0 && i + 1 < argc && parse_u64(argv[i + 1], &secs) == 0)
+			i++;
+		else if (strcmp(argv[i], "--inbox") == 0 && i + 1 < argc
+				&& parse_u64(argv[i + 1], &inbox) == 0)
+			i++;
+		else {
+			fprintf(stderr, "ccqctl: usage: watch [--inbox ID] [--count N] [--for SECONDS]\n");
+			return 2;
+		}
+	}
+	id = ccq_client_id(&g_cl);
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, "watch", global_args() + (inbox ? 1 : 0));
+	pack_global_args(&e.pk);
+	if (inbox)
+		ccq_pack_kv_uint(&e.pk, "inbox", inbox);
+	if ((rc = call(&e, id, &r)) != 0)
+		return rc;
+	ccq_msg_free(&r);
+	if (!g_json) {
+		printf("watching; Ctrl-C to stop\n");
+		fflush(stdout);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	until = secs ? (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + (long long)secs * 1000 : 0;
+	for (;;) {
+		char err[300], a[100], b[700];
+		int left = 1000;
+		if (until) {
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			left = (int)(until - ((long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000));
+			if (left <= 0)
+				return 0;
+		}
+		rc = ccq_client_next(&g_cl, left, &r, err, sizeof(err));
+		if (rc < 0) {
+			fprintf(stderr, "ccqctl: %s\n", err);
+			return 3;
+		}
+		if (rc == 0)
+			continue;
+		if (r.kind == CCQ_KIND_EVENT) {
+			if (g_json) {
+				printf("{\"event\":");
+				json_str(r.name, r.name_len);
+				printf(",\"data\":");
+				json_obj(r.body);
+				printf("}\n");
+			} else {
+				time_t now = time(NULL);
+				struct tm tm;
+				localtime_r(&now, &tm);
+				strftime(a, sizeof(a), "%H:%M:%S", &tm);
+				printf("%s  %s\n", a, field(r.body, "text", b, sizeof(b)));
+			}
+			fflush(stdout);
+			seen++;
+		}
+		ccq_msg_free(&r);
+		if (count && seen >= count)
+			return 0;
+	}
+}
+
 static int authenticate(const char *token)
 {
 	ccq_enc e;
@@ -640,6 +772,10 @@ int main(int argc, char **argv)
 		rc = cmd_ping();
 	} else if (argc >= 2 && strcmp(argv[0], "txn") == 0 && strcmp(argv[1], "show") == 0) {
 		rc = cmd_txn_show(argc - 2, argv + 2);
+	} else if (strcmp(argv[0], "me") == 0) {
+		rc = cmd_me(argc - 1, argv + 1);
+	} else if (strcmp(argv[0], "watch") == 0) {
+		rc = cmd_watch(argc - 1, argv + 1);
 	} else {
 		/* the longest matching command words */
 		const struct cmdspec *best = NULL;
