@@ -618,9 +618,9 @@ static void ccq_rpc_status(rpc_t *rpc, void *ctx)
 		"queued_addr", ccq_link_addr(), "link", reachable ? "up" : "down",
 		"queued_version", reachable ? qver : "-", "outage_since",
 		st.outage ? (int)st.outage_since : 0);
-	rpc->struct_add(th, "sdddd", "queued_schema", reachable ? qschema : "-",
-		"requests", (int)st.requests, "ok", (int)st.ok, "failed", (int)st.failed,
-		"fallbacks", (int)st.fallbacks);
+	rpc->struct_add(th, "suuuu", "queued_schema", reachable ? qschema : "-",
+		"requests", (unsigned)st.requests, "ok", (unsigned)st.ok, "failed",
+		(unsigned)st.failed, "fallbacks", (unsigned)st.fallbacks);
 }
 
 static rpc_export_t ccq_rpc[] = {
@@ -659,23 +659,28 @@ static int mod_init(void)
 		LM_ERR("modparam queued_addr '%s' is invalid: %s\n", queued_addr, err);
 		return -1;
 	}
-	if (p_timeout >= 0) {
+	if (p_timeout != -1) {
 		if (p_timeout < 10 || p_timeout > 60000) {
 			LM_ERR("modparam timeout must be 10..60000 ms, not %d\n", p_timeout);
 			return -1;
 		}
 		default_ccq_cfg.timeout = p_timeout;
 	}
-	if (p_retries >= 0) {
-		if (p_retries > 5) {
+	if (p_retries != -1) {
+		if (p_retries < 0 || p_retries > 5) {
 			LM_ERR("modparam retries must be 0..5, not %d\n", p_retries);
 			return -1;
 		}
 		default_ccq_cfg.retries = p_retries;
 	}
-	if (p_reconnect >= 0)
+	if (p_reconnect != -1) {
+		if (p_reconnect < 0 || p_reconnect > 600000) {
+			LM_ERR("modparam reconnect_interval must be 0..600000 ms, not %d\n", p_reconnect);
+			return -1;
+		}
 		default_ccq_cfg.reconnect_interval = p_reconnect;
-	if (p_decision >= 0) {
+	}
+	if (p_decision != -1) {
 		if (p_decision < 100 || p_decision > 60000) {
 			LM_ERR("modparam decision_timeout must be 100..60000 ms, not %d\n", p_decision);
 			return -1;
@@ -699,8 +704,9 @@ static int mod_init(void)
 
 static int child_init(int rank)
 {
-	/* No sockets before the fork: every process opens its own. The main
-	 * process and the tcp/timer helpers never talk to queued. */
+	/* No sockets before the fork: every process opens its own connection
+	 * (SIP workers, timers, ctl/RPC). The main process only forks the ccq
+	 * async process, which holds the connection used for decisions. */
 	if (rank == PROC_INIT || rank == PROC_TCP_MAIN)
 		return 0;
 	if (rank == PROC_MAIN) {

@@ -63,6 +63,7 @@ static const struct key keys[] = {
 	{ "max_clients", U(max_clients, 1, 100000) },
 	{ "shutdown_timeout", U(shutdown_timeout, 1, 3600) },
 	{ "pid_file", S(pid_file) },
+	{ "operators", S(operators) },
 };
 
 #define ERR(...) do { snprintf(err, errlen, __VA_ARGS__); return -1; } while (0)
@@ -218,6 +219,16 @@ int config_parse(const char *text, const char *name, struct queued_config *c,
 			return -1;
 	}
 
+	if (c->listen_unix[0] && c->listen_unix[0] != '/')
+		ERR("%s: 'listen_unix' must be an absolute path, not '%s'", name, c->listen_unix);
+	if (c->listen_tcp[0]) {
+		const char *colon = strrchr(c->listen_tcp, ':');
+		char *end;
+		unsigned long port = colon ? strtoul(colon + 1, &end, 10) : 0;
+		if (!colon || colon == c->listen_tcp || !colon[1] || *end || port == 0 || port > 65535)
+			ERR("%s: 'listen_tcp' must be host:port (e.g. 127.0.0.1:7070), not '%s'", name,
+				c->listen_tcp);
+	}
 	if (!c->listen_unix[0] && !c->listen_tcp[0])
 		ERR("%s: neither 'listen_unix' nor 'listen_tcp' is set: queued needs at least one", name);
 	if (!c->mysql_user[0])

@@ -26,6 +26,7 @@ struct queued_config {
 	unsigned max_clients;
 	unsigned shutdown_timeout;  /* seconds */
 	char pid_file[PATH_MAX];
+	char operators[256];        /* unix users acting as the local operator */
 };
 
 /* Defaults for every key (sql_dir from the build). */

@@ -37,6 +37,7 @@ static struct queued_config g_cfg;
 static volatile sig_atomic_t g_early_stop;
 static ev_timer g_drain_timer, g_deadline_timer;
 static int g_stopping;
+static int g_abandon;  /* stop without waiting for the MySQL worker */
 
 static void usage(FILE *f)
 {
@@ -147,6 +148,7 @@ static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)w; (void)revents;
 	LOG_W("shutdown deadline of %u s reached with %u database jobs pending; exiting anyway",
 		g_cfg.shutdown_timeout, db_pending());
+	g_abandon = 1;
 	ev_break(loop, EVBREAK_ALL);
 }
 
@@ -155,6 +157,7 @@ static void on_term(struct ev_loop *loop, ev_signal *w, int revents)
 	(void)revents;
 	if (g_stopping) {
 		LOG_N("second stop signal: exiting now");
+		g_abandon = db_pending() > 0;
 		ev_break(loop, EVBREAK_ALL);
 		return;
 	}
@@ -207,6 +210,9 @@ int main(int argc, char **argv)
 	LOG_N("queued %s starting (config %s)", PACKAGE_VERSION, g_conf_path);
 
 	signal(SIGPIPE, SIG_IGN);
+	/* a reload before the loop runs would kill the process: ignore it until
+	 * the loop's own handler is installed */
+	signal(SIGHUP, SIG_IGN);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = early_signal;
 	sigaction(SIGTERM, &sa, NULL);
@@ -250,6 +256,14 @@ int main(int argc, char **argv)
 	ev_run(loop, 0);
 
 	server_stop_listening();
+	if (g_abandon) {
+		/* the worker may be stuck in MySQL: do not join it; nothing unacknowledged
+		 * is lost, since replies are only sent after the commit */
+		if (g_cfg.pid_file[0])
+			unlink(g_cfg.pid_file);
+		LOG_N("stopped (abandoned %u database jobs)", db_pending());
+		_exit(1);
+	}
 	calls_stop();
 	db_stop();
 	server_close_all();

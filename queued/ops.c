@@ -225,6 +225,13 @@ static void req_done(struct db_job *j)
 			ccq_enc_free(&r->enc);
 		conn_reply_err(r->c, r->id, j->err, "%s", j->errmsg[0] ? j->errmsg
 			: ccq_err_name(j->err));
+	} else if (r->enc.sb.size - CCQ_FRAME_HDR > server_max_frame()) {
+		/* say so rather than leave the client waiting */
+		size_t n = r->enc.sb.size - CCQ_FRAME_HDR;
+		ccq_enc_free(&r->enc);
+		conn_reply_err(r->c, r->id, CCQ_E_BAD_REQUEST,
+			"the result (%zu bytes) is larger than max_frame (%u bytes): ask for less "
+			"(e.g. a smaller limit)", n, server_max_frame());
 	} else {
 		conn_send(r->c, &r->enc);
 		if (r->op->after)

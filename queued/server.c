@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <arpa/inet.h>
+#include <pwd.h>
 
 #include "ccq_client.h" /* ccq_addr_parse */
 
@@ -66,6 +67,8 @@ static unsigned g_nconns;
 static uint32_t g_max_frame = CCQ_FRAME_DEFAULT_MAX;
 static unsigned g_max_clients = 1024;
 static int g_shutdown;
+static uid_t g_operator_uids[16];
+static int g_noperators;
 
 static void conn_update(struct conn *c);
 static void conn_close(struct conn *c, const char *why);
@@ -142,7 +145,7 @@ static void send_frame(struct conn *c, ccq_enc *e)
 	if (ccq_enc_finish(e, g_max_frame, &buf, &len) < 0) {
 		/* A reply above the cap: say so instead of breaking the stream. */
 		ccq_enc_free(e);
-		LOG_E("%s: a reply exceeded the frame cap (%u bytes); sent an error instead",
+		LOG_E("%s: a frame exceeded the frame cap (%u bytes) and was dropped",
 			c->name, g_max_frame);
 		return;
 	}
@@ -377,6 +380,8 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 			c->pid = cr.pid;
 			/* root and queued's own user are the local operator */
 			c->actor.operator = cr.uid == 0 || cr.uid == geteuid();
+			for (int i = 0; i < g_noperators; i++)
+				c->actor.operator |= cr.uid == g_operator_uids[i];
 		}
 		c->actor.is_unix = 1;
 		c->actor.uid = c->uid;
@@ -474,8 +479,27 @@ int server_listen(struct ev_loop *loop, const struct queued_config *cfg,
 
 void server_reconfigure(const struct queued_config *cfg)
 {
+	char list[256], *save = NULL, *tok;
+
 	g_max_frame = cfg->max_frame;
 	g_max_clients = cfg->max_clients;
+	/* unix users (e.g. kamailio) whose connections act as the local operator */
+	g_noperators = 0;
+	snprintf(list, sizeof(list), "%s", cfg->operators);
+	for (tok = strtok_r(list, ", ", &save); tok && g_noperators < 16;
+			tok = strtok_r(NULL, ", ", &save)) {
+		struct passwd *pw = getpwnam(tok);
+		if (!pw) {
+			LOG_W("operators: no unix user '%s' on this system; ignored", tok);
+			continue;
+		}
+		g_operator_uids[g_noperators++] = pw->pw_uid;
+	}
+}
+
+uint32_t server_max_frame(void)
+{
+	return g_max_frame;
 }
 
 void server_stop_listening(void)

@@ -27,6 +27,7 @@ void server_begin_shutdown(void);
 int server_drained(void);
 void server_close_all(void);
 unsigned server_clients(void);
+uint32_t server_max_frame(void);
 
 /* ---- for request handlers -------------------------------------------- */
 

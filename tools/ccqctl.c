@@ -743,7 +743,15 @@ int main(int argc, char **argv)
 		switch (opt) {
 		case 's': g_addr = optarg; break;
 		case 'j': g_json = 1; break;
-		case 'T': g_timeout_ms = atoi(optarg); if (g_timeout_ms <= 0) g_timeout_ms = 5000; break;
+		case 'T': {
+			uint64_t v;
+			if (parse_u64(optarg, &v) < 0 || v == 0 || v > 600000) {
+				fprintf(stderr, "ccqctl: --timeout takes milliseconds from 1 to 600000\n");
+				return 2;
+			}
+			g_timeout_ms = (int)v;
+			break;
+		}
 		case 'a': g_as = optarg; break;
 		case 'o': g_org = optarg; break;
 		case 't': token = optarg; break;
@@ -758,29 +766,21 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	signal(SIGPIPE, SIG_IGN);
-	ccq_client_init(&g_cl);
-	if (ccq_client_connect(&g_cl, g_addr, g_timeout_ms, err, sizeof(err)) < 0) {
-		fprintf(stderr, "ccqctl: cannot reach queued: %s\n", err);
-		return 3;
-	}
-	if (token && *token && (rc = authenticate(token)) != 0) {
-		ccq_client_free(&g_cl);
-		return rc;
-	}
-	if (strcmp(argv[0], "ping") == 0 && argc == 1) {
-		rc = cmd_ping();
-	} else if (argc >= 2 && strcmp(argv[0], "txn") == 0 && strcmp(argv[1], "show") == 0) {
-		rc = cmd_txn_show(argc - 2, argv + 2);
-	} else if (strcmp(argv[0], "me") == 0) {
-		rc = cmd_me(argc - 1, argv + 1);
-	} else if (strcmp(argv[0], "watch") == 0) {
-		rc = cmd_watch(argc - 1, argv + 1);
-	} else {
-		/* the longest matching command words */
+	{
+		/* find the command before connecting: a typo is a usage error (2),
+		 * whether or not queued is up */
 		const struct cmdspec *best = NULL;
-		int best_words = 0;
-		for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		int best_words = 0, special = 0;
+
+		if (strcmp(argv[0], "ping") == 0 && argc == 1)
+			special = 1;
+		else if (argc >= 2 && strcmp(argv[0], "txn") == 0 && strcmp(argv[1], "show") == 0)
+			special = 2;
+		else if (strcmp(argv[0], "me") == 0)
+			special = 3;
+		else if (strcmp(argv[0], "watch") == 0)
+			special = 4;
+		for (size_t i = 0; !special && i < sizeof(cmds) / sizeof(cmds[0]); i++) {
 			char w[64], *save = NULL, *tok;
 			int n = 0, ok = 1;
 			snprintf(w, sizeof(w), "%s", cmds[i].words);
@@ -794,11 +794,27 @@ int main(int argc, char **argv)
 				best_words = n;
 			}
 		}
-		if (best) {
-			rc = run_spec(best, argc - best_words, argv + best_words);
-		} else {
-			fprintf(stderr, "ccqctl: unknown command '%s' (see ccqctl --help)\n", argv[0]);
-			rc = 2;
+		if (!special && !best) {
+			fprintf(stderr, "ccqctl: unknown command '%s%s%s' (see ccqctl --help)\n", argv[0],
+				argc > 1 ? " " : "", argc > 1 ? argv[1] : "");
+			return 2;
+		}
+		signal(SIGPIPE, SIG_IGN);
+		ccq_client_init(&g_cl);
+		if (ccq_client_connect(&g_cl, g_addr, g_timeout_ms, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ccqctl: cannot reach queued: %s\n", err);
+			return 3;
+		}
+		if (token && *token && (rc = authenticate(token)) != 0) {
+			ccq_client_free(&g_cl);
+			return rc;
+		}
+		switch (special) {
+		case 1: rc = cmd_ping(); break;
+		case 2: rc = cmd_txn_show(argc - 2, argv + 2); break;
+		case 3: rc = cmd_me(argc - 1, argv + 1); break;
+		case 4: rc = cmd_watch(argc - 1, argv + 1); break;
+		default: rc = run_spec(best, argc - best_words, argv + best_words);
 		}
 	}
 	ccq_client_free(&g_cl);
