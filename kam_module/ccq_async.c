@@ -112,6 +112,61 @@ static int chan_send(struct chan_hdr *h, ccq_enc *enc)
 	return 0;
 }
 
+/*
+ * A final failure reply sent to the caller (an error, a timeout, 480, 503,
+ * 487) ends the call: tell queued, so that the TXN never stays Waiting or
+ * Assigning for a call that is gone. queued ignores it for TXNs already
+ * ended (missed, abandoned).
+ */
+static void on_final_reply(struct cell *t, int type, struct tmcb_params *ps)
+{
+	ccq_enc e;
+	uint64_t id;
+	char callid[256], by[16];
+
+	if (ps->code < 300 || !t || t->callid.len <= 0)
+		return;
+	/* callid_hdr holds the whole header line: "Call-ID: value\r\n" */
+	{
+		str v = t->callid;
+		char *colon = memchr(v.s, ':', v.len);
+		int n;
+		if (!colon)
+			return;
+		v.len -= (int)(colon + 1 - v.s);
+		v.s = colon + 1;
+		while (v.len > 0 && (*v.s == ' ' || *v.s == '\t')) {
+			v.s++;
+			v.len--;
+		}
+		while (v.len > 0 && (v.s[v.len - 1] == '\r' || v.s[v.len - 1] == '\n'
+				|| v.s[v.len - 1] == ' '))
+			v.len--;
+		n = v.len < (int)sizeof(callid) - 1 ? v.len : (int)sizeof(callid) - 1;
+		memcpy(callid, v.s, n);
+		callid[n] = '\0';
+	}
+	snprintf(by, sizeof(by), "failed:%d", ps->code);
+	id = ccq_async_next_id();
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, "call.ended", 2);
+	ccq_pack_kv_str(&e.pk, "call_id", callid);
+	ccq_pack_kv_str(&e.pk, "by", by);
+	ccq_async_report(&e, id);
+}
+
+int ccq_async_watch_final(struct sip_msg *msg)
+{
+	struct cell *t = tmb.t_gett();
+	if (t == NULL || t == T_UNDEFINED)
+		return -1;
+	if (tmb.register_tmcb(msg, t, TMCB_RESPONSE_OUT, on_final_reply, 0, 0) <= 0) {
+		LM_ERR("cannot watch the final reply of the transaction\n");
+		return -1;
+	}
+	return 0;
+}
+
 int ccq_async_suspend(struct sip_msg *msg, int kind, int route_idx, ccq_enc *enc,
 		uint64_t id, const char *call_id, int timeout_ms)
 {
@@ -170,14 +225,29 @@ int ccq_async_report(ccq_enc *enc, uint64_t id)
 struct pending {
 	struct chan_hdr h;
 	long long deadline;       /* monotonic ms */
-	int sent;                 /* written to queued (a reply may come) */
 	struct pending *next;
 };
 
+/*
+ * Frames for queued, oldest first. Reports and waits survive a lost
+ * connection and are sent again whole on the next one (queued applies them
+ * idempotently); decision requests are dropped with the connection, because
+ * their calls have already fallen back.
+ */
+struct outframe {
+	struct outframe *next;
+	int kind;              /* enum ccq_async_kind */
+	size_t len, off;       /* off: bytes of this frame already written */
+	uint8_t data[];
+};
+
+#define OUT_MAX_FRAMES 20000 /* about a minute of reports at a busy site */
+
 static struct pending *g_pending;
 static int g_qfd = -1;
-static uint8_t *g_out;
-static size_t g_out_len, g_out_cap;
+static struct outframe *g_out_head, **g_out_tail = &g_out_head;
+static unsigned g_out_count;
+static unsigned long g_out_dropped;
 static uint8_t *g_in;
 static size_t g_in_len, g_in_cap;
 static long long g_next_connect;
@@ -190,31 +260,53 @@ static void q_close(const char *why)
 		close(g_qfd);
 	}
 	g_qfd = -1;
-	g_out_len = g_in_len = 0;
-	/* requests already written will get no reply: they time out (fallback);
-	 * waits are re-registered on the next connection */
-	for (struct pending *p = g_pending; p; p = p->next)
-		if (p->h.kind == CCQ_ASYNC_CALL)
-			p->deadline = p->sent ? 0 : p->deadline;
+	g_in_len = 0;
+	/* decisions in flight fall back now (expire() sees g_qfd < 0); their
+	 * frames go; reports are kept and sent again from their start; waits
+	 * are registered again by rewait_all() (so their old frames go too) */
+	{
+		struct outframe **pp = &g_out_head;
+		g_out_tail = &g_out_head;
+		while (*pp) {
+			struct outframe *f = *pp;
+			if (f->kind != CCQ_ASYNC_REPORT) {
+				*pp = f->next;
+				free(f);
+				g_out_count--;
+				continue;
+			}
+			f->off = 0;
+			g_out_tail = &f->next;
+			pp = &f->next;
+		}
+	}
+}
+
+static int q_buffer_kind(const uint8_t *p, size_t n, int kind)
+{
+	struct outframe *f;
+	if (g_out_count >= OUT_MAX_FRAMES) {
+		if (g_out_dropped++ % 1000 == 0)
+			LM_ERR("ccq async: %u frames wait for queued; dropping (%lu so far)\n",
+				g_out_count, g_out_dropped);
+		return -1;
+	}
+	if (!(f = malloc(sizeof(*f) + n)))
+		return -1;
+	f->next = NULL;
+	f->kind = kind;
+	f->len = n;
+	f->off = 0;
+	memcpy(f->data, p, n);
+	*g_out_tail = f;
+	g_out_tail = &f->next;
+	g_out_count++;
+	return 0;
 }
 
 static int q_buffer(const uint8_t *p, size_t n)
 {
-	if (g_out_len + n > g_out_cap) {
-		size_t cap = g_out_cap ? g_out_cap : 65536;
-		uint8_t *b;
-		while (cap < g_out_len + n)
-			cap *= 2;
-		if (cap > 64u * 1024 * 1024)
-			return -1;
-		if (!(b = realloc(g_out, cap)))
-			return -1;
-		g_out = b;
-		g_out_cap = cap;
-	}
-	memcpy(g_out + g_out_len, p, n);
-	g_out_len += n;
-	return 0;
+	return q_buffer_kind(p, n, CCQ_ASYNC_WAIT);
 }
 
 /* Re-register waits after a reconnection (queued forgets them). */
@@ -421,17 +513,23 @@ static void q_read(void)
 
 static void q_write(void)
 {
-	ssize_t w = send(g_qfd, g_out, g_out_len, MSG_DONTWAIT | MSG_NOSIGNAL);
-	if (w < 0) {
-		if (errno != EAGAIN && errno != EINTR)
-			q_close(strerror(errno));
-		return;
+	while (g_out_head && g_qfd >= 0) {
+		struct outframe *f = g_out_head;
+		ssize_t w = send(g_qfd, f->data + f->off, f->len - f->off, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				q_close(strerror(errno));
+			return;
+		}
+		f->off += (size_t)w;
+		if (f->off < f->len)
+			return;
+		g_out_head = f->next;
+		if (!g_out_head)
+			g_out_tail = &g_out_head;
+		g_out_count--;
+		free(f);
 	}
-	memmove(g_out, g_out + w, g_out_len - (size_t)w);
-	g_out_len -= (size_t)w;
-	if (g_out_len == 0)
-		for (struct pending *p = g_pending; p; p = p->next)
-			p->sent = 1;
 }
 
 static void chan_read(void)
@@ -459,12 +557,12 @@ static void chan_read(void)
 			p->next = g_pending;
 			g_pending = p;
 		}
-		if (g_qfd < 0 && h->kind == CCQ_ASYNC_CALL) {
-			/* no point queueing a decision we cannot get: fall back now */
+		if (g_qfd < 0 && h->kind != CCQ_ASYNC_REPORT) {
+			/* a decision we cannot get falls back at once (expire()); a wait
+			 * is registered when the connection is back (rewait_all()) */
 			continue;
 		}
-		if (q_buffer(buf + sizeof(*h), (size_t)n - sizeof(*h)) < 0)
-			LM_ERR("ccq async: output to queued overflows; dropping a message\n");
+		q_buffer_kind(buf + sizeof(*h), (size_t)n - sizeof(*h), (int)h->kind);
 	}
 }
 
@@ -509,7 +607,7 @@ static void async_loop(void)
 		pfd[0].revents = 0;
 		if (g_qfd >= 0) {
 			pfd[1].fd = g_qfd;
-			pfd[1].events = POLLIN | (g_out_len ? POLLOUT : 0);
+			pfd[1].events = POLLIN | (g_out_head ? POLLOUT : 0);
 			pfd[1].revents = 0;
 			n = 2;
 		}
@@ -522,7 +620,7 @@ static void async_loop(void)
 			chan_read();
 		if (n == 2 && g_qfd >= 0 && (pfd[1].revents & (POLLIN | POLLHUP | POLLERR)))
 			q_read();
-		if (g_qfd >= 0 && g_out_len)
+		if (g_qfd >= 0 && g_out_head)
 			q_write();
 		expire();
 	}
@@ -543,8 +641,8 @@ int ccq_async_fork(void)
 		}
 		if (cfg_child_init())
 			return -1;
-		close(g_chan[0]);
-		g_chan[0] = -1;
+		/* g_chan[0] stays open: routes resumed here may suspend again
+		 * (ring failed, wait in the queue) and hand us a new request */
 		async_loop();
 		exit(0);
 	}

@@ -59,6 +59,9 @@ void ccq_async_child(void);
  */
 int ccq_async_suspend(struct sip_msg *msg, int kind, int route_idx, ccq_enc *enc,
 		uint64_t id, const char *call_id, int timeout_ms);
+/* Report the call's final failure reply (>= 300) to queued (call.ended
+ * by "failed:<code>"); for the transaction of msg, after it is created. */
+int ccq_async_watch_final(struct sip_msg *msg);
 /* Queue a report for queued (no reply awaited). enc is freed. */
 int ccq_async_report(ccq_enc *enc, uint64_t id);
 uint64_t ccq_async_next_id(void);

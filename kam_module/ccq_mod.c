@@ -304,6 +304,7 @@ static int w_ccq_route_call(struct sip_msg *msg, char *route, char *p2)
 	if (ccq_async_suspend(msg, CCQ_ASYNC_CALL, (int)(long)route, &e, id, callid,
 			cfg_get(ccq, ccq_cfg, decision_timeout)) < 0)
 		return -1;
+	ccq_async_watch_final(msg);
 	return 0;
 }
 

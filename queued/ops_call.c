@@ -145,6 +145,11 @@ struct ring_pick {
 	char targets[8][200];
 };
 
+/*
+ * Agents rung for this call within the last two ring timeouts are skipped:
+ * a ring failure moves on to the next agent, and once everyone has had a
+ * turn a waiting call is offered around again.
+ */
 static int pick_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, struct ring_pick *p)
 {
 	char q[2400];
@@ -161,9 +166,10 @@ static int pick_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, str
 		"  WHERE d.user_id = u.id AND d.enabled = 1 AND c.expires_at > UTC_TIMESTAMP(3)) "
 		"AND (SELECT COUNT(*) FROM txn a WHERE a.agent_id = u.id "
 		"  AND a.status IN ('Assigning','Assigned','Transferring')) < u.max_calls "
-		"AND u.id NOT IN (SELECT user_id FROM txn_ring WHERE txn_id = %llu) "
+		"AND u.id NOT IN (SELECT g.user_id FROM txn_ring g JOIN inbox ib ON ib.id = %u "
+		"  WHERE g.txn_id = %llu AND g.at > UTC_TIMESTAMP(3) - INTERVAL 2 * ib.ring_timeout SECOND) "
 		"ORDER BY u.last_call_end IS NOT NULL, u.last_call_end, u.id LIMIT 1",
-		inbox, (unsigned long long)txn);
+		inbox, inbox, (unsigned long long)txn);
 	if (!(res = db_select(&r->j, m, q, strlen(q))))
 		return -1;
 	row = mysql_fetch_row(res);
@@ -682,10 +688,21 @@ static int run_call_ended(struct req *r, MYSQL *m)
 		result = "answered";
 		snprintf(text, sizeof(text), "Call ended by the %s",
 			strcmp(by, "agent") == 0 ? "agent" : "caller");
-	} else if (strcmp(by, "failed") == 0) {
+	} else if (strncmp(by, "failed", 6) == 0) {
+		/* the proxy sent the caller a final error (e.g. failed:503) */
+		int code = by[6] == ':' ? atoi(by + 7) : 0;
 		status = "Failed";
 		result = "failed";
-		snprintf(text, sizeof(text), "Call failed");
+		if (code >= 300 && code <= 699) {
+			char fq[200];
+			snprintf(text, sizeof(text), "Call failed (SIP %d)", code);
+			snprintf(fq, sizeof(fq), "UPDATE txn SET failure_reason = 'SIP %d' WHERE id = %llu",
+				code, (unsigned long long)t.id);
+			if (db_exec(&r->j, m, fq, strlen(fq)) < 0)
+				goto fail;
+		} else {
+			snprintf(text, sizeof(text), "Call failed");
+		}
 	} else {
 		result = "abandoned";
 		snprintf(text, sizeof(text), "Caller hung up while %s",
