@@ -231,9 +231,276 @@ static int run_txn_list(struct req *r, MYSQL *m)
 	return 0;
 }
 
+
+/* ---- chats (from other channels), links, the customer journey ----------- */
+
+static int journey_add(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const char *text)
+{
+	struct qb q;
+	int rc;
+	qb_init(&q);
+	qb_add(&q, "INSERT INTO txn_event (txn_id, at, kind, text) VALUES (%llu, UTC_TIMESTAMP(3), '%s', ",
+		(unsigned long long)txn, kind);
+	qb_str(&q, m, text, strnlen(text, 1024));
+	qb_add(&q, ")");
+	rc = q.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory") : db_exec(&r->j, m, q.buf, q.len);
+	qb_free(&q);
+	return rc;
+}
+
+/* A TXN the actor may see: its org, inbox and status. */
+static int visible_txn(struct req *r, MYSQL *m, uint64_t id, uint32_t *org, uint32_t *inbox,
+		char *status, size_t slen, char *kind, size_t klen)
+{
+	char q[1200], cond[400];
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	txn_cond(cond, sizeof(cond), &r->who);
+	snprintf(q, sizeof(q), "SELECT COALESCE(t.org_id, 0), COALESCE(t.inbox_id, 0), t.status, t.kind "
+		"FROM txn t WHERE t.id = %llu%s", (unsigned long long)id, cond);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	row = mysql_fetch_row(res);
+	if (!row) {
+		mysql_free_result(res);
+		return req_fail(r, CCQ_E_NOT_FOUND, "no transaction %llu", (unsigned long long)id);
+	}
+	*org = (uint32_t)strtoul(row[0], NULL, 10);
+	*inbox = (uint32_t)strtoul(row[1], NULL, 10);
+	snprintf(status, slen, "%s", row[2]);
+	snprintf(kind, klen, "%s", row[3]);
+	mysql_free_result(res);
+	return 0;
+}
+
+static int run_chat_create(struct req *r, MYSQL *m)
+{
+	char inbox[101], esc[210], q[1200], text[400], cust_name[101] = "";
+	uint64_t customer = 0, inbox_id = 0, org = 0, id;
+	char cond[200];
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	msgpack_packer *pk;
+
+	if (req_who(r, m) < 0 || arg_str(r, "inbox", inbox, sizeof(inbox), 1) < 0
+			|| arg_uint(r, "customer", &customer, 0, UINT32_MAX) < 0)
+		return -1;
+	/* the inbox, visible to the actor (the operator: any organisation's) */
+	acl_inbox_cond(cond, sizeof(cond), &r->who, "i.id");
+	mysql_real_escape_string(m, esc, inbox, strlen(inbox));
+	snprintf(q, sizeof(q), "SELECT i.id, i.org_id FROM inbox i WHERE i.name = '%s'%s%s",
+		esc, cond, r->who.operator ? "" : " AND i.org_id = ");
+	if (!r->who.operator) {
+		size_t l = strlen(q);
+		snprintf(q + l, sizeof(q) - l, "%u", r->who.org_id);
+	}
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	if (mysql_num_rows(res) > 1) {
+		mysql_free_result(res);
+		return req_fail(r, CCQ_E_BAD_REQUEST, "inbox name '%s' is ambiguous: act as a user of "
+			"its organisation (as)", inbox);
+	}
+	row = mysql_fetch_row(res);
+	if (row) {
+		inbox_id = strtoull(row[0], NULL, 10);
+		org = strtoull(row[1], NULL, 10);
+	}
+	mysql_free_result(res);
+	if (!inbox_id)
+		return req_fail(r, CCQ_E_NOT_FOUND, "no inbox '%s'", inbox);
+	if (customer) {
+		snprintf(q, sizeof(q), "SELECT name FROM customer WHERE id = %llu AND org_id = %llu",
+			(unsigned long long)customer, (unsigned long long)org);
+		if (!(res = db_select(&r->j, m, q, strlen(q))))
+			return -1;
+		row = mysql_fetch_row(res);
+		if (row)
+			snprintf(cust_name, sizeof(cust_name), "%s", row[0]);
+		mysql_free_result(res);
+		if (!row)
+			return req_fail(r, CCQ_E_NOT_FOUND, "no customer %llu", (unsigned long long)customer);
+	}
+	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
+		return -1;
+	snprintf(q, sizeof(q), "INSERT INTO txn (org_id, inbox_id, customer_id, kind, direction, "
+		"call_type, status, created_at, updated_at) VALUES (%llu, %llu, %s%llu, 'chat', 'inbound', "
+		"'chat', 'Waiting', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))", (unsigned long long)org,
+		(unsigned long long)inbox_id, customer ? "" : "NULL + ", (unsigned long long)customer);
+	if (db_exec(&r->j, m, q, strlen(q)) < 0)
+		goto fail;
+	id = mysql_insert_id(m);
+	snprintf(text, sizeof(text), "Chat received%s%s in inbox [%s]", cust_name[0] ? " from " : "",
+		cust_name, inbox);
+	if (journey_add(r, m, id, "received", text) < 0)
+		goto fail;
+	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
+		return -1;
+	pk = req_reply(r);
+	msgpack_pack_map(pk, 1);
+	ccq_pack_kv_uint(pk, "id", id);
+	return 0;
+fail:
+	if (!r->j.conn_lost)
+		mysql_query(m, "ROLLBACK");
+	return -1;
+}
+
+static int run_chat_assign(struct req *r, MYSQL *m)
+{
+	uint64_t id, uid;
+	uint32_t org, inbox;
+	char status[16], kind[8], ext[33], esc[70], q[600], text[300];
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	msgpack_packer *pk;
+
+	if (req_who(r, m) < 0 || arg_uint(r, "id", &id, 1, UINT64_MAX) < 0
+			|| arg_str(r, "ext", ext, sizeof(ext), 1) < 0
+			|| visible_txn(r, m, id, &org, &inbox, status, sizeof(status), kind, sizeof(kind)) < 0)
+		return -1;
+	if (strcmp(kind, "chat") != 0)
+		return req_fail(r, CCQ_E_BAD_REQUEST, "transaction %llu is a call: calls are assigned "
+			"when an agent answers", (unsigned long long)id);
+	if (strcmp(status, "Ended") == 0 || strcmp(status, "Failed") == 0)
+		return req_fail(r, CCQ_E_CONFLICT, "transaction %llu has ended", (unsigned long long)id);
+	mysql_real_escape_string(m, esc, ext, strlen(ext));
+	snprintf(q, sizeof(q), "SELECT id, ext_key, name FROM user WHERE org_id = %u AND ext_key = '%s'",
+		org, esc);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	row = mysql_fetch_row(res);
+	if (!row) {
+		mysql_free_result(res);
+		return req_fail(r, CCQ_E_NOT_FOUND, "no extension '%s' in this organisation", ext);
+	}
+	uid = strtoull(row[0], NULL, 10);
+	snprintf(text, sizeof(text), "Assigned to %s - %s", row[1], row[2]);
+	mysql_free_result(res);
+	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
+		return -1;
+	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Assigned', agent_id = %llu, "
+		"answered_at = COALESCE(answered_at, UTC_TIMESTAMP(3)), updated_at = UTC_TIMESTAMP(3) "
+		"WHERE id = %llu", (unsigned long long)uid, (unsigned long long)id);
+	if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey_add(r, m, id, "assigned", text) < 0) {
+		if (!r->j.conn_lost)
+			mysql_query(m, "ROLLBACK");
+		return -1;
+	}
+	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
+		return -1;
+	pk = req_reply(r);
+	msgpack_pack_map(pk, 1);
+	ccq_pack_kv_uint(pk, "id", id);
+	return 0;
+}
+
+static int run_chat_end(struct req *r, MYSQL *m)
+{
+	uint64_t id;
+	uint32_t org, inbox;
+	char status[16], kind[8], q[400];
+	msgpack_packer *pk;
+
+	if (req_who(r, m) < 0 || arg_uint(r, "id", &id, 1, UINT64_MAX) < 0
+			|| visible_txn(r, m, id, &org, &inbox, status, sizeof(status), kind, sizeof(kind)) < 0)
+		return -1;
+	if (strcmp(kind, "chat") != 0)
+		return req_fail(r, CCQ_E_BAD_REQUEST, "transaction %llu is a call: calls end with their "
+			"SIP dialog", (unsigned long long)id);
+	if (strcmp(status, "Ended") == 0 || strcmp(status, "Failed") == 0)
+		return req_fail(r, CCQ_E_CONFLICT, "transaction %llu has ended", (unsigned long long)id);
+	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
+		return -1;
+	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Ended', result = IF(agent_id IS NULL, "
+		"'unassigned', 'answered'), ended_at = UTC_TIMESTAMP(3), updated_at = UTC_TIMESTAMP(3) "
+		"WHERE id = %llu", (unsigned long long)id);
+	if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey_add(r, m, id, "ended", "Chat ended") < 0) {
+		if (!r->j.conn_lost)
+			mysql_query(m, "ROLLBACK");
+		return -1;
+	}
+	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
+		return -1;
+	pk = req_reply(r);
+	msgpack_pack_map(pk, 1);
+	ccq_pack_kv_uint(pk, "id", id);
+	return 0;
+}
+
+/* Link two TXNs (Related Transactions, shown on both). */
+static int run_txn_link(struct req *r, MYSQL *m)
+{
+	uint64_t a, b;
+	uint32_t oa, ob, ia, ib;
+	char sa[16], sb[16], ka[8], kb[8], kind[33] = "related", q[400];
+	msgpack_packer *pk;
+
+	if (req_who(r, m) < 0 || arg_uint(r, "a", &a, 1, UINT64_MAX) < 0
+			|| arg_uint(r, "b", &b, 1, UINT64_MAX) < 0
+			|| arg_str(r, "kind", kind, sizeof(kind), 0) < 0)
+		return -1;
+	if (!kind[0])
+		snprintf(kind, sizeof(kind), "related");
+	for (char *c = kind; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || *c == '_'))
+			return req_fail(r, CCQ_E_BAD_REQUEST, "link kind may hold only a-z and '_'");
+	if (a == b)
+		return req_fail(r, CCQ_E_BAD_REQUEST, "a transaction cannot be linked to itself");
+	if (visible_txn(r, m, a, &oa, &ia, sa, sizeof(sa), ka, sizeof(ka)) < 0
+			|| visible_txn(r, m, b, &ob, &ib, sb, sizeof(sb), kb, sizeof(kb)) < 0)
+		return -1;
+	if (oa != ob)
+		return req_fail(r, CCQ_E_BAD_REQUEST, "transactions of different organisations");
+	snprintf(q, sizeof(q), "INSERT IGNORE INTO txn_link (txn_a, txn_b, kind, created_at) "
+		"VALUES (%llu, %llu, '%s', UTC_TIMESTAMP(3))", (unsigned long long)(a < b ? a : b),
+		(unsigned long long)(a < b ? b : a), kind);
+	if (db_exec(&r->j, m, q, strlen(q)) < 0)
+		return -1;
+	pk = req_reply(r);
+	msgpack_pack_map(pk, 1);
+	ccq_pack_kv_bool(pk, "linked", 1);
+	return 0;
+}
+
+/* Every TXN of one customer, calls and chats, oldest first. */
+static int run_customer_journey(struct req *r, MYSQL *m)
+{
+	uint64_t cust, v;
+	int found;
+	char q[4096], cond[400];
+	MYSQL_RES *res;
+	msgpack_packer *pk;
+
+	if (req_who(r, m) < 0 || arg_uint(r, "customer", &cust, 1, UINT32_MAX) < 0)
+		return -1;
+	snprintf(q, sizeof(q), "SELECT org_id FROM customer WHERE id = %llu", (unsigned long long)cust);
+	if (sql_u64(r, m, q, strlen(q), &v, &found) < 0)
+		return -1;
+	if (!found || (!r->who.operator && v != r->who.org_id))
+		return req_fail(r, CCQ_E_NOT_FOUND, "no customer %llu", (unsigned long long)cust);
+	txn_cond(cond, sizeof(cond), &r->who);
+	snprintf(q, sizeof(q), "SELECT " TXN_COLUMNS TXN_FROM "WHERE t.customer_id = %llu%s "
+		"ORDER BY t.created_at, t.id LIMIT 1000", (unsigned long long)cust, cond);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	pk = req_reply(r);
+	msgpack_pack_map(pk, 1);
+	ccq_pack_str(pk, "items");
+	pack_rows(pk, res);
+	mysql_free_result(res);
+	return 0;
+}
+
 const struct op_def ops_txn[] = {
 	{ "txn.create", run_txn_create, NULL, NULL, 0 },
 	{ "txn.get", run_txn_get, NULL, NULL, 0 },
 	{ "txn.list", run_txn_list, NULL, NULL, 0 },
+	{ "txn.link", run_txn_link, NULL, NULL, 0 },
+	{ "chat.create", run_chat_create, NULL, NULL, 0 },
+	{ "chat.assign", run_chat_assign, NULL, NULL, 0 },
+	{ "chat.end", run_chat_end, NULL, NULL, 0 },
+	{ "customer.journey", run_customer_journey, NULL, NULL, 0 },
 	{ NULL, NULL, NULL, NULL, 0 }
 };
