@@ -624,8 +624,153 @@ static void ccq_rpc_status(rpc_t *rpc, void *ctx)
 		(unsigned)st.failed, "fallbacks", (unsigned)st.fallbacks);
 }
 
+/* Copy a decoded msgpack value into an RPC reply (structs, arrays, scalars). */
+static void rpc_put(rpc_t *rpc, void *h, int in_array, const char *key,
+		const msgpack_object *o, int depth)
+{
+	char buf[1100];
+	void *sub;
+
+	switch (o->type) {
+	case MSGPACK_OBJECT_MAP:
+		if (depth > 6)
+			return;
+		if ((in_array ? rpc->array_add(h, "{", &sub) : rpc->struct_add(h, "{", key, &sub)) < 0)
+			return;
+		for (uint32_t i = 0; i < o->via.map.size; i++) {
+			const msgpack_object_kv *kv = &o->via.map.ptr[i];
+			char k[64];
+			size_t n;
+			if (kv->key.type != MSGPACK_OBJECT_STR)
+				continue;
+			n = kv->key.via.str.size < sizeof(k) - 1 ? kv->key.via.str.size : sizeof(k) - 1;
+			if (n)
+				memcpy(k, kv->key.via.str.ptr, n);
+			k[n] = '\0';
+			rpc_put(rpc, sub, 0, k, &kv->val, depth + 1);
+		}
+		return;
+	case MSGPACK_OBJECT_ARRAY:
+		if (depth > 6)
+			return;
+		if ((in_array ? rpc->array_add(h, "[", &sub) : rpc->struct_add(h, "[", key, &sub)) < 0)
+			return;
+		for (uint32_t i = 0; i < o->via.array.size; i++)
+			rpc_put(rpc, sub, 1, NULL, &o->via.array.ptr[i], depth + 1);
+		return;
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		snprintf(buf, sizeof(buf), "%llu", (unsigned long long)o->via.u64);
+		break;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		snprintf(buf, sizeof(buf), "%lld", (long long)o->via.i64);
+		break;
+	case MSGPACK_OBJECT_BOOLEAN:
+		snprintf(buf, sizeof(buf), "%s", o->via.boolean ? "yes" : "no");
+		break;
+	case MSGPACK_OBJECT_STR: {
+		size_t n = o->via.str.size < sizeof(buf) - 1 ? o->via.str.size : sizeof(buf) - 1;
+		if (n)
+			memcpy(buf, o->via.str.ptr, n);
+		buf[n] = '\0';
+		break;
+	}
+	default:
+		snprintf(buf, sizeof(buf), "-");
+	}
+	if (in_array)
+		rpc->array_add(h, "s", buf);
+	else
+		rpc->struct_add(h, "s", key, buf);
+}
+
+/* Ask queued (as the local operator) and send its answer as the RPC reply. */
+static void rpc_ask(rpc_t *rpc, void *ctx, ccq_enc *e, uint64_t id)
+{
+	ccq_msg r;
+	void *h;
+
+	if (ccq_link_call(e, id, &r) < 0) {
+		rpc->fault(ctx, 503, "queued is unreachable");
+		return;
+	}
+	if (r.code != 0) {
+		char msg[300];
+		snprintf(msg, sizeof(msg), "%s: %.*s", ccq_err_name(r.code), (int)r.errmsg_len,
+			r.errmsg ? r.errmsg : "");
+		rpc->fault(ctx, r.code == CCQ_E_NOT_FOUND ? 404 : 400, "%s", msg);
+		ccq_msg_free(&r);
+		return;
+	}
+	if (rpc->add(ctx, "{", &h) < 0) {
+		ccq_msg_free(&r);
+		return;
+	}
+	if (r.body && r.body->type == MSGPACK_OBJECT_MAP) {
+		for (uint32_t i = 0; i < r.body->via.map.size; i++) {
+			const msgpack_object_kv *kv = &r.body->via.map.ptr[i];
+			char k[64];
+			size_t n = kv->key.via.str.size < sizeof(k) - 1 ? kv->key.via.str.size : sizeof(k) - 1;
+			if (kv->key.type != MSGPACK_OBJECT_STR)
+				continue;
+			if (n)
+				memcpy(k, kv->key.via.str.ptr, n);
+			k[n] = '\0';
+			rpc_put(rpc, h, 0, k, &kv->val, 1);
+		}
+	}
+	ccq_msg_free(&r);
+}
+
+static const char *ccq_rpc_inbox_doc[] = {
+	"Waiting callers and agents' states of an inbox. Parameters: organisation, inbox name",
+	0
+};
+
+static void ccq_rpc_inbox(rpc_t *rpc, void *ctx)
+{
+	str org, inbox;
+	char o[128], i[128];
+	ccq_enc e;
+	uint64_t id = ccq_link_next_id();
+
+	if (rpc->scan(ctx, "SS", &org, &inbox) < 2) {
+		rpc->fault(ctx, 400, "usage: ccq.inbox <organisation> <inbox name>");
+		return;
+	}
+	snprintf(o, sizeof(o), "%.*s", org.len, org.s);
+	snprintf(i, sizeof(i), "%.*s", inbox.len, inbox.s);
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, "inbox.state", 2);
+	ccq_pack_kv_str(&e.pk, "org", o);
+	ccq_pack_kv_str(&e.pk, "inbox", i);
+	rpc_ask(rpc, ctx, &e, id);
+}
+
+static const char *ccq_rpc_txn_doc[] = {
+	"A transaction and its journey. Parameter: transaction id",
+	0
+};
+
+static void ccq_rpc_txn(rpc_t *rpc, void *ctx)
+{
+	int txn;
+	ccq_enc e;
+	uint64_t id = ccq_link_next_id();
+
+	if (rpc->scan(ctx, "d", &txn) < 1 || txn <= 0) {
+		rpc->fault(ctx, 400, "usage: ccq.txn <transaction id>");
+		return;
+	}
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, "txn.get", 1);
+	ccq_pack_kv_uint(&e.pk, "id", (uint64_t)txn);
+	rpc_ask(rpc, ctx, &e, id);
+}
+
 static rpc_export_t ccq_rpc[] = {
 	{"ccq.status", ccq_rpc_status, ccq_rpc_status_doc, 0},
+	{"ccq.inbox", ccq_rpc_inbox, ccq_rpc_inbox_doc, 0},
+	{"ccq.txn", ccq_rpc_txn, ccq_rpc_txn_doc, 0},
 	{0, 0, 0, 0}
 };
 

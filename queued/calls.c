@@ -18,6 +18,7 @@ static struct ev_loop *g_loop;
 static struct waiter *g_waiters, **g_tail = &g_waiters;
 static ev_timer g_tick;
 static ev_timer g_kick;
+static ev_timer g_janitor;
 static int g_sweeping;
 
 static void sweep(void);
@@ -28,6 +29,16 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 	sweep();
 }
 
+static void on_janitor(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	ccq_enc e;
+	(void)loop; (void)w; (void)revents;
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, 0, "call.janitor", 0);
+	ops_submit_internal(&calls_janitor_op, &e, NULL);
+	ccq_enc_free(&e);
+}
+
 void calls_init(struct ev_loop *loop)
 {
 	g_loop = loop;
@@ -35,12 +46,15 @@ void calls_init(struct ev_loop *loop)
 	ev_timer_init(&g_tick, on_tick, 1.0, 1.0);
 	ev_timer_start(loop, &g_tick);
 	ev_timer_init(&g_kick, on_tick, 0.0, 0.0);
+	ev_timer_init(&g_janitor, on_janitor, 5.0, 30.0);
+	ev_timer_start(loop, &g_janitor);
 }
 
 void calls_stop(void)
 {
 	ev_timer_stop(g_loop, &g_tick);
 	ev_timer_stop(g_loop, &g_kick);
+	ev_timer_stop(g_loop, &g_janitor);
 	while (g_waiters) {
 		struct waiter *w = g_waiters;
 		g_waiters = w->next;

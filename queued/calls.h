@@ -36,5 +36,6 @@ int calls_missed(struct req *r, MYSQL *m, uint64_t txn, uint32_t org, uint32_t i
 		const char *inbox_name, const char *number, msgpack_packer **pkp);
 
 extern const struct op_def calls_sweep_op;
+extern const struct op_def calls_janitor_op;
 
 #endif

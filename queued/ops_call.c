@@ -1055,6 +1055,72 @@ static void after_sweep(struct req *r)
 	}
 }
 
+
+/* ---- inbox.state (supervisors, kamcmd ccq.inbox) ------------------------- */
+
+static int run_inbox_state(struct req *r, MYSQL *m)
+{
+	char name[101], org_name[101] = "", esc[210], esc2[210], q[3000], cond[200];
+	uint64_t inbox = 0, org = 0;
+	MYSQL_RES *res, *agents;
+	MYSQL_ROW row;
+	msgpack_packer *pk;
+
+	if (req_who(r, m) < 0 || arg_str(r, "inbox", name, sizeof(name), 1) < 0
+			|| arg_str(r, "org", org_name, sizeof(org_name), 0) < 0)
+		return -1;
+	if (r->who.operator && !org_name[0])
+		return req_fail(r, CCQ_E_BAD_REQUEST, "argument 'org' is required");
+	mysql_real_escape_string(m, esc, name, strlen(name));
+	mysql_real_escape_string(m, esc2, org_name, strlen(org_name));
+	acl_inbox_cond(cond, sizeof(cond), &r->who, "i.id");
+	if (r->who.operator)
+		snprintf(q, sizeof(q), "SELECT i.id, i.org_id FROM inbox i JOIN org o ON o.id = i.org_id "
+			"WHERE i.name = '%s' AND o.name = '%s'", esc, esc2);
+	else
+		snprintf(q, sizeof(q), "SELECT i.id, i.org_id FROM inbox i WHERE i.name = '%s' "
+			"AND i.org_id = %u%s", esc, r->who.org_id, cond);
+	if (sql_u64(r, m, q, strlen(q), &inbox, (int[]){0}) < 0)
+		return -1;
+	if (!inbox)
+		return req_fail(r, CCQ_E_NOT_FOUND, "no inbox '%s'", name);
+	(void)org;
+	snprintf(q, sizeof(q), "SELECT t.id AS txn, t.number, c.name AS customer, "
+		"TIMESTAMPDIFF(SECOND, t.queued_at, UTC_TIMESTAMP(3)) AS waiting_seconds "
+		"FROM txn t LEFT JOIN customer c ON c.id = t.customer_id WHERE t.inbox_id = %llu "
+		"AND t.status = 'Waiting' AND t.kind = 'call' AND t.queued_at IS NOT NULL "
+		"ORDER BY t.queued_at, t.id", (unsigned long long)inbox);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	snprintf(q, sizeof(q), "SELECT u.ext_key AS ext, u.name, CASE "
+		"WHEN NOT EXISTS (SELECT 1 FROM device d JOIN device_contact dc ON dc.device_id = d.id "
+		"  WHERE d.user_id = u.id AND d.enabled = 1 AND dc.expires_at > UTC_TIMESTAMP(3)) THEN 'offline' "
+		"WHEN EXISTS (SELECT 1 FROM txn a WHERE a.agent_id = u.id AND a.status = 'Assigning') THEN 'ringing' "
+		"WHEN EXISTS (SELECT 1 FROM txn a WHERE a.agent_id = u.id AND a.kind = 'call' "
+		"  AND a.status IN ('Assigned','Transferring')) THEN 'on a call' "
+		"WHEN u.wrapup_until > UTC_TIMESTAMP(3) THEN 'wrap-up' ELSE 'available' END AS state, "
+		"(SELECT COUNT(*) FROM txn a WHERE a.agent_id = u.id "
+		"  AND a.status IN ('Assigning','Assigned','Transferring')) AS calls, u.max_calls, "
+		"DATE_FORMAT(u.last_call_end, '%%Y-%%m-%%d %%H:%%i:%%s') AS idle_since "
+		"FROM inbox_member im JOIN user u ON u.id = im.user_id WHERE im.inbox_id = %llu "
+		"ORDER BY u.ext_key", (unsigned long long)inbox);
+	if (!(agents = db_select(&r->j, m, q, strlen(q)))) {
+		mysql_free_result(res);
+		return -1;
+	}
+	pk = req_reply(r);
+	msgpack_pack_map(pk, 3);
+	ccq_pack_kv_str(pk, "inbox", name);
+	ccq_pack_str(pk, "waiting");
+	pack_rows(pk, res);
+	ccq_pack_str(pk, "agents");
+	pack_rows(pk, agents);
+	mysql_free_result(agents);
+	mysql_free_result(res);
+	(void)row;
+	return 0;
+}
+
 const struct op_def ops_call[] = {
 	{ "call.route", run_call_route, NULL, after_call, 0 },
 	{ "call.ring_failed", run_call_ring_failed, NULL, after_call, 0 },
@@ -1064,7 +1130,48 @@ const struct op_def ops_call[] = {
 	{ "device.contact", run_device_contact, NULL, after_call, 0 },
 	{ "watch", run_watch, NULL, after_watch, 0 },
 	{ "me", run_me, NULL, NULL, 0 },
+	{ "inbox.state", run_inbox_state, NULL, NULL, 0 },
 	{ NULL, NULL, NULL, NULL, 0 }
 };
+
+
+/* ---- janitor: calls whose state was lost ---------------------------------- */
+
+/*
+ * A call that has been Waiting or Assigning for longer than its inbox could
+ * keep it (maximum wait plus two ring timeouts plus two minutes) was lost
+ * on the way (a proxy restart takes its transactions with it): end it as
+ * Failed so that agents and queues are not held by a ghost.
+ */
+static int run_janitor(struct req *r, MYSQL *m)
+{
+	char q[800];
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	r->who.operator = 1;
+	snprintf(q, sizeof(q), "SELECT t.id FROM txn t JOIN inbox i ON i.id = t.inbox_id "
+		"WHERE t.kind = 'call' AND t.status IN ('Waiting','Assigning') AND t.updated_at < "
+		"UTC_TIMESTAMP(3) - INTERVAL (i.max_wait + 2 * i.ring_timeout + 120) SECOND LIMIT 100");
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	while ((row = mysql_fetch_row(res))) {
+		unsigned long long id = strtoull(row[0], NULL, 10);
+		snprintf(q, sizeof(q), "UPDATE txn SET status = 'Failed', result = 'failed', "
+			"failure_reason = 'call state lost', ended_at = UTC_TIMESTAMP(3), "
+			"updated_at = UTC_TIMESTAMP(3) WHERE id = %llu AND status IN ('Waiting','Assigning')", id);
+		if (db_exec(&r->j, m, q, strlen(q)) < 0
+				|| journey(r, m, id, "lost", "Call state lost (no news from the proxy); ended") < 0) {
+			mysql_free_result(res);
+			return -1;
+		}
+		LOG_W("txn %llu: no news of its call for too long; marked Failed", id);
+	}
+	mysql_free_result(res);
+	msgpack_pack_nil(req_reply(r));
+	return 0;
+}
+
+const struct op_def calls_janitor_op = { "call.janitor", run_janitor, NULL, NULL, 0 };
 
 const struct op_def calls_sweep_op = { "call.sweep", run_sweep, NULL, after_sweep, 0 };

@@ -91,6 +91,8 @@ static const struct cmdspec cmds[] = {
 		"INBOX EXT               assign a user to an inbox" },
 	{ "inbox member remove", "inbox.member.remove", { "inbox", "ext" }, "", { { 0 } }, { 0 },
 		"INBOX EXT               unassign a user" },
+	{ "inbox state", "inbox.state", { "inbox" }, "", { { 0 } }, { 0 },
+		"INBOX                   waiting callers and agents' states" },
 	{ "inbox list", "inbox.list", { 0 }, "", { { 0 } },
 		{ "id", "name", "dids", "members", "ring_timeout", "max_wait", "missed_flow", "waiting" },
 		"                        inboxes you can see" },
