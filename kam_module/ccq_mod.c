@@ -24,6 +24,7 @@
 #include "core/parser/contact/parse_contact.h"
 #include "core/parser/parse_expires.h"
 #include "core/parser/parse_uri.h"
+#include "core/parser/parse_refer_to.h"
 
 #include "ccq_cfg.h"
 #include "ccq_link.h"
@@ -45,6 +46,7 @@ static int w_ccq_ring(struct sip_msg *msg, char *p1, char *p2);
 static int w_ccq_report_answer(struct sip_msg *msg, char *p1, char *p2);
 static int w_ccq_report_end(struct sip_msg *msg, char *by, char *p2);
 static int w_ccq_report_register(struct sip_msg *msg, char *p1, char *p2);
+static int w_ccq_report_transfer(struct sip_msg *msg, char *p1, char *p2);
 static int fixup_route_name(void **param, int param_no);
 static int pv_get_ccq(struct sip_msg *msg, pv_param_t *param, pv_value_t *res);
 static int pv_parse_ccq_name(pv_spec_p sp, str *in);
@@ -61,6 +63,7 @@ static cmd_export_t cmds[] = {
 	{"ccq_report_end", (cmd_function)w_ccq_report_end, 1, fixup_spve_null, 0,
 		REQUEST_ROUTE | FAILURE_ROUTE | ONREPLY_ROUTE},
 	{"ccq_report_register", (cmd_function)w_ccq_report_register, 0, 0, 0, REQUEST_ROUTE},
+	{"ccq_report_transfer", (cmd_function)w_ccq_report_transfer, 0, 0, 0, REQUEST_ROUTE},
 	{0, 0, 0, 0, 0, 0}
 };
 
@@ -491,6 +494,36 @@ static int w_ccq_report_register(struct sip_msg *msg, char *p1, char *p2)
 		ccq_pack_kv_uint(&e.pk, "expires", exp < 0 ? 0 : (uint64_t)exp);
 	}
 	ccq_pack_kv_uint(&e.pk, "expires", (uint64_t)expires_hdr);
+	return ccq_async_report(&e, id) < 0 ? -1 : 1;
+}
+
+/*
+ * ccq_report_transfer(): an in-dialog REFER (blind transfer): the TXN
+ * becomes Transferring; the call the caller then places to the Refer-To
+ * target joins the same TXN.
+ */
+static int w_ccq_report_transfer(struct sip_msg *msg, char *p1, char *p2)
+{
+	char callid[256], target[256];
+	struct to_body *rt;
+	ccq_enc e;
+	uint64_t id;
+
+	if (msg->first_line.type != SIP_REQUEST
+			|| msg->first_line.u.request.method_value != METHOD_REFER)
+		return -1;
+	if (call_id_of(msg, callid, sizeof(callid)) < 0)
+		return -1;
+	if (parse_refer_to_header(msg) < 0 || !msg->refer_to || !(rt = get_refer_to(msg))) {
+		LM_WARN("REFER without a usable Refer-To header\n");
+		return -1;
+	}
+	contact_core(&rt->uri, target, sizeof(target));
+	id = ccq_async_next_id();
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, "call.transfer", 2);
+	ccq_pack_kv_str(&e.pk, "call_id", callid);
+	ccq_pack_kv_str(&e.pk, "target", target);
 	return ccq_async_report(&e, id) < 0 ? -1 : 1;
 }
 

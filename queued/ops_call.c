@@ -92,6 +92,7 @@ struct txn_row {
 	char number[20];
 	unsigned max_wait, ring_timeout;
 	long waited;      /* seconds since queued_at (or created_at) */
+	char current_call[256]; /* the live leg */
 };
 
 static int txn_by_call(struct req *r, MYSQL *m, const char *call_id, struct txn_row *t)
@@ -105,9 +106,12 @@ static int txn_by_call(struct req *r, MYSQL *m, const char *call_id, struct txn_
 	qb_add(&q, "SELECT t.id, COALESCE(t.org_id, 0), COALESCE(t.inbox_id, 0), "
 		"COALESCE(t.agent_id, 0), t.status, COALESCE(i.name, ''), COALESCE(t.number, ''), "
 		"COALESCE(i.max_wait, 0), COALESCE(i.ring_timeout, 20), "
-		"TIMESTAMPDIFF(SECOND, COALESCE(t.queued_at, t.created_at), UTC_TIMESTAMP(3)) "
-		"FROM txn t LEFT JOIN inbox i ON i.id = t.inbox_id WHERE t.sip_call_id = ");
+		"TIMESTAMPDIFF(SECOND, COALESCE(t.queued_at, t.created_at), UTC_TIMESTAMP(3)), "
+		"COALESCE(t.current_call_id, t.sip_call_id) "
+		"FROM txn t LEFT JOIN inbox i ON i.id = t.inbox_id WHERE t.id = "
+		"(SELECT txn_id FROM txn_leg WHERE call_id = ");
 	qb_str(&q, m, call_id, strlen(call_id));
+	qb_add(&q, ")");
 	if (q.oom) {
 		qb_free(&q);
 		return req_fail(r, CCQ_E_INTERNAL, "out of memory");
@@ -131,6 +135,7 @@ static int txn_by_call(struct req *r, MYSQL *m, const char *call_id, struct txn_
 	t->max_wait = (unsigned)strtoul(row[7], NULL, 10);
 	t->ring_timeout = (unsigned)strtoul(row[8], NULL, 10);
 	t->waited = row[9] ? strtol(row[9], NULL, 10) : 0;
+	snprintf(t->current_call, sizeof(t->current_call), "%s", row[10] ? row[10] : "");
 	mysql_free_result(res);
 	return 0;
 }
@@ -295,7 +300,6 @@ int calls_missed(struct req *r, MYSQL *m, uint64_t txn, uint32_t org, uint32_t i
 	return 0;
 }
 
-/* ---- call.route --------------------------------------------------------- */
 
 static int reply_simple(struct req *r, const char *action, int code, const char *reason)
 {
@@ -308,6 +312,185 @@ static int reply_simple(struct req *r, const char *action, int code, const char 
 	}
 	return 0;
 }
+
+/* ---- blind transfer -------------------------------------------------------- */
+
+/* call.transfer: the agent sent REFER; the caller will call the target. */
+static int run_call_transfer(struct req *r, MYSQL *m)
+{
+	char call_id[256], target[256], user[64] = "", q[800], text[400];
+	struct txn_row t;
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	uint64_t tuid = 0;
+
+	if (req_who(r, m) < 0)
+		return -1;
+	if (!r->who.operator)
+		return req_fail(r, CCQ_E_DENIED, "call reports are for the SIP proxy (local operator)");
+	if (arg_str(r, "call_id", call_id, sizeof(call_id), 1) < 0
+			|| arg_str(r, "target", target, sizeof(target), 1) < 0)
+		return -1;
+	/* the user part of the Refer-To URI: an extension key (or a number) */
+	{
+		const char *p = strncmp(target, "sip:", 4) == 0 ? target + 4
+			: strncmp(target, "sips:", 5) == 0 ? target + 5 : target;
+		size_t n = strcspn(p, "@;>");
+		if (n >= sizeof(user))
+			n = sizeof(user) - 1;
+		memcpy(user, p, n);
+		user[n] = '\0';
+	}
+	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
+		return -1;
+	if (txn_by_call(r, m, call_id, &t) < 0)
+		goto fail;
+	if (strcmp(t.status, "Assigned") != 0) {
+		mysql_query(m, "ROLLBACK");
+		return req_fail(r, CCQ_E_CONFLICT, "only an answered call can be transferred");
+	}
+	{
+		char esc[140];
+		mysql_real_escape_string(m, esc, user, strlen(user));
+		snprintf(q, sizeof(q), "SELECT id, ext_key, name FROM user WHERE org_id = %u AND ext_key = '%s'",
+			t.org_id, esc);
+	}
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		goto fail;
+	if ((row = mysql_fetch_row(res))) {
+		tuid = strtoull(row[0], NULL, 10);
+		snprintf(text, sizeof(text), "Transferring to %s - %s", row[1], row[2]);
+	} else {
+		snprintf(text, sizeof(text), "Transferring to %s", user[0] ? user : target);
+	}
+	mysql_free_result(res);
+	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Transferring', transfer_user_id = %s%llu, "
+		"transfer_at = UTC_TIMESTAMP(3), updated_at = UTC_TIMESTAMP(3) WHERE id = %llu",
+		tuid ? "" : "NULL + ", (unsigned long long)tuid, (unsigned long long)t.id);
+	if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey(r, m, t.id, "transferring", text) < 0)
+		goto fail;
+	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
+		return -1;
+	{
+		struct call_after *a = after_of(r);
+		a->org_id = t.org_id;
+		a->inbox_id = t.inbox_id;
+		a->txn = t.id;
+		snprintf(a->event, sizeof(a->event), "call.transferring");
+		snprintf(a->text, sizeof(a->text), "call %llu in inbox %s: %s", (unsigned long long)t.id,
+			t.inbox, text);
+	}
+	reply_simple(r, "ok", 0, NULL);
+	return 0;
+fail:
+	if (!r->j.conn_lost)
+		mysql_query(m, "ROLLBACK");
+	return -1;
+}
+
+/*
+ * The new call of a blind transfer: from a trunk, to the extension a
+ * Transferring TXN (from the same caller, in the last two minutes) is being
+ * transferred to. Attaches the call as the TXN's new leg and rings the
+ * target. Returns 1 (handled: reply built), 0 (not a transfer), -1 (error).
+ */
+static int attach_transfer(struct req *r, MYSQL *m, const char *call_id, const char *dest,
+		const char *caller)
+{
+	char q[1500], esc_d[140], esc_c[140];
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	uint64_t txn = 0, tuid = 0;
+	struct ring_pick p;
+	struct txn_row t;
+	char text[700];
+
+	if (!dest[0])
+		return 0;
+	mysql_real_escape_string(m, esc_d, dest, strlen(dest));
+	mysql_real_escape_string(m, esc_c, caller, strlen(caller));
+	snprintf(q, sizeof(q), "SELECT t.id, u.id FROM txn t JOIN user u ON u.id = t.transfer_user_id "
+		"WHERE t.status = 'Transferring' AND u.ext_key = '%s' AND u.org_id = t.org_id "
+		"AND (t.caller_id = '%s' OR t.number LIKE CONCAT('%%', '%s')) "
+		"AND t.transfer_at > UTC_TIMESTAMP(3) - INTERVAL 120 SECOND ORDER BY t.transfer_at DESC LIMIT 1",
+		esc_d, esc_c, esc_c);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	if ((row = mysql_fetch_row(res))) {
+		txn = strtoull(row[0], NULL, 10);
+		tuid = strtoull(row[1], NULL, 10);
+	}
+	mysql_free_result(res);
+	if (!txn)
+		return 0;
+	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
+		return -1;
+	{
+		struct qb qq;
+		qb_init(&qq);
+		qb_add(&qq, "INSERT INTO txn_leg (call_id, txn_id, kind, created_at) VALUES (");
+		qb_str(&qq, m, call_id, strlen(call_id));
+		qb_add(&qq, ", %llu, 'transfer', UTC_TIMESTAMP(3)) ON DUPLICATE KEY UPDATE txn_id = txn_id",
+			(unsigned long long)txn);
+		if (qq.oom || db_exec(&r->j, m, qq.buf, qq.len) < 0) {
+			qb_free(&qq);
+			goto fail;
+		}
+		qq.len = 0;
+		qb_add(&qq, "UPDATE txn SET current_call_id = ");
+		qb_str(&qq, m, call_id, strlen(call_id));
+		qb_add(&qq, ", updated_at = UTC_TIMESTAMP(3) WHERE id = %llu", (unsigned long long)txn);
+		if (qq.oom || db_exec(&r->j, m, qq.buf, qq.len) < 0) {
+			qb_free(&qq);
+			goto fail;
+		}
+		qb_free(&qq);
+	}
+	if (txn_by_call(r, m, call_id, &t) < 0)
+		goto fail;
+	/* ring the target's devices (whether or not they are "available":
+	 * the transferring agent chose them) */
+	memset(&p, 0, sizeof(p));
+	snprintf(q, sizeof(q), "SELECT DISTINCT d.username, d.domain, d.kind, d.label, u.ext_key, u.name "
+		"FROM device d JOIN user u ON u.id = d.user_id JOIN device_contact c ON c.device_id = d.id "
+		"WHERE d.user_id = %llu AND d.enabled = 1 AND c.expires_at > UTC_TIMESTAMP(3) "
+		"ORDER BY d.id LIMIT 8", (unsigned long long)tuid);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		goto fail;
+	while ((row = mysql_fetch_row(res)) && p.ntargets < 8) {
+		size_t l = strlen(p.devices);
+		snprintf(p.targets[p.ntargets++], sizeof(p.targets[0]), "sip:%s@%s", row[0], row[1]);
+		snprintf(p.devices + l, sizeof(p.devices) - l, "%s%s", l ? ", " : "", row[2]);
+		snprintf(p.ext, sizeof(p.ext), "%s", row[4]);
+		snprintf(p.name, sizeof(p.name), "%s", row[5]);
+	}
+	mysql_free_result(res);
+	if (p.ntargets == 0) {
+		if (journey(r, m, txn, "transfer_failed", "Transfer target has no registered device") < 0)
+			goto fail;
+		snprintf(q, sizeof(q), "UPDATE txn SET status = 'Assigned' WHERE id = %llu",
+			(unsigned long long)txn);
+		if (db_exec(&r->j, m, q, strlen(q)) < 0 || db_exec(&r->j, m, "COMMIT", 6) < 0)
+			return -1;
+		reply_simple(r, "reject", 480, "Temporarily Unavailable");
+		return 1;
+	}
+	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Assigning', agent_id = %llu, device_id = NULL "
+		"WHERE id = %llu", (unsigned long long)tuid, (unsigned long long)txn);
+	snprintf(text, sizeof(text), "Ringing %s - %s - %s (transfer)", p.ext, p.name, p.devices);
+	if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey(r, m, txn, "ringing", text) < 0)
+		goto fail;
+	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
+		return -1;
+	pack_ring(req_reply(r), txn, t.inbox, t.ring_timeout, &p);
+	return 1;
+fail:
+	if (!r->j.conn_lost)
+		mysql_query(m, "ROLLBACK");
+	return -1;
+}
+
+/* ---- call.route --------------------------------------------------------- */
 
 static int run_call_route(struct req *r, MYSQL *m)
 {
@@ -356,6 +539,14 @@ static int run_call_route(struct req *r, MYSQL *m)
 	mysql_free_result(res);
 	if (!trunk)
 		return reply_simple(r, "auth", 0, NULL); /* not a trunk: a device must authenticate */
+
+	/* 2a. the second leg of a blind transfer: the caller, told by the agent's
+	 * REFER, calls the target extension through the same trunk */
+	{
+		int rc2 = attach_transfer(r, m, call_id, did, caller);
+		if (rc2 != 0)
+			return rc2 < 0 ? -1 : 0;
+	}
 
 	/* 2. the DID (carriers send E.164, with or without '+') */
 	{
@@ -415,10 +606,12 @@ static int run_call_route(struct req *r, MYSQL *m)
 		char text[700], pretty[40];
 		qq.len = 0;
 		qb_add(&qq, "INSERT INTO txn (org_id, inbox_id, customer_id, trunk_id, kind, direction, "
-			"call_type, status, sip_call_id, from_uri, to_uri, source_addr, caller_id, number, "
-			"created_at, updated_at) VALUES (%u, %llu, %s%llu, %llu, 'call', 'inbound', 'direct', "
+			"call_type, status, sip_call_id, current_call_id, from_uri, to_uri, source_addr, "
+			"caller_id, number, created_at, updated_at) VALUES (%u, %llu, %s%llu, %llu, 'call', 'inbound', 'direct', "
 			"'Waiting', ", org, (unsigned long long)inbox, customer ? "" : "NULL + ",
 			(unsigned long long)customer, (unsigned long long)trunk);
+		qb_str(&qq, m, call_id, strlen(call_id));
+		qb_add(&qq, ", ");
 		qb_str(&qq, m, call_id, strlen(call_id));
 		qb_add(&qq, ", ");
 		qb_str(&qq, m, from, strlen(from));
@@ -443,6 +636,12 @@ static int run_call_route(struct req *r, MYSQL *m)
 		if (db_exec(&r->j, m, qq.buf, qq.len) < 0)
 			goto fail;
 		txn = mysql_insert_id(m);
+		qq.len = 0;
+		qb_add(&qq, "INSERT INTO txn_leg (call_id, txn_id, kind, created_at) VALUES (");
+		qb_str(&qq, m, call_id, strlen(call_id));
+		qb_add(&qq, ", %llu, 'first', UTC_TIMESTAMP(3))", (unsigned long long)txn);
+		if (qq.oom || db_exec(&r->j, m, qq.buf, qq.len) < 0)
+			goto fail;
 		if (e164caller[0]) {
 			char plus[20];
 			snprintf(plus, sizeof(plus), "+%s", e164caller);
@@ -684,7 +883,23 @@ static int run_call_ended(struct req *r, MYSQL *m)
 		reply_simple(r, "ok", 0, NULL);
 		return 0;
 	}
-	if (strcmp(t.status, "Assigned") == 0 || strcmp(t.status, "Transferring") == 0) {
+	if (strcmp(call_id, t.current_call) != 0 || strcmp(t.status, "Transferring") == 0) {
+		/* the leg a transfer left behind: the call goes on elsewhere */
+		if (journey(r, m, t.id, "leg_ended", strcmp(t.status, "Transferring") == 0
+				? "The transferring agent left the call" : "Previous leg ended") < 0)
+			goto fail;
+		if (t.agent_id && strcmp(t.status, "Transferring") == 0) {
+			snprintf(q, sizeof(q), "UPDATE user SET last_call_end = UTC_TIMESTAMP(3) WHERE id = %u",
+				t.agent_id);
+			if (db_exec(&r->j, m, q, strlen(q)) < 0)
+				goto fail;
+		}
+		if (db_exec(&r->j, m, "COMMIT", 6) < 0)
+			return -1;
+		reply_simple(r, "ok", 0, NULL);
+		return 0;
+	}
+	if (strcmp(t.status, "Assigned") == 0) {
 		result = "answered";
 		snprintf(text, sizeof(text), "Call ended by the %s",
 			strcmp(by, "agent") == 0 ? "agent" : "caller");
@@ -1126,6 +1341,7 @@ const struct op_def ops_call[] = {
 	{ "call.ring_failed", run_call_ring_failed, NULL, after_call, 0 },
 	{ "call.answered", run_call_answered, NULL, after_call, 0 },
 	{ "call.ended", run_call_ended, NULL, after_ended, 0 },
+	{ "call.transfer", run_call_transfer, NULL, after_call, 0 },
 	{ "call.wait", NULL, calls_op_wait, NULL, 0 },
 	{ "device.contact", run_device_contact, NULL, after_call, 0 },
 	{ "watch", run_watch, NULL, after_watch, 0 },

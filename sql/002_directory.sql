@@ -151,3 +151,19 @@ CREATE TABLE txn_ring (
   PRIMARY KEY (txn_id, user_id),
   CONSTRAINT fk_ring_txn FOREIGN KEY (txn_id) REFERENCES txn (id) ON DELETE CASCADE
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- The SIP calls (legs) of a TXN: the first call, and the calls a blind
+-- transfer (REFER) produces. current_call_id is the leg that is live.
+CREATE TABLE txn_leg (
+  call_id     VARCHAR(255) NOT NULL PRIMARY KEY,
+  txn_id      BIGINT UNSIGNED NOT NULL,
+  kind        ENUM('first','transfer') NOT NULL DEFAULT 'first',
+  created_at  DATETIME(3) NOT NULL,
+  KEY ix_leg_txn (txn_id),
+  CONSTRAINT fk_leg_txn FOREIGN KEY (txn_id) REFERENCES txn (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+ALTER TABLE txn
+  ADD COLUMN current_call_id  VARCHAR(255) NULL AFTER sip_call_id,
+  ADD COLUMN transfer_user_id INT UNSIGNED NULL AFTER device_id,
+  ADD COLUMN transfer_at      DATETIME(3) NULL AFTER queued_at;
