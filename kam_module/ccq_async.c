@@ -15,6 +15,7 @@
 #include "core/route.h"
 #include "core/sr_module.h"
 #include "core/cfg/cfg_struct.h"
+#include "core/mem/shm_mem.h"
 #include "modules/tm/tm_load.h"
 
 #include "ccq_async.h"
@@ -34,6 +35,7 @@ static uint64_t g_id_seq;
 
 struct chan_hdr {
 	uint32_t magic;
+	int64_t sent_us;          /* monotonic, when the worker handed it over */
 	uint32_t kind;
 	uint32_t tindex, tlabel;
 	int32_t route;
@@ -41,6 +43,75 @@ struct chan_hdr {
 	uint64_t id;
 	char call_id[256];
 };
+
+static int64_t mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * Decision latency (worker hand-over to resumed route) in shared memory:
+ * log-spaced buckets, written only by the async process, read by RPC.
+ */
+#define LAT_BUCKETS 64
+struct lat_hist {
+	unsigned long count[LAT_BUCKETS];
+	unsigned long total;
+	int64_t max_us;
+};
+static struct lat_hist *g_lat;
+
+static double bucket_upper_us(int i)
+{
+	/* 20 us * 1.25^i: 20 us .. ~30 s */
+	double v = 20.0;
+	for (int k = 0; k < i; k++)
+		v *= 1.25;
+	return v;
+}
+
+static void lat_record(int64_t us)
+{
+	int i = 0;
+	if (!g_lat)
+		return;
+	while (i < LAT_BUCKETS - 1 && (double)us > bucket_upper_us(i))
+		i++;
+	g_lat->count[i]++;
+	g_lat->total++;
+	if (us > g_lat->max_us)
+		g_lat->max_us = us;
+}
+
+int ccq_async_latency(double *p50_ms, double *p99_ms, double *max_ms, unsigned long *n)
+{
+	struct lat_hist h;
+	unsigned long acc = 0;
+	int got50 = 0;
+
+	if (!g_lat)
+		return -1;
+	h = *g_lat;
+	*n = h.total;
+	*p50_ms = *p99_ms = 0;
+	*max_ms = (double)h.max_us / 1000.0;
+	if (h.total == 0)
+		return 0;
+	for (int i = 0; i < LAT_BUCKETS; i++) {
+		acc += h.count[i];
+		if (!got50 && acc * 2 >= h.total) {
+			*p50_ms = bucket_upper_us(i) / 1000.0;
+			got50 = 1;
+		}
+		if (acc * 100 >= h.total * 99) {
+			*p99_ms = bucket_upper_us(i) / 1000.0;
+			break;
+		}
+	}
+	return 0;
+}
 
 static long long mono_ms(void)
 {
@@ -62,6 +133,12 @@ int ccq_async_init(void)
 		return -1;
 	}
 	g_tm_loaded = 1;
+	g_lat = shm_malloc(sizeof(*g_lat));
+	if (!g_lat) {
+		SHM_MEM_ERROR;
+		return -1;
+	}
+	memset(g_lat, 0, sizeof(*g_lat));
 	/* an internal channel between our own processes, not a network socket */
 	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, g_chan) < 0) {
 		LM_ERR("socketpair: %s\n", strerror(errno));
@@ -189,6 +266,7 @@ int ccq_async_suspend(struct sip_msg *msg, int kind, int route_idx, ccq_enc *enc
 		return -1;
 	}
 	h.magic = CHAN_MAGIC;
+	h.sent_us = mono_us();
 	h.kind = (uint32_t)kind;
 	h.tindex = tindex;
 	h.tlabel = tlabel;
@@ -429,6 +507,7 @@ static void on_message(ccq_msg *m)
 			return;
 		}
 		unlink_pending(p);
+		lat_record(mono_us() - p->h.sent_us);
 		memset(&ccq_async_result, 0, sizeof(ccq_async_result));
 		if (m->code) {
 			char why[200];

@@ -65,5 +65,7 @@ int ccq_async_watch_final(struct sip_msg *msg);
 /* Queue a report for queued (no reply awaited). enc is freed. */
 int ccq_async_report(ccq_enc *enc, uint64_t id);
 uint64_t ccq_async_next_id(void);
+/* Decision latency so far (bucket upper bounds, ms) and number of decisions. */
+int ccq_async_latency(double *p50_ms, double *p99_ms, double *max_ms, unsigned long *n);
 
 #endif

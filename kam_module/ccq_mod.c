@@ -754,6 +754,30 @@ static void rpc_ask(rpc_t *rpc, void *ctx, ccq_enc *e, uint64_t id)
 	ccq_msg_free(&r);
 }
 
+static const char *ccq_rpc_stats_doc[] = {
+	"Link counters and the latency of queued's call decisions (p50, p99, max in ms)",
+	0
+};
+
+static void ccq_rpc_stats(rpc_t *rpc, void *ctx)
+{
+	struct ccq_link_stats st;
+	double p50, p99, mx;
+	unsigned long n = 0;
+	void *th;
+
+	ccq_link_get_stats(&st);
+	p50 = p99 = mx = 0;
+	ccq_async_latency(&p50, &p99, &mx, &n);
+	if (rpc->add(ctx, "{", &th) < 0)
+		return;
+	rpc->struct_add(th, "uuuuu", "requests", (unsigned)st.requests, "ok", (unsigned)st.ok,
+		"failed", (unsigned)st.failed, "fallbacks", (unsigned)st.fallbacks,
+		"decisions", (unsigned)n);
+	rpc->struct_add(th, "fff", "decision_p50_ms", p50, "decision_p99_ms", p99,
+		"decision_max_ms", mx);
+}
+
 static const char *ccq_rpc_inbox_doc[] = {
 	"Waiting callers and agents' states of an inbox. Parameters: organisation, inbox name",
 	0
@@ -802,6 +826,7 @@ static void ccq_rpc_txn(rpc_t *rpc, void *ctx)
 
 static rpc_export_t ccq_rpc[] = {
 	{"ccq.status", ccq_rpc_status, ccq_rpc_status_doc, 0},
+	{"ccq.stats", ccq_rpc_stats, ccq_rpc_stats_doc, 0},
 	{"ccq.inbox", ccq_rpc_inbox, ccq_rpc_inbox_doc, 0},
 	{"ccq.txn", ccq_rpc_txn, ccq_rpc_txn_doc, 0},
 	{0, 0, 0, 0}
