@@ -206,9 +206,31 @@ static int req_run(struct db_job *j, MYSQL *m)
 	return r->op->run(r, m);
 }
 
+static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct req *r = w->data;
+	(void)loop; (void)revents;
+	r->j.err = 0;
+	r->j.errmsg[0] = '\0';
+	db_submit(&r->j);
+}
+
 static void req_done(struct db_job *j)
 {
 	struct req *r = (struct req *)j;
+
+	/* reports are not lost to a short MySQL outage: try again shortly; the
+	 * reporter gets its answer (and the change is acknowledged) only once
+	 * it is committed */
+	if (j->err == CCQ_E_DB_UNAVAILABLE && (r->op->flags & OP_RETRY) && r->attempts < 600
+			&& !server_shutting_down()) {
+		if (r->attempts++ == 0)
+			LOG_W("%s: MySQL unavailable; retrying every second", r->op->name);
+		ev_timer_init(&r->retry, on_retry, 1.0, 0.);
+		r->retry.data = r;
+		ev_timer_start(EV_DEFAULT, &r->retry);
+		return;
+	}
 
 	if (!r->c) {
 		/* internal: nobody to answer */

@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 #include <mysql.h>
+#include <ev.h>
 #include "ccq_wire.h"
 #include "db.h"
 #include "acl.h"
@@ -29,6 +30,8 @@ typedef void (*op_after_fn)(struct req *r);
 typedef void (*op_now_fn)(struct conn *c, uint64_t id, const msgpack_object *args);
 
 #define OP_ANON 0x1     /* allowed before authentication (TCP) */
+#define OP_RETRY 0x2    /* a report: while MySQL is unreachable, retry it every
+                         * second (up to 10 minutes) instead of failing */
 
 struct op_def {
 	const char *name;
@@ -53,6 +56,8 @@ struct req {
 	void *after_data;         /* for op_after_fn, freed by the framework */
 	uint64_t out_id;          /* a result id, for after() */
 	void (*internal_done)(void); /* internal requests (no connection) */
+	ev_timer retry;           /* OP_RETRY: the next attempt */
+	unsigned attempts;
 };
 
 void ops_set_schema(int version);

@@ -513,6 +513,11 @@ void server_stop_listening(void)
 	g_nlis = 0;
 }
 
+int server_shutting_down(void)
+{
+	return g_shutdown;
+}
+
 void server_begin_shutdown(void)
 {
 	g_shutdown = 1;

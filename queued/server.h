@@ -23,6 +23,7 @@ void server_reconfigure(const struct queued_config *cfg);
 void server_stop_listening(void);
 /* Stop reading requests; in-flight work still completes. */
 void server_begin_shutdown(void);
+int server_shutting_down(void);
 /* Nothing in flight and every reply written. */
 int server_drained(void);
 void server_close_all(void);
