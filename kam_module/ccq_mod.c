@@ -29,10 +29,13 @@
 #include "ccq_cfg.h"
 #include "ccq_link.h"
 #include "ccq_async.h"
+#include "ccq_media.h"
 
 MODULE_VERSION
 
 static char *queued_addr = "unix:/run/ccq/queued.sock";
+static char *rtpengine_ng = "";
+static char *hold_music = "";
 static int p_timeout = -1, p_retries = -1, p_reconnect = -1, p_decision = -1;
 
 static int mod_init(void);
@@ -47,6 +50,8 @@ static int w_ccq_report_answer(struct sip_msg *msg, char *p1, char *p2);
 static int w_ccq_report_end(struct sip_msg *msg, char *by, char *p2);
 static int w_ccq_report_register(struct sip_msg *msg, char *p1, char *p2);
 static int w_ccq_report_transfer(struct sip_msg *msg, char *p1, char *p2);
+static int w_ccq_hold(struct sip_msg *msg, char *p1, char *p2);
+static int w_ccq_unhold(struct sip_msg *msg, char *p1, char *p2);
 static int fixup_route_name(void **param, int param_no);
 static int pv_get_ccq(struct sip_msg *msg, pv_param_t *param, pv_value_t *res);
 static int pv_parse_ccq_name(pv_spec_p sp, str *in);
@@ -64,6 +69,8 @@ static cmd_export_t cmds[] = {
 		REQUEST_ROUTE | FAILURE_ROUTE | ONREPLY_ROUTE},
 	{"ccq_report_register", (cmd_function)w_ccq_report_register, 0, 0, 0, REQUEST_ROUTE},
 	{"ccq_report_transfer", (cmd_function)w_ccq_report_transfer, 0, 0, 0, REQUEST_ROUTE},
+	{"ccq_hold", (cmd_function)w_ccq_hold, 0, 0, 0, REQUEST_ROUTE | FAILURE_ROUTE},
+	{"ccq_unhold", (cmd_function)w_ccq_unhold, 0, 0, 0, REQUEST_ROUTE | FAILURE_ROUTE},
 	{0, 0, 0, 0, 0, 0}
 };
 
@@ -73,6 +80,8 @@ static param_export_t params[] = {
 	{"retries", PARAM_INT, &p_retries},
 	{"reconnect_interval", PARAM_INT, &p_reconnect},
 	{"decision_timeout", PARAM_INT, &p_decision},
+	{"rtpengine_ng", PARAM_STRING, &rtpengine_ng},
+	{"hold_music", PARAM_STRING, &hold_music},
 	{0, 0, 0}
 };
 
@@ -527,6 +536,22 @@ static int w_ccq_report_transfer(struct sip_msg *msg, char *p1, char *p2)
 	return ccq_async_report(&e, id) < 0 ? -1 : 1;
 }
 
+/*
+ * ccq_hold(): a queued caller hears hold music (183 with rtpengine's SDP,
+ * then play media). 1 music playing, 2 early media without music, -1 not
+ * possible (no rtpengine_ng/hold_music, rtpengine down): send a plain 182.
+ */
+static int w_ccq_hold(struct sip_msg *msg, char *p1, char *p2)
+{
+	return ccq_media_hold(msg);
+}
+
+/* ccq_unhold(): stop the hold music before the call rings an agent. */
+static int w_ccq_unhold(struct sip_msg *msg, char *p1, char *p2)
+{
+	return ccq_media_unhold(msg);
+}
+
 /* ---- $ccq(key) -------------------------------------------------------- */
 
 static int pv_parse_ccq_name(pv_spec_p sp, str *in)
@@ -902,6 +927,8 @@ static int mod_init(void)
 	if (ccq_link_init_shm() < 0)
 		return -1;
 	if (ccq_async_init() < 0)
+		return -1;
+	if (ccq_media_init(rtpengine_ng, hold_music) < 0)
 		return -1;
 	return 0;
 }

@@ -1,0 +1,407 @@
+/*
+ * Hold music for callers waiting in an inbox queue, through rtpengine's ng
+ * control protocol (bencode over UDP).
+ *
+ * A waiting call has no callee yet, so the module plays the callee itself:
+ * it offers the caller's SDP to rtpengine, answers with a placeholder SDP
+ * under its own to-tag, sends the caller a 183 Session Progress carrying
+ * rtpengine's SDP (early media), and asks rtpengine to play the hold music
+ * to the caller. When an agent is found the music stops and the call is
+ * offered again to the agent's devices as usual; the agent's 200 OK (another
+ * to-tag) becomes the real answer.
+ *
+ * The requests are short (one UDP round trip each, bounded by
+ * CCQ_NG_TIMEOUT_MS) and only made for calls that are being queued.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/socket.h>
+
+#include "core/dprint.h"
+#include "core/parser/msg_parser.h"
+#include "core/parser/parse_from.h"
+#include "modules/tm/tm_load.h"
+
+#include "ccq_media.h"
+#include "ccq_client.h"
+
+#define CCQ_NG_TIMEOUT_MS 500
+#define HOLD_TAG "ccq-hold"
+
+static struct tm_binds tmb;
+static char g_ng_addr[128];
+static char g_hold_file[512];
+static int g_fd = -1;
+static unsigned g_cookie;
+
+int ccq_media_init(const char *ng_addr, const char *hold_file)
+{
+	snprintf(g_ng_addr, sizeof(g_ng_addr), "%s", ng_addr ? ng_addr : "");
+	snprintf(g_hold_file, sizeof(g_hold_file), "%s", hold_file ? hold_file : "");
+	if (!g_ng_addr[0])
+		return 0;
+	if (load_tm_api(&tmb) < 0)
+		return -1;
+	if (g_hold_file[0] && access(g_hold_file, R_OK) != 0) {
+		/* queued callers then get a plain 182 without media */
+		LM_WARN("hold music file %s is not readable (%s): no hold music; make one with "
+			"e.g. sox -n -r 8000 -c 1 -b 16 %s synth 20 sine 440 vol 0.2\n", g_hold_file,
+			strerror(errno), g_hold_file);
+		g_hold_file[0] = '\0';
+	}
+	return 0;
+}
+
+int ccq_media_enabled(void)
+{
+	return g_ng_addr[0] && g_hold_file[0];
+}
+
+/* ---- bencode ------------------------------------------------------------- */
+
+struct bbuf {
+	char *p;
+	size_t len, cap;
+	int err;
+};
+
+static void b_raw(struct bbuf *b, const char *s, size_t n)
+{
+	if (b->err || b->len + n > b->cap) {
+		b->err = 1;
+		return;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+
+static void b_str(struct bbuf *b, const char *s, size_t n)
+{
+	char hdr[24];
+	int h = snprintf(hdr, sizeof(hdr), "%zu:", n);
+	b_raw(b, hdr, (size_t)h);
+	b_raw(b, s, n);
+}
+
+static void b_cstr(struct bbuf *b, const char *s)
+{
+	b_str(b, s, strlen(s));
+}
+
+static void b_kv(struct bbuf *b, const char *k, const char *v, size_t vn)
+{
+	b_cstr(b, k);
+	b_str(b, v, vn);
+}
+
+/*
+ * Find key in the top-level dictionary of a bencoded reply and return its
+ * string value (not NUL-terminated). Lists/dicts/integers are skipped.
+ */
+static int b_skip(const char *p, const char *end, const char **next);
+
+static int b_skip_str(const char *p, const char *end, const char **next, const char **s, size_t *n)
+{
+	size_t len = 0;
+	while (p < end && *p >= '0' && *p <= '9') {
+		len = len * 10 + (size_t)(*p - '0');
+		if (len > (size_t)(end - p))
+			return -1;
+		p++;
+	}
+	if (p >= end || *p != ':' || (size_t)(end - p - 1) < len)
+		return -1;
+	p++;
+	if (s)
+		*s = p;
+	if (n)
+		*n = len;
+	*next = p + len;
+	return 0;
+}
+
+static int b_skip(const char *p, const char *end, const char **next)
+{
+	if (p >= end)
+		return -1;
+	if (*p == 'i') {
+		const char *e = memchr(p, 'e', (size_t)(end - p));
+		if (!e)
+			return -1;
+		*next = e + 1;
+		return 0;
+	}
+	if (*p == 'l' || *p == 'd') {
+		p++;
+		while (p < end && *p != 'e')
+			if (b_skip(p, end, &p) < 0)
+				return -1;
+		if (p >= end)
+			return -1;
+		*next = p + 1;
+		return 0;
+	}
+	return b_skip_str(p, end, next, NULL, NULL);
+}
+
+static int b_find(const char *p, const char *end, const char *key, const char **v, size_t *vn)
+{
+	size_t kl = strlen(key);
+	if (p >= end || *p != 'd')
+		return -1;
+	p++;
+	while (p < end && *p != 'e') {
+		const char *k, *val;
+		size_t kn;
+		if (b_skip_str(p, end, &p, &k, &kn) < 0)
+			return -1;
+		val = p;
+		if (b_skip(p, end, &p) < 0)
+			return -1;
+		if (kn == kl && memcmp(k, key, kl) == 0) {
+			return b_skip_str(val, end, &val, v, vn);
+		}
+	}
+	return -1;
+}
+
+/* ---- the ng exchange ------------------------------------------------------ */
+
+static int ng_open(void)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	char err[200];
+	const char *a = g_ng_addr;
+
+	if (g_fd >= 0)
+		return 0;
+	if (strncmp(a, "udp:", 4) == 0)
+		a += 4;
+	if (ccq_addr_parse(a, &ss, &sl, err, sizeof(err)) < 0) {
+		LM_ERR("rtpengine_ng address '%s': %s\n", g_ng_addr, err);
+		return -1;
+	}
+	g_fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (g_fd < 0 || connect(g_fd, (struct sockaddr *)&ss, sl) < 0) {
+		LM_ERR("rtpengine_ng socket: %s\n", strerror(errno));
+		if (g_fd >= 0)
+			close(g_fd);
+		g_fd = -1;
+		return -1;
+	}
+	return 0;
+}
+
+/* Send one command (a bencoded dict in b) and wait for its answer. */
+static int ng_call(struct bbuf *cmd, char *reply, size_t rsize, size_t *rlen)
+{
+	char msg[16384], ck[32];
+	int cl, n;
+	struct pollfd pfd;
+	struct timespec t0, t1;
+
+	if (cmd->err || ng_open() < 0)
+		return -1;
+	cl = snprintf(ck, sizeof(ck), "%d_%u ", (int)getpid(), ++g_cookie);
+	if ((size_t)cl + cmd->len > sizeof(msg))
+		return -1;
+	memcpy(msg, ck, cl);
+	memcpy(msg + cl, cmd->p, cmd->len);
+	if (send(g_fd, msg, cl + cmd->len, 0) < 0) {
+		LM_WARN("rtpengine ng send: %s\n", strerror(errno));
+		return -1;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		int left;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		left = CCQ_NG_TIMEOUT_MS - (int)((t1.tv_sec - t0.tv_sec) * 1000
+			+ (t1.tv_nsec - t0.tv_nsec) / 1000000);
+		if (left <= 0) {
+			LM_WARN("rtpengine did not answer within %d ms\n", CCQ_NG_TIMEOUT_MS);
+			return -1;
+		}
+		pfd.fd = g_fd;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, left) <= 0)
+			continue;
+		n = (int)recv(g_fd, reply, rsize, 0);
+		if (n <= cl || memcmp(reply, ck, cl) != 0)
+			continue; /* a late answer to an earlier cookie */
+		memmove(reply, reply + cl, (size_t)(n - cl));
+		*rlen = (size_t)(n - cl);
+		return 0;
+	}
+}
+
+static int ng_ok(const char *r, size_t n, const char *what)
+{
+	const char *v;
+	size_t vn;
+	if (b_find(r, r + n, "result", &v, &vn) < 0 || vn != 2 || memcmp(v, "ok", 2) != 0) {
+		const char *why = "?";
+		size_t wn = 1;
+		b_find(r, r + n, "error-reason", &why, &wn);
+		LM_WARN("rtpengine refused %s: %.*s\n", what, (int)wn, why);
+		return -1;
+	}
+	return 0;
+}
+
+/* The caller's m=audio payload types, for a placeholder answer that accepts them. */
+static void payload_types(const char *sdp, size_t n, char *out, size_t size)
+{
+	const char *m = NULL;
+	for (size_t i = 0; i + 8 <= n; i++)
+		if ((i == 0 || sdp[i - 1] == '\n') && memcmp(sdp + i, "m=audio ", 8) == 0) {
+			m = sdp + i + 8;
+			break;
+		}
+	snprintf(out, size, "0 8");
+	if (m) {
+		/* skip port and protocol */
+		const char *e = memchr(m, '\n', n - (size_t)(m - sdp));
+		const char *p = m;
+		int field = 0;
+		if (!e)
+			e = sdp + n;
+		while (p < e && field < 2) {
+			if (*p == ' ')
+				field++;
+			p++;
+		}
+		if (p < e) {
+			size_t l = (size_t)(e - p);
+			while (l > 0 && (p[l - 1] == '\r' || p[l - 1] == ' '))
+				l--;
+			if (l > 0 && l < size)
+				snprintf(out, size, "%.*s", (int)l, p);
+		}
+	}
+}
+
+int ccq_media_hold(struct sip_msg *msg)
+{
+	struct bbuf b;
+	char cbuf[16384], reply[16384], fake[512], pts[128], callid[256], ftag[128];
+	const char *sdp, *asdp;
+	size_t sdplen, rlen, alen;
+	struct to_body *fb;
+	struct cell *t;
+	str code_txt = str_init("Queued"), body, hdr = str_init("Content-Type: application/sdp\r\n"),
+		totag = str_init(HOLD_TAG);
+
+	if (!ccq_media_enabled())
+		return -1;
+	sdp = get_body(msg);
+	if (!sdp || !msg->callid || parse_from_header(msg) < 0)
+		return -1;
+	sdplen = (size_t)(msg->len - (sdp - msg->buf));
+	if (sdplen == 0 || sdplen > 8000) {
+		LM_WARN("call without a usable SDP offer: no hold music\n");
+		return -1;
+	}
+	fb = get_from(msg);
+	snprintf(callid, sizeof(callid), "%.*s", msg->callid->body.len, msg->callid->body.s);
+	snprintf(ftag, sizeof(ftag), "%.*s", fb->tag_value.len, fb->tag_value.s);
+
+	/* 1. offer the caller's SDP */
+	b.p = cbuf; b.len = 0; b.cap = sizeof(cbuf); b.err = 0;
+	b_raw(&b, "d", 1);
+	b_kv(&b, "command", "offer", 5);
+	b_kv(&b, "call-id", callid, strlen(callid));
+	b_kv(&b, "from-tag", ftag, strlen(ftag));
+	b_kv(&b, "sdp", sdp, sdplen);
+	b_cstr(&b, "replace");
+	b_raw(&b, "l", 1);
+	b_cstr(&b, "origin");
+	b_cstr(&b, "session-connection");
+	b_raw(&b, "e", 1);
+	b_raw(&b, "e", 1);
+	if (ng_call(&b, reply, sizeof(reply), &rlen) < 0 || ng_ok(reply, rlen, "the hold offer") < 0)
+		return -1;
+
+	/* 2. answer for a placeholder callee: rtpengine returns the caller's SDP */
+	payload_types(sdp, sdplen, pts, sizeof(pts));
+	snprintf(fake, sizeof(fake), "v=0\r\no=ccq 1 1 IN IP4 127.0.0.1\r\ns=ccq hold\r\n"
+		"c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP %s\r\na=sendrecv\r\n", pts);
+	b.len = 0;
+	b_raw(&b, "d", 1);
+	b_kv(&b, "command", "answer", 6);
+	b_kv(&b, "call-id", callid, strlen(callid));
+	b_kv(&b, "from-tag", ftag, strlen(ftag));
+	b_kv(&b, "to-tag", HOLD_TAG, strlen(HOLD_TAG));
+	b_kv(&b, "sdp", fake, strlen(fake));
+	b_raw(&b, "e", 1);
+	if (ng_call(&b, reply, sizeof(reply), &rlen) < 0 || ng_ok(reply, rlen, "the hold answer") < 0)
+		return -1;
+	if (b_find(reply, reply + rlen, "sdp", &asdp, &alen) < 0) {
+		LM_WARN("rtpengine's answer has no SDP\n");
+		return -1;
+	}
+
+	/* 3. early media to the caller */
+	t = tmb.t_gett();
+	if (t == NULL || t == T_UNDEFINED) {
+		LM_WARN("no transaction for the hold reply\n");
+		return -1;
+	}
+	body.s = (char *)asdp;
+	body.len = (int)alen;
+	/* t_reply_with_body() drops one reference to the transaction: take one
+	 * first (t_lookup_ident does), or the suspended call would be freed */
+	{
+		struct cell *ref = NULL;
+		if (tmb.t_lookup_ident(&ref, t->hash_index, t->label) < 0 || ref != t) {
+			LM_WARN("cannot reference the transaction for the hold reply\n");
+			return -1;
+		}
+	}
+	if (tmb.t_reply_with_body(t, 183, &code_txt, &body, &hdr, &totag) < 0) {
+		LM_WARN("cannot send 183 with the hold SDP\n");
+		return -1;
+	}
+
+	/* 4. the music, to the caller */
+	b.len = 0;
+	b_raw(&b, "d", 1);
+	b_kv(&b, "command", "play media", 10);
+	b_kv(&b, "call-id", callid, strlen(callid));
+	b_kv(&b, "from-tag", ftag, strlen(ftag));
+	b_kv(&b, "file", g_hold_file, strlen(g_hold_file));
+	b_cstr(&b, "repeat-times");
+	b_raw(&b, "i1000e", 6);
+	b_raw(&b, "e", 1);
+	if (ng_call(&b, reply, sizeof(reply), &rlen) < 0 || ng_ok(reply, rlen, "play media") < 0)
+		return 2; /* the caller has early media, just no music */
+	return 1;
+}
+
+int ccq_media_unhold(struct sip_msg *msg)
+{
+	struct bbuf b;
+	char cbuf[2048], reply[4096], callid[256], ftag[128];
+	size_t rlen;
+	struct to_body *fb;
+
+	if (!ccq_media_enabled() || !msg->callid || parse_from_header(msg) < 0)
+		return -1;
+	fb = get_from(msg);
+	snprintf(callid, sizeof(callid), "%.*s", msg->callid->body.len, msg->callid->body.s);
+	snprintf(ftag, sizeof(ftag), "%.*s", fb->tag_value.len, fb->tag_value.s);
+	b.p = cbuf; b.len = 0; b.cap = sizeof(cbuf); b.err = 0;
+	b_raw(&b, "d", 1);
+	b_kv(&b, "command", "stop media", 10);
+	b_kv(&b, "call-id", callid, strlen(callid));
+	b_kv(&b, "from-tag", ftag, strlen(ftag));
+	b_raw(&b, "e", 1);
+	if (ng_call(&b, reply, sizeof(reply), &rlen) < 0)
+		return -1;
+	return ng_ok(reply, rlen, "stop media") < 0 ? -1 : 1;
+}

@@ -1,0 +1,15 @@
+/* Hold music for queued callers through rtpengine's ng protocol; see ccq_media.c. */
+#ifndef CCQ_MEDIA_H
+#define CCQ_MEDIA_H
+
+#include "core/parser/msg_parser.h"
+
+/* ng_addr: "udp:127.0.0.1:22222" ("" disables); hold_file: a WAV rtpengine can read. */
+int ccq_media_init(const char *ng_addr, const char *hold_file);
+int ccq_media_enabled(void);
+/* 183 with rtpengine's SDP and the music: 1 ok, 2 early media without music, -1 failed. */
+int ccq_media_hold(struct sip_msg *msg);
+/* Stop the music (before ringing an agent). */
+int ccq_media_unhold(struct sip_msg *msg);
+
+#endif
