@@ -17,14 +17,16 @@ struct cc_entry {
 	uint16_t cc;       /* calling code, 1..999 */
 	char iso[4];       /* primary region, "001" for non-geographic */
 	const char *trunk; /* national trunk prefix: "0", "1", "8", "06";
-	                    * "" none; NULL not known (national format refused) */
+	                    * NONE, KEEP0, or UNK: not known (national format
+	                    * refused) */
 	const char *idd;   /* extra international prefix besides "00", or NULL */
 	uint8_t nsn_min;   /* national significant number length bounds; */
 	uint8_t nsn_max;   /* 0 = only the generic E.164 bounds */
 };
 
 #define T0 "0"
-#define NONE ""
+#define NONE ""     /* no trunk prefix, and no number starts with 0 */
+#define KEEP0 "-"   /* no trunk prefix, a leading 0 is part of the number */
 #define UNK NULL
 
 /* Sorted by calling code (bsearch). Prefix-free, as E.164 guarantees. */
@@ -39,7 +41,7 @@ static const struct cc_entry cc_table[] = {
 	{ 33, "FR", T0, NULL, 9, 9 },
 	{ 34, "ES", NONE, NULL, 9, 9 },
 	{ 36, "HU", "06", NULL, 8, 9 },
-	{ 39, "IT", NONE, NULL, 6, 11 },      /* the leading 0 of landlines stays */
+	{ 39, "IT", KEEP0, NULL, 6, 11 },     /* the leading 0 of landlines stays */
 	{ 40, "RO", T0, NULL, 9, 9 },
 	{ 41, "CH", T0, NULL, 9, 9 },
 	{ 43, "AT", T0, NULL, 4, 13 },
@@ -152,7 +154,7 @@ static const struct cc_entry cc_table[] = {
 	{ 375, "BY", "8", "810", 9, 9 },
 	{ 376, "AD", NONE, NULL, 6, 6 },
 	{ 377, "MC", NONE, NULL, 8, 9 },
-	{ 378, "SM", NONE, NULL, 0, 0 },
+	{ 378, "SM", KEEP0, NULL, 0, 0 },     /* 0549 ... */
 	{ 379, "VA", NONE, NULL, 0, 0 },      /* assigned, in practice +39 06698 */
 	{ 380, "UA", T0, NULL, 9, 9 },
 	{ 381, "RS", T0, NULL, 0, 0 },
@@ -214,7 +216,7 @@ static const struct cc_entry cc_table[] = {
 	{ 855, "KH", T0, NULL, 8, 9 },
 	{ 856, "LA", T0, NULL, 8, 10 },
 	{ 870, "001", UNK, NULL, 0, 0 },      /* Inmarsat */
-	{ 880, "BD", T0, NULL, 10, 10 },
+	{ 880, "BD", T0, NULL, 8, 10 },
 	{ 881, "001", UNK, NULL, 0, 0 },      /* global mobile satellite */
 	{ 882, "001", UNK, NULL, 0, 0 },      /* international networks */
 	{ 883, "001", UNK, NULL, 0, 0 },
@@ -285,26 +287,30 @@ static const struct nanp_entry nanp_table[] = {
 
 /* Regions inside a shared calling code other than +1, by leading digits. */
 struct sub_entry {
+	uint16_t cc;        /* the shared calling code */
+	uint8_t len;        /* strlen(prefix) */
 	const char *prefix; /* E.164 digits, calling code included */
 	char iso[3];
 };
 
+#define SUB(cc, prefix, iso) { cc, sizeof(prefix) - 1, prefix, iso }
+
 static const struct sub_entry sub_table[] = {
-	{ "3906698", "VA" },
-	{ "35818", "AX" },
-	{ "441481", "GG" },
-	{ "441534", "JE" },
-	{ "441624", "IM" },
-	{ "447624", "IM" },
-	{ "262269", "YT" },
-	{ "262639", "YT" },
-	{ "5993", "BQ" },
-	{ "5994", "BQ" },
-	{ "5997", "BQ" },
-	{ "6189162", "CC" },
-	{ "6189164", "CX" },
-	{ "76", "KZ" },
-	{ "77", "KZ" },
+	SUB(39, "3906698", "VA"),
+	SUB(358, "35818", "AX"),
+	SUB(44, "441481", "GG"),
+	SUB(44, "441534", "JE"),
+	SUB(44, "441624", "IM"),
+	SUB(44, "447624", "IM"),
+	SUB(262, "262269", "YT"),
+	SUB(262, "262639", "YT"),
+	SUB(599, "5993", "BQ"),
+	SUB(599, "5994", "BQ"),
+	SUB(599, "5997", "BQ"),
+	SUB(61, "6189162", "CC"),
+	SUB(61, "6189164", "CX"),
+	SUB(7, "76", "KZ"),
+	SUB(7, "77", "KZ"),
 };
 
 #define SUB_COUNT (sizeof(sub_table) / sizeof(sub_table[0]))
@@ -333,12 +339,21 @@ const char *ccq_e164_strerror(int err)
 	return err_text[err];
 }
 
-static int cmp_cc(const void *key, const void *elem)
+static const struct cc_entry *cc_find(int code)
 {
-	int k = *(const int *)key;
-	const struct cc_entry *e = elem;
+	size_t lo = 0, hi = CC_COUNT;
 
-	return k - (int)e->cc;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (cc_table[mid].cc == code)
+			return &cc_table[mid];
+		if (cc_table[mid].cc < code)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
 }
 
 /* The entry whose calling code starts the digit string, NULL if none. */
@@ -347,13 +362,15 @@ static const struct cc_entry *cc_lookup(const char *d, size_t n)
 	int code = 0;
 	size_t i;
 
+	if (n == 0 || d[0] == '0')
+		return NULL;
 	for (i = 0; i < 3 && i < n; i++) {
 		const struct cc_entry *e;
 
 		if (d[i] < '0' || d[i] > '9')
 			return NULL;
 		code = code * 10 + (d[i] - '0');
-		e = bsearch(&code, cc_table, CC_COUNT, sizeof(cc_table[0]), cmp_cc);
+		e = cc_find(code);
 		if (e)
 			return e;
 	}
@@ -391,7 +408,7 @@ static const struct cc_entry *region_plan(const char *iso)
 			return &cc_table[0];
 	for (i = 0; i < SUB_COUNT; i++)
 		if (iso_eq(iso, sub_table[i].iso))
-			return cc_lookup(sub_table[i].prefix, strlen(sub_table[i].prefix));
+			return cc_lookup(sub_table[i].prefix, sub_table[i].len);
 	return NULL;
 }
 
@@ -417,7 +434,7 @@ static int digits_only(const char *d, size_t *n)
 	size_t i;
 
 	for (i = 0; d[i]; i++) {
-		if (d[i] < '0' || d[i] > '9' || i > CCQ_E164_MAX_DIGITS)
+		if (d[i] < '0' || d[i] > '9' || i >= CCQ_E164_MAX_DIGITS)
 			return 0;
 	}
 	*n = i;
@@ -467,10 +484,10 @@ const char *ccq_e164_country(const char *digits)
 		return e->iso;
 	}
 	for (i = 0; i < SUB_COUNT; i++) {
-		size_t pl = strlen(sub_table[i].prefix);
+		const struct sub_entry *se = &sub_table[i];
 
-		if (pl <= n && memcmp(digits, sub_table[i].prefix, pl) == 0)
-			return sub_table[i].iso;
+		if (se->cc == e->cc && se->len <= n && memcmp(digits, se->prefix, se->len) == 0)
+			return se->iso;
 	}
 	return e->iso;
 }
@@ -491,6 +508,10 @@ static int check_number(const struct cc_entry *e, const char *nsn, size_t nsn_le
 		return -CCQ_E164_E_TOO_LONG;
 	if (total < CCQ_E164_MIN_DIGITS || (e->nsn_min && nsn_len < e->nsn_min))
 		return -CCQ_E164_E_TOO_SHORT;
+	/* with no trunk prefix, or with trunk prefix 0 (already stripped), a
+	 * national number never starts with 0 */
+	if (e->trunk && (e->trunk[0] == '\0' || strcmp(e->trunk, "0") == 0) && nsn[0] == '0')
+		return -CCQ_E164_E_BAD_NUMBER;
 	/* NANP: NXX-NXX-XXXX, N = 2..9 */
 	if (e->cc == 1 && (nsn[0] < '2' || nsn[3] < '2'))
 		return -CCQ_E164_E_BAD_NUMBER;
