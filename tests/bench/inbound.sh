@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# tests/bench/inbound.sh — inbound calls per second through the full stack
+# (carrier sipp -> Kamailio with ccq -> queued with MySQL -> answering sipp
+# agents) against the same packaged Kamailio as a plain stateful relay of the
+# same calls, in one run on the same machine. Method and results: BENCHMARKS.md.
+#
+# Usage: tests/bench/inbound.sh [-r "RATE ..."] [-d SECONDS] [-a AGENTS] [-l MS]
+#   -r  call rates to try, calls per second      (default "10 20 40 80")
+#   -d  seconds of traffic per rate               (default 10)
+#   -a  agents (users with one device each)       (default 20)
+#   -l  call length in ms (caller hangs up)        (default 1000)
+# It runs its own lab (build/lab-bench, its own ports) and stops it at the end.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/../.." && pwd)
+rates="10 20 40 80"
+dur=10
+agents=20
+len=1000
+while getopts "r:d:a:l:h" o; do
+    case $o in
+        r) rates=$OPTARG ;;
+        d) dur=$OPTARG ;;
+        a) agents=$OPTARG ;;
+        l) len=$OPTARG ;;
+        h) sed -n '2,13p' "$0"; exit 0 ;;
+        *) exit 2 ;;
+    esac
+done
+
+export CCQ_LAB_DIR=$top/build/lab-bench CCQ_SIP_PORT=5260 CCQ_TRUNK_ADDR=127.0.0.1:5280 \
+    CCQ_QUEUED_TCP=127.0.0.1:7270 CCQ_RTPENGINE_NG_PORT=22260 \
+    CCQ_RTP_PORT_MIN=34000 CCQ_RTP_PORT_MAX=39999
+work=$CCQ_LAB_DIR/bench
+relay_port=5265
+agent_port=5291
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -f "$work/relay.pid" ] && kill "$(cat "$work/relay.pid")" 2>/dev/null || true
+    "$top/tools/ccq-lab" down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+"$top/tools/ccq-lab" up
+eval "$("$top/tools/ccq-lab" env)"
+mkdir -p "$work"
+cd "$work"
+
+echo "== provisioning $agents agents"
+ccqctl org create Bench SG >/dev/null 2>&1 || true
+ccqctl -o Bench inbox create Bench --ring-timeout 20 --max-wait 30 >/dev/null 2>&1 || true
+ccqctl -o Bench inbox did add Bench +6560000001 >/dev/null 2>&1 || true
+ccqctl trunk add bench 127.0.0.1 --port 5280 >/dev/null 2>&1 || true
+for i in $(seq 1 "$agents"); do
+    ext=$((5000 + i))
+    ccqctl -o Bench user create "$ext" "Agent $i" --max-calls 50 >/dev/null 2>&1 || true
+    ccqctl -o Bench device add "$ext" desk_phone "bench$i" "benchpass$i" --domain 127.0.0.1 \
+        >/dev/null 2>&1 || true
+    ccqctl -o Bench inbox member add Bench "$ext" >/dev/null 2>&1 || true
+done
+
+echo "== agents answer on 127.0.0.1:$agent_port"
+sipp -sf "$top/tests/bench/agents.xml" -i 127.0.0.1 -p "$agent_port" -cp 8990 \
+    -nostdin -max_socket 4096 -timeout $((60 * 60)) > agents.log 2>&1 &
+pids+=($!)
+sleep 0.5
+for i in $(seq 1 "$agents"); do
+    sipp -sf "$top/tests/bench/register_many.xml" -key user "bench$i" -au "bench$i" \
+        -ap "benchpass$i" -key contact_port "$agent_port" -i 127.0.0.1 -p 5292 -cp 8991 \
+        127.0.0.1:5260 -m 1 -timeout 10 -nostdin > register.log 2>&1 \
+        || { echo "registration of bench$i failed"; tail register.log; exit 1; }
+done
+
+echo "== plain relay Kamailio on 127.0.0.1:$relay_port"
+BENCH_RELAY_LISTEN=udp:127.0.0.1:$relay_port BENCH_RELAY_CTL=unix:$work/relay-ctl.sock \
+BENCH_AGENT_URI=sip:bench@127.0.0.1:$agent_port BENCH_RTPENGINE_NG=$CCQ_RTPENGINE_NG \
+    /usr/sbin/kamailio -DD -E -f "$top/tests/bench/relay.cfg" -m 256 -M 16 \
+    -P "$work/relay.pid" -Y "$work" > relay.log 2>&1 &
+sleep 2
+
+commits() {
+    mariadb --socket="$CCQ_MYSQL_SOCK" -N -B -e "SHOW GLOBAL STATUS LIKE 'Com_commit'" | cut -f2
+}
+
+# run TARGET RATE: prints "attempted successful failed"
+run() {
+    local target=$1 rate=$2 n stat
+    n=$((rate * dur))
+    rm -f carrier_*.csv
+    sipp -sf "$top/tests/scenarios/carrier_uac.xml" -i 127.0.0.1 -p 5280 -cp 8992 \
+        -s 6560000001 "$target" -r "$rate" -m "$n" -d "$len" -l $((rate * 4 + 50)) \
+        -timeout $((dur + 30)) -nostdin -trace_stat -stf carrier.csv -fd 1 \
+        -max_socket 4096 > carrier.log 2>&1 || true
+    stat=$(tail -n 1 carrier.csv)
+    python3 - "$stat" "$(head -n 1 carrier.csv)" <<'PY'
+import sys
+vals = sys.argv[1].split(';'); names = sys.argv[2].split(';')
+d = dict(zip(names, vals))
+print(d.get('OutgoingCall(C)', '0'), d.get('SuccessfulCall(C)', '0'), d.get('FailedCall(C)', '0'))
+PY
+}
+
+printf '\n%-6s %-8s %10s %10s %8s %10s\n' RATE TARGET ATTEMPTED SUCCESS FAILED "CALLS/S"
+results=()
+for r in $rates; do
+    for target in relay ccq; do
+        if [ "$target" = relay ]; then addr=127.0.0.1:$relay_port; else addr=127.0.0.1:5260; fi
+        c0=$(commits)
+        read -r att ok fail < <(run "$addr" "$r")
+        c1=$(commits)
+        cps=$(awk -v ok="$ok" -v d="$dur" 'BEGIN { printf "%.1f", ok / d }')
+        printf '%-6s %-8s %10s %10s %8s %10s' "$r" "$target" "$att" "$ok" "$fail" "$cps"
+        [ "$target" = ccq ] && printf '   mysql commits/s %s' \
+            "$(awk -v a="$c0" -v b="$c1" -v d="$dur" 'BEGIN { printf "%.1f", (b - a) / d }')"
+        printf '\n'
+        results+=("$r $target $ok")
+        sleep 3
+    done
+done
+
+echo
+echo "== decision latency (ccq async process, all ccq calls above)"
+kamcmd -s "unix:$CCQ_CTL_SOCK" ccq.stats
