@@ -110,6 +110,11 @@ int ccq_async_latency(double *p50_ms, double *p99_ms, double *max_ms, unsigned l
 			break;
 		}
 	}
+	/* buckets give upper bounds: never report more than the maximum seen */
+	if (*p50_ms > *max_ms)
+		*p50_ms = *max_ms;
+	if (*p99_ms > *max_ms)
+		*p99_ms = *max_ms;
 	return 0;
 }
 

@@ -80,8 +80,9 @@ static void mark_failure(const char *why)
 	}
 	lock_release(&g_shm->lock);
 	if (first)
-		LM_ERR("queued at %s is unreachable (%s): calls proceed without a transaction "
-			"until it is back; this is logged once per outage\n", g_addr, why);
+		LM_ERR("queued at %s is unreachable (%s): ccq_classify() calls proceed without a "
+			"transaction and RPCs fail until it is back; this is logged once per outage\n",
+			g_addr, why);
 	else
 		LM_DBG("queued still unreachable: %s\n", why);
 }
@@ -135,6 +136,11 @@ static int ensure_connected(char *err, size_t errlen)
 	}
 	LM_DBG("process %d connected to queued at %s\n", my_pid(), g_addr);
 	return 0;
+}
+
+void ccq_link_set_addr(const char *addr)
+{
+	snprintf(g_addr, sizeof(g_addr), "%s", addr);
 }
 
 void ccq_link_child_init(const char *addr)

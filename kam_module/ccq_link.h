@@ -14,6 +14,8 @@ int ccq_link_init_shm(void);
 void ccq_link_destroy_shm(void);
 /* In child_init: remember the address, try a first connection. */
 void ccq_link_child_init(const char *addr);
+/* Only remember the address (the main process: no connection). */
+void ccq_link_set_addr(const char *addr);
 
 /*
  * Send the request in enc (built with ccq_enc_request(..., id, ...)) and

@@ -39,6 +39,47 @@ static char g_hold_file[512];
 static int g_fd = -1;
 static unsigned g_cookie;
 
+/* Calls on hold, by Call-ID hash; only the async process holds and unholds
+ * (resumed routes run there), so no lock is needed. */
+#define HELD_MAX 4096
+static uint64_t g_held[HELD_MAX];
+
+static uint64_t hash_callid(const char *s)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 1099511628211ull;
+	}
+	return h ? h : 1;
+}
+
+static void held_set(const char *callid, int on)
+{
+	uint64_t h = hash_callid(callid);
+	int free_slot = -1;
+	for (int i = 0; i < HELD_MAX; i++) {
+		if (g_held[i] == h) {
+			if (!on)
+				g_held[i] = 0;
+			return;
+		}
+		if (!g_held[i] && free_slot < 0)
+			free_slot = i;
+	}
+	if (on && free_slot >= 0)
+		g_held[free_slot] = h;
+}
+
+static int held(const char *callid)
+{
+	uint64_t h = hash_callid(callid);
+	for (int i = 0; i < HELD_MAX; i++)
+		if (g_held[i] == h)
+			return 1;
+	return 0;
+}
+
 int ccq_media_init(const char *ng_addr, const char *hold_file)
 {
 	snprintf(g_ng_addr, sizeof(g_ng_addr), "%s", ng_addr ? ng_addr : "");
@@ -380,6 +421,7 @@ int ccq_media_hold(struct sip_msg *msg)
 	b_raw(&b, "e", 1);
 	if (ng_call(&b, reply, sizeof(reply), &rlen) < 0 || ng_ok(reply, rlen, "play media") < 0)
 		return 2; /* the caller has early media, just no music */
+	held_set(callid, 1);
 	return 1;
 }
 
@@ -395,6 +437,9 @@ int ccq_media_unhold(struct sip_msg *msg)
 	fb = get_from(msg);
 	snprintf(callid, sizeof(callid), "%.*s", msg->callid->body.len, msg->callid->body.s);
 	snprintf(ftag, sizeof(ftag), "%.*s", fb->tag_value.len, fb->tag_value.s);
+	if (!held(callid))
+		return 1; /* never held: nothing to stop */
+	held_set(callid, 0);
 	b.p = cbuf; b.len = 0; b.cap = sizeof(cbuf); b.err = 0;
 	b_raw(&b, "d", 1);
 	b_kv(&b, "command", "stop media", 10);

@@ -941,7 +941,7 @@ static int child_init(int rank)
 	if (rank == PROC_INIT || rank == PROC_TCP_MAIN)
 		return 0;
 	if (rank == PROC_MAIN) {
-		ccq_link_child_init(queued_addr); /* the address, for the async process */
+		ccq_link_set_addr(queued_addr); /* for the async process; no connection here */
 		return ccq_async_fork();
 	}
 	ccq_async_child();

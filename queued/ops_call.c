@@ -377,6 +377,7 @@ static int run_call_transfer(struct req *r, MYSQL *m)
 		a->inbox_id = t.inbox_id;
 		a->txn = t.id;
 		snprintf(a->event, sizeof(a->event), "call.transferring");
+		snprintf(a->inbox, sizeof(a->inbox), "%s", t.inbox);
 		snprintf(a->text, sizeof(a->text), "call %llu in inbox %s: %s", (unsigned long long)t.id,
 			t.inbox, text);
 	}
@@ -750,6 +751,10 @@ static int run_call_ring_failed(struct req *r, MYSQL *m)
 	}
 	if (strcmp(t.status, "Ended") == 0 || strcmp(t.status, "Failed") == 0) {
 		reply_simple(r, "reject", 487, "Request Terminated");
+	} else if (t.max_wait > 0 && t.waited >= (long)t.max_wait) {
+		/* rung long enough: the inbox's maximum wait bounds ringing too */
+		if (calls_missed(r, m, t.id, t.org_id, t.inbox_id, t.inbox, t.number, &pk) < 0)
+			goto fail;
 	} else {
 		rc = pick_agent(r, m, t.id, t.inbox_id, &pick);
 		if (rc < 0)
@@ -876,8 +881,16 @@ static int run_call_ended(struct req *r, MYSQL *m)
 		return -1;
 	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
 		return -1;
-	if (txn_by_call(r, m, call_id, &t) < 0)
-		goto fail;
+	if (txn_by_call(r, m, call_id, &t) < 0) {
+		if (r->j.err != CCQ_E_NOT_FOUND)
+			goto fail;
+		/* a call without a TXN (a device's call, a rejected one): nothing to end */
+		mysql_query(m, "ROLLBACK");
+		r->j.err = 0;
+		r->j.errmsg[0] = '\0';
+		reply_simple(r, "ok", 0, NULL);
+		return 0;
+	}
 	if (strcmp(t.status, "Ended") == 0 || strcmp(t.status, "Failed") == 0) {
 		mysql_query(m, "ROLLBACK");
 		reply_simple(r, "ok", 0, NULL);
@@ -950,6 +963,7 @@ static int run_call_ended(struct req *r, MYSQL *m)
 	a->wake_dispatch = 1;
 	snprintf(a->call_id, sizeof(a->call_id), "%s", call_id);
 	snprintf(a->event, sizeof(a->event), "call.ended");
+	snprintf(a->inbox, sizeof(a->inbox), "%s", t.inbox);
 	snprintf(a->text, sizeof(a->text), "call %llu in inbox %s ended (%s)",
 		(unsigned long long)t.id, t.inbox, result);
 	reply_simple(r, "ok", 0, NULL);

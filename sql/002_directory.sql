@@ -167,3 +167,7 @@ ALTER TABLE txn
   ADD COLUMN current_call_id  VARCHAR(255) NULL AFTER sip_call_id,
   ADD COLUMN transfer_user_id INT UNSIGNED NULL AFTER device_id,
   ADD COLUMN transfer_at      DATETIME(3) NULL AFTER queued_at;
+
+-- What Kamailio's auth_db reads: the credentials of enabled devices only.
+CREATE VIEW device_auth AS
+  SELECT username, domain, ha1 FROM device WHERE enabled = 1;

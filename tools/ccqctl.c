@@ -66,7 +66,7 @@ static const struct cmdspec cmds[] = {
 	{ "device add", "device.create", { "ext", "kind", "username", "password" }, "", {
 		{ "--domain", "domain", 's' }, { "--label", "label", 's' },
 		{ "--disabled", "enabled", 'F' } },
-		{ 0 }, "EXT KIND USER PASSWORD [--domain D] [--label L] [--disabled]\n"
+		{ 0 }, "EXT KIND USER PASSWORD --domain D [--label L] [--disabled]\n"
 		"                        add a device (KIND: desk_phone, mobile_app, desktop_app, web_phone)" },
 	{ "device enable", "device.update", { "id" }, "u", { { "", "enabled", 'T' } }, { 0 },
 		"ID                      enable a device" },
