@@ -289,7 +289,8 @@ static const struct op_def ops_core[] = {
 	{ NULL, NULL, NULL, NULL, 0 }
 };
 
-static const struct op_def *const op_tables[] = { ops_core, ops_txn, ops_dir, ops_call };
+static const struct op_def *const op_tables[] = { ops_core, ops_txn, ops_dir, ops_call,
+	ops_compliance };
 
 int ops_submit_internal(const struct op_def *op, ccq_enc *enc, void (*done)(void))
 {

@@ -98,5 +98,6 @@ int ops_submit_internal(const struct op_def *op, ccq_enc *enc, void (*done)(void
 extern const struct op_def ops_txn[];
 extern const struct op_def ops_dir[];
 extern const struct op_def ops_call[];
+extern const struct op_def ops_compliance[];
 
 #endif

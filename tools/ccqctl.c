@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_SOCK "/run/ccq/queued.sock"
 
@@ -125,6 +126,11 @@ static const struct cmdspec cmds[] = {
 	{ "customer journey", "customer.journey", { "customer" }, "u", { { 0 } },
 		{ "id", "created_at", "kind", "inbox", "status", "agent_ext", "agent_name", "result" },
 		"ID                      every call and chat of a customer, oldest first" },
+	{ "policy set", "policy.set", { 0 }, "", { { "--countries", "country_whitelist", 's' },
+		{ "--pin-policy", "pin_policy", 's' } }, { 0 },
+		"[--countries CC,CC] [--pin-policy none|international|all]   outbound policy" },
+	{ "policy show", "policy.get", { 0 }, "", { { 0 } }, { 0 },
+		"                        the organisation's outbound policy" },
 	{ "whoami", "whoami", { 0 }, "", { { 0 } }, { 0 },
 		"                        who this connection acts as" },
 	{ "txn list", "txn.list", { 0 }, "", {
@@ -158,7 +164,13 @@ static void usage(FILE *f)
 		"  txn show ID             one transaction and its journey (timeline)\n"
 		"  me                      the acting agent's current call (use --as EXT@ORG)\n"
 		"  watch [--inbox ID] [--count N] [--for S]\n"
-		"                          live notifications (incoming, answered, missed, ended)\n",
+		"                          live notifications (incoming, answered, missed, ended)\n"
+		"  list add|remove LIST NUMBER...   compliance lists; LIST: dnc, blacklist,\n"
+		"                          whitelist, personal (with --ext EXT)\n"
+		"  list import LIST FILE [--country CC]\n"
+		"                          one number per line ('-' for stdin); reports rejected lines\n"
+		"  list show LIST [--after N] [--limit N] | list count LIST\n"
+		"  pin set EXT [--clear]   a user's outbound PIN, read from standard input\n",
 		DEFAULT_SOCK);
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		fprintf(f, "  %s %s\n", cmds[i].words, cmds[i].help);
@@ -715,6 +727,260 @@ static int cmd_watch(int argc, char **argv)
 	}
 }
 
+/* ---- compliance lists ------------------------------------------------------ */
+
+static const char *g_list_country;
+
+static int list_call(const char *op, const char *list, const char *ext, char **nums, size_t n,
+		ccq_msg *r)
+{
+	ccq_enc e;
+	uint64_t id = ccq_client_id(&g_cl);
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, op, 2 + (ext ? 1 : 0) + (g_list_country ? 1 : 0) + global_args());
+	pack_global_args(&e.pk);
+	if (g_list_country)
+		ccq_pack_kv_str(&e.pk, "country", g_list_country);
+	ccq_pack_kv_str(&e.pk, "list", list);
+	if (ext)
+		ccq_pack_kv_str(&e.pk, "ext", ext);
+	ccq_pack_str(&e.pk, "numbers");
+	msgpack_pack_array(&e.pk, n);
+	for (size_t i = 0; i < n; i++)
+		ccq_pack_str(&e.pk, nums[i]);
+	return call(&e, id, r);
+}
+
+/*
+ * list import LIST FILE: one number per line (blank lines, '#' comments and
+ * Windows line endings are fine), sent in batches of 5000; prints how many
+ * were added and every rejected line with its number and the reason.
+ */
+static int list_import(const char *list, const char *ext, const char *path)
+{
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+	char *line = NULL, *batch[5000];
+	unsigned long lineno[5000];
+	size_t cap = 0, n = 0;
+	ssize_t len;
+	unsigned long ln = 0, added = 0, rejected = 0, valid = 0;
+	int rc = 0;
+
+	if (!f) {
+		fprintf(stderr, "ccqctl: cannot open %s: %s\n", path, strerror(errno));
+		return 2;
+	}
+	for (;;) {
+		int flush;
+		len = getline(&line, &cap, f);
+		if (len >= 0) {
+			ln++;
+			while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+				line[--len] = '\0';
+			{
+				char *p = line;
+				while (*p == ' ' || *p == '\t')
+					p++;
+				if (*p && *p != '#') {
+					if (len > 64) {
+						printf("line %lu: rejected: longer than 64 characters\n", ln);
+						rejected++;
+					} else {
+						batch[n] = strdup(p);
+						lineno[n] = ln;
+						if (!batch[n]) {
+							rc = 1;
+							break;
+						}
+						n++;
+					}
+				}
+			}
+		}
+		flush = n == sizeof(batch) / sizeof(batch[0]) || (len < 0 && n > 0);
+		if (flush) {
+			ccq_msg r;
+			const msgpack_object *errs;
+			uint64_t v;
+			if ((rc = list_call("list.add", list, ext, batch, n, &r)) != 0)
+				break;
+			if (ccq_map_uint(r.body, "added", &v) == 1)
+				added += v;
+			if (ccq_map_uint(r.body, "valid", &v) == 1)
+				valid += v;
+			if (ccq_map_uint(r.body, "rejected", &v) == 1)
+				rejected += v;
+			errs = ccq_map_get(r.body, "errors");
+			if (errs && errs->type == MSGPACK_OBJECT_ARRAY)
+				for (uint32_t i = 0; i < errs->via.array.size; i++) {
+					uint64_t idx = 0;
+					char why[200];
+					ccq_map_uint(&errs->via.array.ptr[i], "index", &idx);
+					ccq_map_strcpy(&errs->via.array.ptr[i], "why", why, sizeof(why));
+					if (idx < n)
+						printf("line %lu: rejected: %s: %s\n", lineno[idx], batch[idx], why);
+				}
+			ccq_msg_free(&r);
+			for (size_t i = 0; i < n; i++)
+				free(batch[i]);
+			n = 0;
+		}
+		if (len < 0)
+			break;
+	}
+	for (size_t i = 0; i < n; i++)
+		free(batch[i]);
+	free(line);
+	if (f != stdin)
+		fclose(f);
+	printf("%lu lines read, %lu valid numbers, %lu newly added, %lu rejected\n", ln, valid,
+		added, rejected);
+	return rc;
+}
+
+static int cmd_list(int argc, char **argv)
+{
+	const char *ext = NULL;
+	ccq_msg r;
+	int rc, nargs = argc;
+	char buf[64];
+
+	/* --ext EXT (personal whitelists) and --country CC (national numbers in
+	 * the DNC registry), anywhere after the list name */
+	for (int i = 0; i < nargs;) {
+		if ((strcmp(argv[i], "--ext") == 0 || strcmp(argv[i], "--country") == 0) && i + 1 < nargs) {
+			if (argv[i][2] == 'e')
+				ext = argv[i + 1];
+			else
+				g_list_country = argv[i + 1];
+			for (int k = i; k + 2 < nargs; k++)
+				argv[k] = argv[k + 2];
+			nargs -= 2;
+			continue;
+		}
+		i++;
+	}
+	argc = nargs;
+	if (argc >= 3 && (strcmp(argv[0], "add") == 0 || strcmp(argv[0], "remove") == 0)) {
+		uint64_t v;
+		if ((rc = list_call(argv[0][0] == 'a' ? "list.add" : "list.remove", argv[1], ext,
+				argv + 2, (size_t)(argc - 2), &r)) != 0)
+			return rc;
+		if (g_json) {
+			json_obj(r.body);
+			putchar('\n');
+		} else {
+			const msgpack_object *errs = ccq_map_get(r.body, "errors");
+			if (ccq_map_uint(r.body, argv[0][0] == 'a' ? "added" : "removed", &v) == 1)
+				printf("%s %llu\n", argv[0][0] == 'a' ? "added" : "removed", (unsigned long long)v);
+			if (errs && errs->type == MSGPACK_OBJECT_ARRAY)
+				for (uint32_t i = 0; i < errs->via.array.size; i++) {
+					uint64_t idx = 0;
+					char why[200];
+					ccq_map_uint(&errs->via.array.ptr[i], "index", &idx);
+					ccq_map_strcpy(&errs->via.array.ptr[i], "why", why, sizeof(why));
+					if (idx + 2 < (uint64_t)argc)
+						printf("rejected: %s: %s\n", argv[idx + 2], why);
+				}
+		}
+		ccq_msg_free(&r);
+		return 0;
+	}
+	if (argc == 3 && strcmp(argv[0], "import") == 0)
+		return list_import(argv[1], ext, argv[2]);
+	if (argc >= 2 && (strcmp(argv[0], "show") == 0 || strcmp(argv[0], "count") == 0)) {
+		ccq_enc e;
+		uint64_t id = ccq_client_id(&g_cl), limit = 100;
+		const char *after = NULL;
+		const msgpack_object *nums;
+		for (int i = 2; i + 1 < argc; i += 2) {
+			if (strcmp(argv[i], "--limit") == 0 && parse_u64(argv[i + 1], &limit) == 0)
+				continue;
+			if (strcmp(argv[i], "--after") == 0) {
+				after = argv[i + 1];
+				continue;
+			}
+			fprintf(stderr, "ccqctl: list show LIST [--after NUMBER] [--limit N] [--ext EXT]\n");
+			return 2;
+		}
+		ccq_enc_init(&e);
+		if (argv[0][0] == 'c') {
+			ccq_enc_request(&e, id, "list.count", 1 + (ext ? 1 : 0) + global_args());
+		} else {
+			ccq_enc_request(&e, id, "list.list", 2 + (after ? 1 : 0) + (ext ? 1 : 0)
+				+ global_args());
+			ccq_pack_kv_uint(&e.pk, "limit", limit);
+			if (after)
+				ccq_pack_kv_str(&e.pk, "after", after[0] == '+' ? after + 1 : after);
+		}
+		pack_global_args(&e.pk);
+		ccq_pack_kv_str(&e.pk, "list", argv[1]);
+		if (ext)
+			ccq_pack_kv_str(&e.pk, "ext", ext);
+		if ((rc = call(&e, id, &r)) != 0)
+			return rc;
+		if (g_json) {
+			json_obj(r.body);
+			putchar('\n');
+		} else if (argv[0][0] == 'c') {
+			printf("%s\n", field(r.body, "count", buf, sizeof(buf)));
+		} else if ((nums = ccq_map_get(r.body, "numbers")) && nums->type == MSGPACK_OBJECT_ARRAY) {
+			for (uint32_t i = 0; i < nums->via.array.size; i++)
+				printf("%s\n", text_of(&nums->via.array.ptr[i], buf, sizeof(buf)));
+		}
+		ccq_msg_free(&r);
+		return 0;
+	}
+	fprintf(stderr, "ccqctl: usage: list add|remove LIST NUMBER... | list import LIST FILE | "
+		"list show|count LIST   (LIST: dnc, blacklist, whitelist, personal --ext EXT)\n");
+	return 2;
+}
+
+/* pin set EXT: the PIN is read from standard input (never from the command
+ * line, where other users could see it in the process list). */
+static int cmd_pin(int argc, char **argv)
+{
+	char pin[64] = "";
+	ccq_enc e;
+	ccq_msg r;
+	uint64_t id;
+	int rc, clear = argc == 3 && strcmp(argv[2], "--clear") == 0;
+
+	if (argc < 2 || strcmp(argv[0], "set") != 0 || (argc == 3 && !clear) || argc > 3) {
+		fprintf(stderr, "ccqctl: usage: pin set EXT [--clear]   (the PIN is read from stdin)\n");
+		return 2;
+	}
+	if (!clear) {
+		size_t l;
+		if (isatty(0))
+			fprintf(stderr, "PIN for %s: ", argv[1]);
+		if (!fgets(pin, sizeof(pin), stdin)) {
+			fprintf(stderr, "ccqctl: no PIN on standard input\n");
+			return 2;
+		}
+		l = strlen(pin);
+		while (l > 0 && (pin[l - 1] == '\n' || pin[l - 1] == '\r'))
+			pin[--l] = '\0';
+		if (!l) {
+			fprintf(stderr, "ccqctl: empty PIN (use --clear to remove one)\n");
+			return 2;
+		}
+	}
+	id = ccq_client_id(&g_cl);
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, "pin.set", 2 + global_args());
+	pack_global_args(&e.pk);
+	ccq_pack_kv_str(&e.pk, "ext", argv[1]);
+	ccq_pack_kv_str(&e.pk, "pin", pin);
+	memset(pin, 0, sizeof(pin));
+	rc = call(&e, id, &r);
+	if (rc == 0) {
+		printf(clear ? "PIN cleared\n" : "PIN set\n");
+		ccq_msg_free(&r);
+	}
+	return rc;
+}
+
 static int authenticate(const char *token)
 {
 	ccq_enc e;
@@ -793,6 +1059,10 @@ int main(int argc, char **argv)
 			special = 3;
 		else if (strcmp(argv[0], "watch") == 0)
 			special = 4;
+		else if (strcmp(argv[0], "list") == 0)
+			special = 5;
+		else if (strcmp(argv[0], "pin") == 0)
+			special = 6;
 		for (size_t i = 0; !special && i < sizeof(cmds) / sizeof(cmds[0]); i++) {
 			char w[64], *save = NULL, *tok;
 			int n = 0, ok = 1;
@@ -827,6 +1097,8 @@ int main(int argc, char **argv)
 		case 2: rc = cmd_txn_show(argc - 2, argv + 2); break;
 		case 3: rc = cmd_me(argc - 1, argv + 1); break;
 		case 4: rc = cmd_watch(argc - 1, argv + 1); break;
+		case 5: rc = cmd_list(argc - 1, argv + 1); break;
+		case 6: rc = cmd_pin(argc - 1, argv + 1); break;
 		default: rc = run_spec(best, argc - best_words, argv + best_words);
 		}
 	}
