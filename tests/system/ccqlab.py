@@ -22,8 +22,9 @@ QUEUED = os.path.join(TOP, "queued", "queued")
 CCQCTL = os.path.join(TOP, "tools", "ccqctl")
 # sipp peers that honour Record-Route (sipp's built-in uac/uas do not, so
 # their ACK and BYE never pass a record-routing proxy)
-SIPP_UAC = os.path.join(TOP, "tests", "scenarios", "carrier_uac.xml")
-SIPP_UAS = os.path.join(TOP, "tests", "scenarios", "agent_uas.xml")
+SCENARIOS = os.path.join(TOP, "tests", "scenarios")
+SIPP_UAC = os.path.join(SCENARIOS, "carrier_uac.xml")
+SIPP_UAS = os.path.join(SCENARIOS, "agent_uas.xml")
 
 COMPONENTS = ("mysql", "rtpengine", "queued", "kamailio")
 
@@ -261,13 +262,57 @@ class WireClient:
 
 
 def free_port(kind=socket.SOCK_DGRAM):
-    """A port free on 127.0.0.1 right now (for sipp's control port)."""
+    """A port free on 127.0.0.1 right now, chosen by the kernel (ephemeral
+    range). Not for SIP peers or sipp control ports: see PortPool."""
     s = socket.socket(socket.AF_INET, kind)
     try:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
     finally:
         s.close()
+
+
+def _udp_free(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class PortPool:
+    """UDP ports for sipp and baresip, outside the kernel's ephemeral range
+    and never handed out twice in a session, in two separate ranges:
+
+    - SIP peers (phones, unknown callers): a phone's port stays in
+      Kamailio's location table after its test; Kamailio may still send it
+      retransmissions or ring it. Not reusing the port means that traffic
+      finds nobody, instead of a later test's sipp.
+    - sipp control ports (-cp): sipp takes every datagram on it as key
+      presses ('q' quits, 'p' pauses), so no SIP may ever reach one.
+
+    Base: $CCQ_TEST_PORT_POOL (default 20000); peers base..base+2999,
+    control ports base+3000..base+5999, baresip's RTP base+6000..base+6199."""
+
+    def __init__(self, base=None):
+        base = int(base or os.environ.get("CCQ_TEST_PORT_POOL") or 20000)
+        self.base = base
+        self.next = {"peer": base, "cp": base + 3000}
+        self.end = {"peer": base + 3000, "cp": base + 6000}
+
+    def take(self, kind):
+        while self.next[kind] < self.end[kind]:
+            port = self.next[kind]
+            self.next[kind] += 1
+            if _udp_free(port):
+                return port
+        raise AssertionError("no free %s port left in the pool" % kind)
+
+
+PORTS = PortPool()
 
 
 def udp_bound(addr):
@@ -323,6 +368,10 @@ class Lab:
         self.ctl_sock = os.path.join(root, "kamailio", "ctl.sock")
         self.env["CCQ_QUEUED_SOCK"] = self.queued_sock
         self.sipp_dir = os.path.join(root, "sipp")
+        self.rtp_range = (rtp_min, rtp_max)
+        self.hold_music = os.path.join(root, "kamailio", "hold.wav")
+        self._trunks = set()        # trunk ports provisioned (trunk_port)
+        self._basic = None          # the directory of basic()
         self.logs = {
             "mysql": os.path.join(root, "mysql", "mysqld.log"),
             "rtpengine": os.path.join(root, "rtpengine", "rtpengine.log"),
@@ -441,51 +490,81 @@ class Lab:
     def wait_txn_for_call(self, call_id, timeout=10):
         return wait_until(lambda: self.txn_ids_for_call(call_id), timeout) or []
 
-    # ---- SIP calls with sipp
-    def call(self, callee="6001", duration_ms=1000, timeout=30):
-        """One call: a sipp UAS as the agent phone at agent_addr, a sipp UAC
-        as the carrier at trunk_addr, sending sip:CALLEE@agent_addr through
-        the proxy. Returns a dict with call_id, uac/uas exit codes and output."""
-        os.makedirs(self.sipp_dir, exist_ok=True)
-        call_id = "ccqtest-%s@127.0.0.1" % uuid.uuid4().hex[:16]
-        a_ip, a_port = self.agent_addr.rsplit(":", 1)
-        t_ip, t_port = self.trunk_addr.rsplit(":", 1)
+    # ---- SIP with sipp
+    def sipp(self, scenario, local_port, *args, remote=None, background=False, timeout=30,
+             name=None):
+        """Run one sipp instance on 127.0.0.1:LOCAL_PORT with a scenario of
+        tests/scenarios (or a path). Every instance gets its own control port,
+        a message trace and an error trace in the lab's sipp dir. Returns a
+        Sipp; unless background, it has already finished (bounded by timeout)."""
+        run = Sipp(self, scenario, local_port, list(args), remote=remote, timeout=timeout,
+                   name=name)
+        run.start()
+        if not background:
+            run.wait()
+        return run
+
+    def trunk_port(self, i=0):
+        """The source port of carrier trunk number I (0: the lab's trunk
+        address). Each one is provisioned once, as trunk 'carrier-PORT'."""
+        ip, port = self.trunk_addr.rsplit(":", 1)
+        port = int(port) + i
+        if port not in self._trunks:
+            r = self.ccqctl("trunk", "add", "carrier-%d" % port, ip, "--port", str(port))
+            assert r.returncode == 0 or "conflict" in r.stderr, \
+                "trunk add %s:%d: %s%s" % (ip, port, r.stdout, r.stderr)
+            self._trunks.add(port)
+        return port
+
+    def carrier(self, did, scenario="carrier_uac.xml", trunk=0, duration_ms=1000,
+                background=False, timeout=30, call_id=None, extra=()):
+        """A call from carrier trunk TRUNK (see trunk_port) to DID (the
+        request-URI user) through the proxy; returns the Sipp run, with
+        .call_id set."""
+        port = self.trunk_port(trunk) if trunk is not None else PORTS.take("peer")
+        cid = call_id or "ccqtest-%s@127.0.0.1" % uuid.uuid4().hex[:16]
+        run = self.sipp(scenario, port, "-s", str(did), "-d", str(duration_ms),
+                        "-cid_str", cid, *extra, remote=self.sip_addr,
+                        background=background, timeout=timeout, name="carrier")
+        run.call_id = cid
+        return run
+
+    def basic(self):
+        """A small directory shared by the tests that need 'a call that
+        works' (issue 2 tests): org, inbox with a DID, an agent whose desk
+        phone is registered at agent_addr, the customer Jane Tan and the
+        trunk. Provisioned once per session."""
+        if self._basic is None:
+            org = Org(self, prefix="basic")
+            org.user("100", "Basil Agent")
+            inbox = org.inbox("Support", ring_timeout=5, max_wait=10)
+            org.member(inbox, "100")
+            org.customer("Jane Tan", "+6591234567")
+            phone = org.device("100", port=int(self.agent_addr.rsplit(":", 1)[1]))
+            phone.register(expires=3600)
+            self.trunk_port(0)
+            self._basic = {"org": org, "inbox": inbox, "phone": phone}
+        return self._basic
+
+    def call(self, duration_ms=1000, timeout=30):
+        """One answered call to the basic inbox (see basic()): the agent's
+        desk phone (a sipp UAS at agent_addr) answers the carrier's call.
+        Returns a dict with call_id, uac/uas exit codes and output."""
+        b = self.basic()
         assert not udp_bound(self.agent_addr), "agent port %s busy" % self.agent_addr
-        uas_log = open(os.path.join(self.sipp_dir, "uas.log"), "w")
-        uas = subprocess.Popen(
-            ["sipp", "-sf", SIPP_UAS, "-i", a_ip, "-p", a_port, "-m", "1",
-             "-timeout", str(timeout + 10), "-timeout_error", "-nostdin",
-             "-cp", str(free_port())],
-            stdin=subprocess.DEVNULL, stdout=uas_log, stderr=subprocess.STDOUT,
-            cwd=self.sipp_dir, env=self.env)
+        uas = b["phone"].answer(timeout=timeout + 10)
         try:
-            if not wait_until(lambda: udp_bound(self.agent_addr) or uas.poll() is not None, 10):
-                raise AssertionError("sipp UAS did not bind %s" % self.agent_addr)
-            assert uas.poll() is None, "sipp UAS exited at once: %s" % self._read(uas_log.name)
-            uac = subprocess.run(
-                ["sipp", "-sf", SIPP_UAC, "-i", t_ip, "-p", t_port, "-s", callee,
-                 self.agent_addr, "-rsa", self.sip_addr, "-m", "1", "-d", str(duration_ms),
-                 "-timeout", str(timeout), "-timeout_error", "-cid_str", call_id,
-                 "-nostdin", "-cp", str(free_port())],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                cwd=self.sipp_dir, env=self.env, timeout=timeout + 15)
-            try:
-                uas_rc = uas.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                uas.kill()
-                uas.wait(timeout=10)
-                uas_rc = None
+            uac = self.carrier(b["inbox"].did, duration_ms=duration_ms, timeout=timeout)
+            uas_rc = uas.wait(15)
         finally:
-            if uas.poll() is None:
-                uas.kill()
-                uas.wait(timeout=10)
-            uas_log.close()
+            uas.stop()
         return {
-            "call_id": call_id,
-            "uac_rc": uac.returncode,
+            "call_id": uac.call_id,
+            "uac_rc": uac.rc,
             "uas_rc": uas_rc,
-            "uac_out": uac.stdout[-3000:] + uac.stderr[-2000:],
-            "uas_out": self._read(uas_log.name)[-3000:],
+            "uac_out": uac.summary(),
+            "uas_out": uas.summary(),
+            "responses": uac.responses(),
         }
 
     def assert_call_ok(self, c):
@@ -494,6 +573,32 @@ class Lab:
         assert c["uas_rc"] == 0, "the agent phone (sipp UAS) exit %s\n%s" % (
             c["uas_rc"], c["uas_out"])
 
+    def queued_code(self):
+        """What a caller waiting in a queue gets: 183 with early media (hold
+        music from rtpengine) when the lab has hold music, else 182."""
+        return 183 if os.path.exists(self.hold_music) else 182
+
+    def txn_count(self):
+        return int(self.sql("SELECT COUNT(*) FROM txn")[0][0])
+
+    def txn(self, txn_id, *ctl):
+        """ccqctl txn show as JSON (as the operator, or with ctl options)."""
+        return self.ccqctl_json(*ctl, "txn", "show", str(txn_id))
+
+    def wait_txn_state(self, call_id, pred, timeout=10):
+        """The TXN of a call once pred(txn JSON) holds (bounded); the last
+        state seen otherwise."""
+        last = [None]
+
+        def check():
+            ids = self.txn_ids_for_call(call_id)
+            if not ids:
+                return False
+            last[0] = self.txn(ids[-1])
+            return pred(last[0])
+        wait_until(check, timeout)
+        return last[0]
+
     @staticmethod
     def _read(path):
         try:
@@ -501,6 +606,320 @@ class Lab:
                 return f.read()
         except OSError:
             return ""
+
+
+class Sipp:
+    """One sipp process (see Lab.sipp)."""
+
+    def __init__(self, lab, scenario, port, args, remote=None, timeout=30, name=None):
+        self.lab = lab
+        self.scenario = scenario if os.path.isabs(scenario) else os.path.join(SCENARIOS, scenario)
+        self.port = int(port)
+        self.args = args
+        self.remote = remote
+        self.timeout = timeout
+        self.name = "%s-%d-%s" % (name or os.path.basename(self.scenario)[:-4], self.port,
+                                  uuid.uuid4().hex[:6])
+        os.makedirs(lab.sipp_dir, exist_ok=True)
+        base = os.path.join(lab.sipp_dir, self.name)
+        self.msg_file, self.err_file, self.log_file = base + ".msg", base + ".err", base + ".log"
+        self.proc = None
+        self.rc = None
+        self.call_id = None
+        self.started = self.ended = None
+
+    def start(self):
+        addr = "127.0.0.1:%d" % self.port
+        assert not udp_bound(addr), "sipp %s: UDP %s is busy" % (self.name, addr)
+        cmd = ["sipp", "-sf", self.scenario, "-i", "127.0.0.1", "-p", str(self.port),
+               "-m", "1", "-timeout", "%ds" % self.timeout, "-timeout_error", "-nostdin",
+               "-cp", str(PORTS.take("cp")), "-trace_msg", "-message_file", self.msg_file,
+               "-trace_err", "-error_file", self.err_file] + self.args
+        if self.remote:
+            cmd.append(self.remote)
+        self.cmd = cmd
+        self._log = open(self.log_file, "w")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, cwd=self.lab.sipp_dir,
+                                     env=self.lab.env)
+        if not self.remote:
+            # a UAS: wait until it listens (bounded)
+            if not wait_until(lambda: udp_bound(addr) or self.proc.poll() is not None, 10):
+                self.stop()
+                raise AssertionError("sipp %s did not bind %s" % (self.name, addr))
+            assert self.proc.poll() is None, "sipp %s exited at once:\n%s" % (
+                self.name, self.summary())
+        return self
+
+    def wait(self, timeout=None):
+        """The exit code, or None if it still runs after timeout seconds
+        (default: its own -timeout plus a margin)."""
+        if self.rc is not None:
+            return self.rc
+        try:
+            self.rc = self.proc.wait(timeout=self.timeout + 15 if timeout is None else timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self.ended = time.monotonic()
+        self._log.close()
+        return self.rc
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        """Kill it if it still runs (a phone that got no call)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc is not None and self.rc is None:
+            self.rc = self.proc.returncode
+            self.ended = time.monotonic()
+        if hasattr(self, "_log") and not self._log.closed:
+            self._log.close()
+
+    def elapsed(self):
+        return (self.ended or time.monotonic()) - self.started
+
+    def messages(self):
+        """[(direction, first line, full text)] from the message trace; for a
+        call placed with a known Call-ID only that call's messages (a late
+        retransmission for an earlier call on the same port is not ours)."""
+        text = Lab._read(self.msg_file)
+        out = []
+        for block in re.split(r"^-{20,} .*$", text, flags=re.M):
+            m = re.search(r"message (sent|received)[^\n]*\n\s*\n([^\r\n]+)", block)
+            if not m:
+                continue
+            if self.call_id:
+                cid = re.search(r"^(?:Call-ID|i):\s*(\S+)", block, re.M | re.I)
+                if cid and cid.group(1) != self.call_id:
+                    continue
+            out.append((m.group(1), m.group(2).strip(), block))
+        return out
+
+    def responses(self):
+        """Status codes received, in order (retransmissions included)."""
+        return [int(first.split()[1]) for d, first, _ in self.messages()
+                if d == "received" and first.startswith("SIP/2.0 ")]
+
+    def requests(self):
+        """Methods received, in order."""
+        return [first.split()[0] for d, first, _ in self.messages()
+                if d == "received" and not first.startswith("SIP/2.0 ")]
+
+    def received(self, start):
+        """Full text of the messages received whose first line starts with START."""
+        return [blk for d, first, blk in self.messages() if d == "received"
+                and first.startswith(start)]
+
+    def final(self):
+        """The first final response (>= 200) received, or None."""
+        return next((c for c in self.responses() if c >= 200), None)
+
+    def summary(self):
+        out = Lab._read(self.log_file)
+        err = Lab._read(self.err_file)
+        return "%s (exit %s): %s\n%s\n--- unexpected messages:\n%s\n--- trace (last 3000):\n%s" % (
+            self.name, self.rc, " ".join(self.cmd[:3]), out[-2000:], err[-2000:],
+            Lab._read(self.msg_file)[-3000:])
+
+
+# --------------------------------------------------------------- directory
+_used_dids = set()
+
+
+def new_did():
+    """A Singapore fixed-line number no test has used in this session."""
+    while True:
+        did = "+656%07d" % (uuid.uuid4().int % 10 ** 7)
+        if did not in _used_dids:
+            _used_dids.add(did)
+            return did
+
+
+class Inbox:
+    def __init__(self, org, name, did):
+        self.org, self.name, self.did = org, name, did
+
+    @property
+    def id(self):
+        for i in self.org.json("inbox", "list"):
+            if i["name"] == self.name:
+                return int(i["id"])
+        raise AssertionError("inbox %s not listed" % self.name)
+
+
+class Phone:
+    """A device of an agent: SIP credentials, and the UDP port its sipp
+    instances (REGISTER, then the answering scenario) use."""
+
+    def __init__(self, org, ext, username, password, port, kind):
+        self.org, self.lab = org, org.lab
+        self.ext, self.username, self.password = ext, username, password
+        self.port, self.kind = port, kind
+        self.contact = "sip:%s@127.0.0.1:%d" % (username, port)
+
+    def register(self, expires=300, password=None, expect_ok=True):
+        scen = "device_register.xml" if expect_ok else "device_register_wrong.xml"
+        run = self.lab.sipp(scen, self.port, "-key", "user", self.username, "-au",
+                            self.username, "-ap", password or self.password,
+                            "-key", "expires", str(expires), remote=self.lab.sip_addr,
+                            timeout=15, name="register-%s" % self.username)
+        if expect_ok:
+            assert run.rc == 0, "REGISTER of %s failed:\n%s" % (self.username, run.summary())
+        return run
+
+    def unregister(self):
+        return self.register(expires=0)
+
+    def answer(self, timeout=40, ring_ms=0):
+        """Answer the next call (180, 200 after 300 ms + ring_ms, wait for BYE)."""
+        extra = ["-d", str(ring_ms)] if ring_ms else []
+        return self.lab.sipp("agent_uas.xml", self.port, *extra, timeout=timeout,
+                             background=True, name="answer-%s" % self.username)
+
+    def ring(self, timeout=40):
+        """Ring on the next call and never pick up (until CANCEL)."""
+        return self.lab.sipp("agent_ring.xml", self.port, timeout=timeout, background=True,
+                             name="ring-%s" % self.username)
+
+    def registered(self):
+        for d in self.org.json("device", "list"):
+            if d["username"] == self.username:
+                return int(d["registered"])
+        raise AssertionError("device %s not listed" % self.username)
+
+
+class Org:
+    """A scratch organisation (a fresh name per test, so that tests sharing
+    the lab's database never see each other's directory)."""
+
+    def __init__(self, lab, prefix="t", country="SG"):
+        self.lab = lab
+        self.name = "%s-%s" % (prefix, uuid.uuid4().hex[:8])
+        self.ok("org", "create", self.name, country, org=False)
+
+    # ---- ccqctl as the local operator (-o ORG) or as a user (--as EXT@ORG)
+    def ctl(self, *args, as_=None, org=True, timeout=20):
+        pre = []
+        if as_:
+            pre += ["--as", "%s@%s" % (as_, self.name)]
+        elif org:
+            pre += ["-o", self.name]
+        return self.lab.ccqctl(*(pre + list(args)), timeout=timeout)
+
+    def ok(self, *args, **kw):
+        r = self.ctl(*args, **kw)
+        assert r.returncode == 0, "ccqctl %s failed (%d): %s%s" % (
+            " ".join(args), r.returncode, r.stdout, r.stderr)
+        return r
+
+    def json(self, *args, **kw):
+        r = self.ctl("--json", *args, **kw)
+        assert r.returncode == 0, "ccqctl --json %s failed (%d): %s%s" % (
+            " ".join(args), r.returncode, r.stdout, r.stderr)
+        return json.loads(r.stdout)
+
+    def error(self, *args, **kw):
+        """Run a command that must fail with queued's error; returns
+        (error code name, message)."""
+        r = self.ctl("--json", *args, **kw)
+        assert r.returncode == 1, "ccqctl %s: expected an error reply, got exit %d: %s%s" % (
+            " ".join(args), r.returncode, r.stdout, r.stderr)
+        e = json.loads(r.stdout)
+        return e["error"], e["message"]
+
+    # ---- the directory
+    def user(self, ext, name, role="member", addon=False, max_calls=None, wrapup=None):
+        args = ["user", "create", ext, name, "--role", role]
+        if addon:
+            args.append("--addon")
+        if max_calls is not None:
+            args += ["--max-calls", str(max_calls)]
+        if wrapup is not None:
+            args += ["--wrapup", str(wrapup)]
+        return self.json(*args)["id"]
+
+    def device(self, ext, kind="desk_phone", port=None, label=None):
+        username = "u%s-%s" % (ext, uuid.uuid4().hex[:8])
+        password = "pw-%s" % uuid.uuid4().hex[:12]
+        args = ["device", "add", ext, kind, username, password, "--domain", "127.0.0.1"]
+        if label:
+            args += ["--label", label]
+        self.json(*args)
+        return Phone(self, ext, username, password, port or PORTS.take("peer"), kind)
+
+    def inbox(self, name, ring_timeout=5, max_wait=30, did=True):
+        self.json("inbox", "create", name, "--ring-timeout", str(ring_timeout),
+                  "--max-wait", str(max_wait))
+        number = None
+        if did:
+            number = new_did()
+            self.json("inbox", "did", "add", name, number)
+        return Inbox(self, name, number)
+
+    def member(self, inbox, ext):
+        self.json("inbox", "member", "add", getattr(inbox, "name", inbox), ext)
+
+    def customer(self, name, *numbers, verified=False):
+        args = ["customer", "create", name]
+        if numbers:
+            args += ["--number", ",".join(numbers)]
+        if verified:
+            args.append("--verified")
+        return self.json(*args)["id"]
+
+    def agent(self, inbox, ext, name, **kw):
+        """A user who is a member of INBOX with one desk phone."""
+        self.user(ext, name, **kw)
+        self.member(inbox, ext)
+        return self.device(ext)
+
+    def watch(self, ext, secs=10, count=None):
+        return Watch(self, ext, secs, count)
+
+
+class Watch:
+    """`ccqctl --as EXT@ORG -j watch` in the background."""
+
+    def __init__(self, org, ext, secs, count):
+        lab = org.lab
+        cmd = [CCQCTL, "-s", lab.queued_sock, "--as", "%s@%s" % (ext, org.name), "-j",
+               "watch", "--for", str(secs)]
+        if count:
+            cmd += ["--count", str(count)]
+        self.secs = secs
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=lab.env)
+        # the subscription is made at once; give it a moment before the call
+        time.sleep(0.7)
+        assert self.proc.poll() is None, "ccqctl watch exited: %s" % (self.proc.stderr.read(),)
+
+    def events(self):
+        """Wait for the watcher to end (--for/--count) and return its events."""
+        try:
+            out, err = self.proc.communicate(timeout=self.secs + 10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate(timeout=10)
+        assert self.proc.returncode == 0, "ccqctl watch exit %s: %s" % (
+            self.proc.returncode, err)
+        evs = []
+        for line in out.splitlines():
+            line = line.strip()
+            if line:
+                evs.append(json.loads(line))
+        return evs
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate(timeout=10)
 
 
 def write_queued_conf(path, **kv):
@@ -526,3 +945,63 @@ def read_conf(path):
 def pick(rx, text):
     m = re.search(rx, text)
     return m.group(0) if m else None
+
+
+class Baresip:
+    """A baresip softphone as an agent's device, from the templates in
+    tests/baresip (see its README): registers with the device's digest
+    credentials through the proxy and answers every call at once
+    (answermode=auto). Loopback only; stopped by its pid."""
+
+    TEMPLATES = os.path.join(TOP, "tests", "baresip")
+
+    def __init__(self, phone):
+        self.phone, self.lab = phone, phone.lab
+        self.dir = os.path.join(self.lab.sipp_dir, "baresip-%s" % phone.username)
+        os.makedirs(self.dir, exist_ok=True)
+        self.log_file = os.path.join(self.dir, "baresip.log")
+        subs = {
+            "@SIP_LISTEN@": "127.0.0.1:%d" % phone.port,
+            "@CONS_LISTEN@": "127.0.0.1:%d" % PORTS.take("cp"),
+            "@HEARD_WAV@": os.path.join(self.dir, "heard.wav"),
+            "@USER@": phone.username,
+            "@PASSWORD@": phone.password,
+            "@DOMAIN@": "127.0.0.1",
+            "@PROXY@": self.lab.sip_addr,
+        }
+        for name in ("config", "accounts"):
+            with open(os.path.join(self.TEMPLATES, name + ".in")) as f:
+                text = f.read()
+            for k, v in subs.items():
+                text = text.replace(k, v)
+            left = [l for l in text.splitlines()
+                    if not l.startswith("#") and re.search(r"@[A-Z_]+@", l)]
+            assert not left, "unfilled placeholders in %s.in: %r" % (name, left)
+            if name == "config":
+                # media ports from the test pool too (not the kernel's range)
+                text += "rtp_ports\t\t%d-%d\n" % (PORTS.base + 6000, PORTS.base + 6199)
+            with open(os.path.join(self.dir, name), "w") as f:
+                f.write(text)
+        open(os.path.join(self.dir, "contacts"), "w").close()
+        self.proc = None
+
+    def start(self, secs=60):
+        self._log = open(self.log_file, "w")
+        self.proc = subprocess.Popen(["baresip", "-f", self.dir, "-t", str(secs)],
+                                     stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, cwd=self.dir, env=self.lab.env)
+        return self
+
+    def log(self):
+        return Lab._read(self.log_file)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if hasattr(self, "_log"):
+            self._log.close()

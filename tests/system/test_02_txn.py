@@ -1,4 +1,5 @@
-"""An INVITE through Kamailio creates a transaction (TXN) in MySQL via queued."""
+"""A carrier call to an inbox DID, answered by a registered agent, produces
+a transaction (TXN) in MySQL via queued; ccqctl shows and lists it."""
 
 
 def txn_items(listing):
@@ -12,15 +13,17 @@ def test_invite_creates_txn(running_lab):
     lab = running_lab
     c = lab.call()
     lab.assert_call_ok(c)
+    did = lab.basic()["inbox"].did
 
     ids = lab.wait_txn_for_call(c["call_id"])
     assert len(ids) == 1, "expected one TXN row for Call-ID %s, got %r" % (c["call_id"], ids)
     txn_id = ids[0]
-    row = lab.sql("SELECT direction, call_type, status, from_uri, to_uri "
+    row = lab.sql("SELECT direction, call_type, status, to_uri, result "
                   "FROM txn WHERE id = %d" % txn_id)[0]
-    direction, call_type, status, from_uri, to_uri = row
+    direction, call_type, status, to_uri, result = row
+    assert direction == "inbound", row
     assert call_type == "direct", row        # no callback token: a direct call
-    assert "6001" in to_uri, row
+    assert did in to_uri, row
 
     shown = lab.ccqctl_json("txn", "show", str(txn_id))
     assert isinstance(shown, dict), shown

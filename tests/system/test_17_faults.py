@@ -1,0 +1,99 @@
+"""Faults during calls: queued restarting while a call rings or talks (the
+call completes, its TXN and journey are whole), MySQL briefly unavailable
+(nothing acknowledged is lost)."""
+
+import time
+
+from ccqlab import wait_until
+
+JANE = "+6591234567"
+
+ORDER = ["received", "routed", "ringing", "answered", "ended"]
+
+
+def setup_agent(org):
+    ib = org.inbox("Sales", ring_timeout=15, max_wait=30)
+    phone = org.agent(ib, "101", "Alice Lim")
+    phone.register()
+    org.customer("Jane Tan", JANE)
+    return ib, phone
+
+
+def assert_whole(lab, call_id, talk_min, talk_max, timeout=20):
+    t = lab.wait_txn_state(call_id, lambda t: t["status"] == "Ended", timeout)
+    assert t and t["status"] == "Ended", "TXN of %s did not end: %r" % (call_id, t)
+    assert t["result"] == "answered" and t["agent_ext"] == "101", t
+    kinds = [e["kind"] for e in t["events"]]
+    assert [k for k in kinds if k in ORDER] == ORDER, kinds
+    assert kinds.count("answered") == 1 and kinds.count("ended") == 1, kinds
+    assert talk_min <= int(t["talking_seconds"]) <= talk_max, (
+        "talking duration %s s, expected %d..%d s: answered_at %s, ended_at %s (events %r)"
+        % (t["talking_seconds"], talk_min, talk_max, t["answered_at"], t["ended_at"],
+           [(e["at"], e["kind"]) for e in t["events"]]))
+    return t
+
+
+def restart_queued(lab):
+    off = lab.log_size("kamailio")
+    assert lab.stop_queued(), "queued did not stop"
+    lab.up(timeout=300)
+    # the module reconnects within its reconnect interval (1 s)
+    wait_until(lambda: "connected to queued again" in lab.log_since("kamailio", off), 5)
+
+
+def test_queued_restarts_while_the_call_rings(running_lab, org):
+    lab = running_lab
+    ib, phone = setup_agent(org)
+    ans = phone.answer(ring_ms=4000, timeout=40)
+    try:
+        call = lab.carrier(ib.did, duration_ms=2000, timeout=40, background=True)
+        assert lab.wait_txn_state(call.call_id, lambda t: t["status"] == "Assigning", 8), \
+            "the call never rang"
+        restart_queued(lab)
+        assert call.wait() == 0, "the call did not complete:\n" + call.summary()
+        assert ans.wait(10) == 0, ans.summary()
+    finally:
+        call.stop()
+        ans.stop()
+    assert_whole(lab, call.call_id, 1, 3)
+
+
+def test_queued_restarts_during_the_conversation(running_lab, org):
+    lab = running_lab
+    ib, phone = setup_agent(org)
+    ans = phone.answer(timeout=40)
+    try:
+        call = lab.carrier(ib.did, duration_ms=6000, timeout=40, background=True)
+        assert lab.wait_txn_state(call.call_id, lambda t: t["status"] == "Assigned", 8), \
+            "the call was not answered"
+        restart_queued(lab)
+        assert call.wait() == 0, "the call did not complete:\n" + call.summary()
+        assert ans.wait(10) == 0, ans.summary()
+    finally:
+        call.stop()
+        ans.stop()
+    assert_whole(lab, call.call_id, 5, 7)
+    # Alice is free again for the next call
+    assert org.json("me", as_="101")["calls"] == []
+
+
+def test_mysql_briefly_unavailable_loses_nothing(running_lab, org):
+    lab = running_lab
+    ib, phone = setup_agent(org)
+    ans = phone.answer(timeout=60)
+    try:
+        call = lab.carrier(ib.did, duration_ms=3000, timeout=60, background=True)
+        assert lab.wait_txn_state(call.call_id, lambda t: t["status"] == "Assigned", 8), \
+            "the call was not answered"
+        r = lab.lab("down", "mysql", timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        # the caller hangs up while MySQL is down: the proxy's report must not
+        # be lost, and the end is when the caller hung up, not when MySQL came back
+        assert call.wait() == 0, "the call did not complete:\n" + call.summary()
+        time.sleep(4)
+        lab.up(timeout=300)
+        assert ans.wait(10) == 0, ans.summary()
+    finally:
+        call.stop()
+        ans.stop()
+    assert_whole(lab, call.call_id, 2, 4, timeout=30)
