@@ -231,9 +231,14 @@ static void on_final_reply(struct cell *t, int type, struct tmcb_params *ps)
 	snprintf(by, sizeof(by), "failed:%d", ps->code);
 	id = ccq_async_next_id();
 	ccq_enc_init(&e);
-	ccq_enc_request(&e, id, "call.ended", 2);
+	ccq_enc_request(&e, id, "call.ended", 3);
 	ccq_pack_kv_str(&e.pk, "call_id", callid);
 	ccq_pack_kv_str(&e.pk, "by", by);
+	{
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ccq_pack_kv_uint(&e.pk, "at_ms", (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+	}
 	ccq_async_report(&e, id);
 }
 

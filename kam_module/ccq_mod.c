@@ -5,6 +5,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include "core/sr_module.h"
 #include "core/dprint.h"
@@ -221,6 +222,15 @@ static int w_ccq_classify(struct sip_msg *msg, char *p1, char *p2)
 
 /* ---- asynchronous decisions (no SIP worker waits on queued) ----------- */
 
+/* Wall-clock ms: reports carry the time of the event, so that a report
+ * applied late (queued restarting, MySQL briefly down) keeps the right time. */
+static uint64_t now_ms(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
 static int fixup_route_name(void **param, int param_no)
 {
 	int idx;
@@ -414,9 +424,10 @@ static int w_ccq_report_answer(struct sip_msg *msg, char *p1, char *p2)
 	}
 	id = ccq_async_next_id();
 	ccq_enc_init(&e);
-	ccq_enc_request(&e, id, "call.answered", 2);
+	ccq_enc_request(&e, id, "call.answered", 3);
 	ccq_pack_kv_str(&e.pk, "call_id", callid);
 	ccq_pack_kv_str(&e.pk, "contact", contact);
+	ccq_pack_kv_uint(&e.pk, "at_ms", now_ms());
 	return ccq_async_report(&e, id) < 0 ? -1 : 1;
 }
 
@@ -439,9 +450,10 @@ static int w_ccq_report_end(struct sip_msg *msg, char *by, char *p2)
 		return -1;
 	id = ccq_async_next_id();
 	ccq_enc_init(&e);
-	ccq_enc_request(&e, id, "call.ended", 2);
+	ccq_enc_request(&e, id, "call.ended", 3);
 	ccq_pack_kv_str(&e.pk, "call_id", callid);
 	ccq_pack_kv_str(&e.pk, "by", bybuf);
+	ccq_pack_kv_uint(&e.pk, "at_ms", now_ms());
 	return ccq_async_report(&e, id) < 0 ? -1 : 1;
 }
 
@@ -530,9 +542,10 @@ static int w_ccq_report_transfer(struct sip_msg *msg, char *p1, char *p2)
 	contact_core(&rt->uri, target, sizeof(target));
 	id = ccq_async_next_id();
 	ccq_enc_init(&e);
-	ccq_enc_request(&e, id, "call.transfer", 2);
+	ccq_enc_request(&e, id, "call.transfer", 3);
 	ccq_pack_kv_str(&e.pk, "call_id", callid);
 	ccq_pack_kv_str(&e.pk, "target", target);
+	ccq_pack_kv_uint(&e.pk, "at_ms", now_ms());
 	return ccq_async_report(&e, id) < 0 ? -1 : 1;
 }
 

@@ -44,6 +44,37 @@ static struct call_after *after_of(struct req *r)
 	return r->after_data;
 }
 
+/*
+ * The SQL time of a reported event: the report's "at_ms" (when the proxy saw
+ * it) if present and plausible, else now. A report retried through a MySQL
+ * outage or a queued restart keeps its real time.
+ */
+static void event_time(struct req *r, char *buf, size_t size)
+{
+	uint64_t at = 0;
+	if (ccq_map_uint(r->args, "at_ms", &at) == 1 && at > 1000000000000ull
+			&& at < 100000000000000ull)
+		snprintf(buf, size, "FROM_UNIXTIME(%llu.%03llu)", (unsigned long long)(at / 1000),
+			(unsigned long long)(at % 1000));
+	else
+		snprintf(buf, size, "UTC_TIMESTAMP(3)");
+}
+
+static int journey_at(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const char *text,
+		const char *at)
+{
+	struct qb q;
+	int rc;
+	qb_init(&q);
+	qb_add(&q, "INSERT INTO txn_event (txn_id, at, kind, text) VALUES (%llu, %s, '%s', ",
+		(unsigned long long)txn, at, kind);
+	qb_str(&q, m, text, strnlen(text, 1024));
+	qb_add(&q, ")");
+	rc = q.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory") : db_exec(&r->j, m, q.buf, q.len);
+	qb_free(&q);
+	return rc;
+}
+
 static int journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const char *text)
 {
 	struct qb q;
@@ -779,7 +810,7 @@ fail:
 
 static int run_call_answered(struct req *r, MYSQL *m)
 {
-	char call_id[256], contact[256], q[1400], text[500];
+	char call_id[256], contact[256], q[1400], text[500], at[64];
 	struct txn_row t;
 	struct qb qq;
 	MYSQL_RES *res;
@@ -833,11 +864,12 @@ static int run_call_answered(struct req *r, MYSQL *m)
 		snprintf(text, sizeof(text), "Answered by %s", contact[0] ? contact : "an unknown device");
 	}
 	mysql_free_result(res);
-	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Assigned', answered_at = UTC_TIMESTAMP(3), "
+	event_time(r, at, sizeof(at));
+	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Assigned', answered_at = %s, "
 		"updated_at = UTC_TIMESTAMP(3), device_id = %s%llu, agent_id = %s%u WHERE id = %llu",
-		dev ? "" : "NULL + ", (unsigned long long)dev, t.agent_id ? "" : "NULL + ", t.agent_id,
+		at, dev ? "" : "NULL + ", (unsigned long long)dev, t.agent_id ? "" : "NULL + ", t.agent_id,
 		(unsigned long long)t.id);
-	if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey(r, m, t.id, "answered", text) < 0)
+	if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey_at(r, m, t.id, "answered", text, at) < 0)
 		goto fail;
 	if (t.agent_id) {
 		snprintf(q, sizeof(q), "UPDATE txn_ring SET result = 'answered' WHERE txn_id = %llu "
@@ -867,7 +899,7 @@ fail:
 
 static int run_call_ended(struct req *r, MYSQL *m)
 {
-	char call_id[256], by[32], q[600], text[200];
+	char call_id[256], by[32], q[600], text[200], at[64];
 	const char *status = "Ended", *result;
 	struct txn_row t;
 	struct call_after *a;
@@ -936,16 +968,17 @@ static int run_call_ended(struct req *r, MYSQL *m)
 		snprintf(text, sizeof(text), "Caller hung up while %s",
 			strcmp(t.status, "Assigning") == 0 ? "ringing" : "waiting");
 	}
+	event_time(r, at, sizeof(at));
 	snprintf(q, sizeof(q), "UPDATE txn SET status = '%s', result = '%s', "
-		"ended_at = UTC_TIMESTAMP(3), updated_at = UTC_TIMESTAMP(3) WHERE id = %llu",
-		status, result, (unsigned long long)t.id);
-	if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey(r, m, t.id, "ended", text) < 0)
+		"ended_at = %s, updated_at = UTC_TIMESTAMP(3) WHERE id = %llu",
+		status, result, at, (unsigned long long)t.id);
+	if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey_at(r, m, t.id, "ended", text, at) < 0)
 		goto fail;
 	if (t.agent_id && strcmp(result, "answered") == 0) {
-		/* idle from now; wrap-up time before the next call */
-		snprintf(q, sizeof(q), "UPDATE user SET last_call_end = UTC_TIMESTAMP(3), "
-			"wrapup_until = UTC_TIMESTAMP(3) + INTERVAL wrapup_seconds SECOND WHERE id = %u",
-			t.agent_id);
+		/* idle from the end of the call; wrap-up time before the next one */
+		snprintf(q, sizeof(q), "UPDATE user SET last_call_end = %s, "
+			"wrapup_until = %s + INTERVAL wrapup_seconds SECOND WHERE id = %u",
+			at, at, t.agent_id);
 		if (db_exec(&r->j, m, q, strlen(q)) < 0)
 			goto fail;
 	} else if (t.agent_id) {
