@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 
 static int g_schema;
 
@@ -175,6 +176,23 @@ int req_who(struct req *r, MYSQL *m)
 				return req_fail(r, CCQ_E_BAD_REQUEST,
 					"'as' must be <extension>@<organisation> or a user id");
 		}
+	}
+	if (uid == 0 && r->actor.is_unix) {
+		/* a local user on the unix socket: the user whose unix_user is the
+		 * peer's login name (SO_PEERCRED) */
+		struct passwd pw, *pwp = NULL;
+		char pwbuf[1024], esc[140];
+		int found = 0;
+		if (getpwuid_r(r->actor.uid, &pw, pwbuf, sizeof(pwbuf), &pwp) == 0 && pwp
+				&& strlen(pw.pw_name) < 64) {
+			mysql_real_escape_string(m, esc, pw.pw_name, strlen(pw.pw_name));
+			snprintf(q, sizeof(q), "SELECT id FROM user WHERE unix_user = '%s'", esc);
+			if (sql_u64(r, m, q, strlen(q), &uid, &found) < 0)
+				return -1;
+		}
+		if (!found)
+			return req_fail(r, CCQ_E_DENIED, "unix user %u is neither the operator nor mapped to "
+				"a ccq user (user.unix_user)", (unsigned)r->actor.uid);
 	}
 	if (uid == 0)
 		return req_fail(r, CCQ_E_DENIED, "authenticate first (auth with an API token)");
@@ -344,7 +362,7 @@ void ops_dispatch(struct conn *c, const ccq_msg *m, const uint8_t *payload, size
 			(int)(m->name_len > 64 ? 64 : m->name_len), m->name);
 		return;
 	}
-	if (!(op->flags & OP_ANON) && !a->operator && !a->user_id) {
+	if (!(op->flags & OP_ANON) && !a->operator && !a->user_id && !a->is_unix) {
 		conn_reply_err(c, m->id, CCQ_E_DENIED,
 			"authenticate first: send 'auth' with an API token");
 		return;
