@@ -31,12 +31,15 @@
 #include "ccq_link.h"
 #include "ccq_async.h"
 #include "ccq_media.h"
+#include "ccq_comp.h"
 
 MODULE_VERSION
 
 static char *queued_addr = "unix:/run/ccq/queued.sock";
 static char *rtpengine_ng = "";
 static char *hold_music = "";
+static char *db_url = "";
+static int compliance_poll = 500;
 static int p_timeout = -1, p_retries = -1, p_reconnect = -1, p_decision = -1;
 
 static int mod_init(void);
@@ -83,6 +86,8 @@ static param_export_t params[] = {
 	{"decision_timeout", PARAM_INT, &p_decision},
 	{"rtpengine_ng", PARAM_STRING, &rtpengine_ng},
 	{"hold_music", PARAM_STRING, &hold_music},
+	{"db_url", PARAM_STRING, &db_url},
+	{"compliance_poll", PARAM_INT, &compliance_poll},
 	{0, 0, 0}
 };
 
@@ -862,11 +867,108 @@ static void ccq_rpc_txn(rpc_t *rpc, void *ctx)
 	rpc_ask(rpc, ctx, &e, id);
 }
 
+
+/* ---- compliance RPCs ------------------------------------------------------ */
+
+static const char *ccq_rpc_comp_check_doc[] = {
+	"Dry run of the outbound compliance gate: ccq.compliance.check <ext>[@<org>] <number>"
+	" [pin]; pin is valid, wrong or absent (default absent). Nothing is dialled.",
+	0
+};
+
+static void ccq_rpc_comp_check(rpc_t *rpc, void *ctx)
+{
+	str who, num, pin = STR_NULL;
+	char w[160], *at, n[80];
+	struct comp_snap *s;
+	const struct comp_user *u;
+	struct comp_verdict v;
+	enum ccq_pin_state ps = CCQ_PIN_ABSENT;
+	void *th;
+
+	if (rpc->scan(ctx, "SS", &who, &num) < 2) {
+		rpc->fault(ctx, 400, "usage: ccq.compliance.check <ext>[@<org>] <number> [valid|wrong]");
+		return;
+	}
+	if (rpc->scan(ctx, "*S", &pin) == 1 && pin.len > 0)
+		ps = (pin.len == 5 && strncmp(pin.s, "valid", 5) == 0) ? CCQ_PIN_VALID : CCQ_PIN_WRONG;
+	snprintf(w, sizeof(w), "%.*s", who.len, who.s);
+	snprintf(n, sizeof(n), "%.*s", num.len, num.s);
+	if (!(s = ccq_comp_get())) {
+		rpc->fault(ctx, 503, "no compliance data loaded yet (is db_url set and MySQL reachable?)");
+		return;
+	}
+	at = strchr(w, '@');
+	if (at)
+		*at++ = '\0';
+	u = comp_user_by_ext(s, at, w);
+	if (!u) {
+		ccq_comp_put(s);
+		rpc->fault(ctx, 404, "no such extension (add @<organisation> if it is ambiguous)");
+		return;
+	}
+	ccq_comp_check(s, u, n, strlen(n), ps, 0, &v);
+	if (rpc->add(ctx, "{", &th) >= 0) {
+		char e164[24];
+		snprintf(e164, sizeof(e164), "%s%s", v.number[0] ? "+" : "", v.number);
+		rpc->struct_add(th, "ssssssdd", "verdict",
+			v.res.verdict == CCQ_GATE_ALLOW ? "allow" : "block",
+			"rule", ccq_gate_rule_name(v.res.rule), "reason", ccq_gate_rule_reason(v.res.rule),
+			"number", e164[0] ? e164 : "-", "country", v.res.country ? v.res.country : "-",
+			"why", v.why ? v.why : "-", "international", v.res.international,
+			"pin_needed", v.res.pin_needed);
+	}
+	ccq_comp_put(s);
+}
+
+static const char *ccq_rpc_comp_reload_doc[] = {
+	"Reload the compliance lists from MySQL now (they also reload by themselves"
+	" within compliance_poll ms of any change)",
+	0
+};
+
+static void ccq_rpc_comp_reload(rpc_t *rpc, void *ctx)
+{
+	ccq_comp_reload();
+	rpc->rpl_printf(ctx, "reload requested");
+}
+
+static const char *ccq_rpc_comp_stats_doc[] = {
+	"The loaded compliance snapshot: version, entries, bytes, load time",
+	0
+};
+
+static void ccq_rpc_comp_stats(rpc_t *rpc, void *ctx)
+{
+	struct comp_snap *s = ccq_comp_get();
+	void *th;
+	if (!s) {
+		rpc->fault(ctx, 503, "no compliance data loaded yet");
+		return;
+	}
+	if (rpc->add(ctx, "{", &th) >= 0) {
+		char buf[5][32];
+		snprintf(buf[0], 32, "%llu", (unsigned long long)s->version);
+		snprintf(buf[1], 32, "%llu", (unsigned long long)s->dnc_count);
+		snprintf(buf[2], 32, "%llu", (unsigned long long)(s->numbers - s->dnc_count));
+		snprintf(buf[3], 32, "%zu", s->size);
+		snprintf(buf[4], 32, "%.2f", s->numbers ? (double)s->size / (double)s->numbers : 0.0);
+		rpc->struct_add(th, "sssssuuuu", "version", buf[0], "dnc_entries", buf[1],
+			"list_entries", buf[2], "bytes", buf[3], "bytes_per_entry", buf[4],
+			"organisations", (unsigned)s->norgs, "users", (unsigned)s->nusers,
+			"devices", (unsigned)s->ndevices, "load_ms", (unsigned)s->load_ms);
+	}
+	ccq_comp_put(s);
+}
+
 static rpc_export_t ccq_rpc[] = {
 	{"ccq.status", ccq_rpc_status, ccq_rpc_status_doc, 0},
 	{"ccq.stats", ccq_rpc_stats, ccq_rpc_stats_doc, 0},
 	{"ccq.inbox", ccq_rpc_inbox, ccq_rpc_inbox_doc, 0},
 	{"ccq.txn", ccq_rpc_txn, ccq_rpc_txn_doc, 0},
+	{"ccq.compliance.check", ccq_rpc_comp_check, ccq_rpc_comp_check_doc, 0},
+	{"ccq.compliance.reload", ccq_rpc_comp_reload, ccq_rpc_comp_reload_doc, 0},
+	{"ccq.compliance.stats", ccq_rpc_comp_stats, ccq_rpc_comp_stats_doc, 0},
 	{0, 0, 0, 0}
 };
 
@@ -943,6 +1045,12 @@ static int mod_init(void)
 		return -1;
 	if (ccq_media_init(rtpengine_ng, hold_music) < 0)
 		return -1;
+	if (compliance_poll < 50 || compliance_poll > 60000) {
+		LM_ERR("modparam compliance_poll must be 50..60000 ms, not %d\n", compliance_poll);
+		return -1;
+	}
+	if (ccq_comp_init(db_url, compliance_poll) < 0)
+		return -1;
 	return 0;
 }
 
@@ -955,7 +1063,9 @@ static int child_init(int rank)
 		return 0;
 	if (rank == PROC_MAIN) {
 		ccq_link_set_addr(queued_addr); /* for the async process; no connection here */
-		return ccq_async_fork();
+		if (ccq_async_fork() < 0)
+			return -1;
+		return ccq_comp_fork();
 	}
 	ccq_async_child();
 	ccq_link_child_init(queued_addr);

@@ -203,6 +203,14 @@ static int pack_select(struct req *r, MYSQL *m, const char *q, size_t len, const
 	return 0;
 }
 
+/* Tell the proxy's compliance loader that users or devices changed. */
+static void bump_directory(MYSQL *m)
+{
+	/* best effort: a failure only delays the proxy's view until the next change */
+	mysql_query(m, "UPDATE list_version SET version = version + 1, changed_at = "
+		"UTC_TIMESTAMP(3) WHERE name = 'directory'");
+}
+
 static int reply_id(struct req *r, uint64_t id)
 {
 	msgpack_packer *pk = req_reply(r);
@@ -328,6 +336,7 @@ static int run_user_create(struct req *r, MYSQL *m)
 	qb_free(&q);
 	if (rc < 0)
 		return -1;
+	bump_directory(m);
 	return reply_id(r, mysql_insert_id(m));
 }
 
@@ -355,6 +364,7 @@ static int run_user_update(struct req *r, MYSQL *m)
 	qb_free(&q);
 	if (rc < 0)
 		return -1;
+	bump_directory(m);
 	return reply_id(r, uid);
 }
 
@@ -427,6 +437,7 @@ static int run_device_create(struct req *r, MYSQL *m)
 	qb_free(&q);
 	if (rc < 0)
 		return -1;
+	bump_directory(m);
 	return reply_id(r, mysql_insert_id(m));
 }
 
@@ -463,6 +474,7 @@ static int run_device_update(struct req *r, MYSQL *m)
 	rc = db_exec(&r->j, m, q, strlen(q));
 	if (rc < 0)
 		return -1;
+	bump_directory(m);
 	return reply_id(r, dev);
 }
 

@@ -32,7 +32,8 @@ CREATE TABLE user_list_number (
   CONSTRAINT fk_ulist_user FOREIGN KEY (user_id) REFERENCES user (id) ON DELETE CASCADE
 ) ENGINE=InnoDB DEFAULT CHARSET=ascii COLLATE=ascii_bin;
 
--- Bumped on every change of a list or policy ('dnc', 'lists', 'policy', 'pins').
+-- Bumped on every change of a list or policy ('dnc', 'lists', 'policy', 'pins'),
+-- and of users and devices ('directory': caller IDs, device owners).
 CREATE TABLE list_version (
   name        VARCHAR(16) NOT NULL PRIMARY KEY,
   version     BIGINT UNSIGNED NOT NULL,
@@ -41,7 +42,8 @@ CREATE TABLE list_version (
 
 INSERT INTO list_version (name, version, changed_at) VALUES
   ('dnc', 1, UTC_TIMESTAMP(3)), ('lists', 1, UTC_TIMESTAMP(3)),
-  ('policy', 1, UTC_TIMESTAMP(3)), ('pins', 1, UTC_TIMESTAMP(3));
+  ('policy', 1, UTC_TIMESTAMP(3)), ('pins', 1, UTC_TIMESTAMP(3)),
+  ('directory', 1, UTC_TIMESTAMP(3));
 
 -- PINs: PBKDF2-HMAC-SHA256 "pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>".
 ALTER TABLE user ADD COLUMN pin_hash VARCHAR(200) NULL AFTER caller_id;
