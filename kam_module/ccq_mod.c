@@ -32,6 +32,11 @@
 #include "ccq_async.h"
 #include "ccq_media.h"
 #include "ccq_comp.h"
+#include "ccq_gate.h"
+#include "core/locking.h"
+#include "core/mem/shm_mem.h"
+#include <openssl/evp.h>
+#include <time.h>
 
 MODULE_VERSION
 
@@ -55,6 +60,7 @@ static int w_ccq_report_end(struct sip_msg *msg, char *by, char *p2);
 static int w_ccq_report_register(struct sip_msg *msg, char *p1, char *p2);
 static int w_ccq_report_transfer(struct sip_msg *msg, char *p1, char *p2);
 static int w_ccq_hold(struct sip_msg *msg, char *p1, char *p2);
+static int w_ccq_outbound(struct sip_msg *msg, char *p1, char *p2);
 static int w_ccq_unhold(struct sip_msg *msg, char *p1, char *p2);
 static int fixup_route_name(void **param, int param_no);
 static int pv_get_ccq(struct sip_msg *msg, pv_param_t *param, pv_value_t *res);
@@ -74,6 +80,7 @@ static cmd_export_t cmds[] = {
 	{"ccq_report_register", (cmd_function)w_ccq_report_register, 0, 0, 0, REQUEST_ROUTE},
 	{"ccq_report_transfer", (cmd_function)w_ccq_report_transfer, 0, 0, 0, REQUEST_ROUTE},
 	{"ccq_hold", (cmd_function)w_ccq_hold, 0, 0, 0, REQUEST_ROUTE | FAILURE_ROUTE},
+	{"ccq_outbound", (cmd_function)w_ccq_outbound, 0, 0, 0, REQUEST_ROUTE | FAILURE_ROUTE},
 	{"ccq_unhold", (cmd_function)w_ccq_unhold, 0, 0, 0, REQUEST_ROUTE | FAILURE_ROUTE},
 	{0, 0, 0, 0, 0, 0}
 };
@@ -115,7 +122,19 @@ struct module_exports exports = {
 
 enum ccq_pv_key { CCQ_PV_TYPE = 1, CCQ_PV_TXN, CCQ_PV_DIRECTION, CCQ_PV_LINK,
 	CCQ_PV_ACTION, CCQ_PV_CODE, CCQ_PV_REASON, CCQ_PV_INBOX, CCQ_PV_RING_TIMEOUT,
-	CCQ_PV_MAX_WAIT, CCQ_PV_TARGETS, CCQ_PV_ERROR };
+	CCQ_PV_MAX_WAIT, CCQ_PV_TARGETS, CCQ_PV_ERROR, CCQ_PV_VERDICT, CCQ_PV_RULE,
+	CCQ_PV_NUMBER, CCQ_PV_CALLER_ID };
+
+/* The last gate decision of this process (valid for the message it was made for). */
+static struct {
+	unsigned int msg_id;
+	int msg_pid;
+	char verdict[8];
+	char rule[24];
+	char reason[64];
+	char number[20];      /* "+E164" */
+	char caller_id[24];
+} g_gate;
 
 static struct {
 	unsigned int msg_id;
@@ -570,6 +589,192 @@ static int w_ccq_unhold(struct sip_msg *msg, char *p1, char *p2)
 	return ccq_media_unhold(msg);
 }
 
+
+/* ---- the outbound compliance gate --------------------------------------- */
+
+#define PIN_PREFIX '*'
+#define LOCKS_MAX 4096
+
+struct pin_locks {
+	gen_lock_t lock;
+	struct { uint32_t user; struct ccq_pin_lock l; } slot[LOCKS_MAX];
+};
+static struct pin_locks *g_locks;
+static const struct ccq_pin_lock_cfg g_lock_cfg = { 5, 900, 3600 };
+
+static int pin_locks_init(void)
+{
+	g_locks = shm_malloc(sizeof(*g_locks));
+	if (!g_locks) {
+		SHM_MEM_ERROR;
+		return -1;
+	}
+	memset(g_locks, 0, sizeof(*g_locks));
+	return lock_init(&g_locks->lock) ? 0 : -1;
+}
+
+static time_t mono_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
+/* The lock state of a user: 1 locked. fail/ok record an attempt. */
+static int pin_lock_update(uint32_t user, int fail, int ok)
+{
+	int locked = 0, i, free_i = -1;
+	time_t now = mono_s();
+
+	lock_get(&g_locks->lock);
+	for (i = 0; i < LOCKS_MAX; i++) {
+		if (g_locks->slot[i].user == user)
+			break;
+		if (!g_locks->slot[i].user && free_i < 0)
+			free_i = i;
+	}
+	if (i == LOCKS_MAX && (fail || ok) && free_i >= 0) {
+		i = free_i;
+		g_locks->slot[i].user = user;
+		memset(&g_locks->slot[i].l, 0, sizeof(g_locks->slot[i].l));
+	}
+	if (i < LOCKS_MAX) {
+		if (fail && ccq_pin_lock_fail(&g_locks->slot[i].l, &g_lock_cfg, now))
+			LM_NOTICE("user %u: outbound calls locked for %u s after %u wrong PINs\n", user,
+				g_lock_cfg.lock_seconds, g_lock_cfg.max_fails);
+		if (ok)
+			ccq_pin_lock_ok(&g_locks->slot[i].l);
+		locked = ccq_pin_locked(&g_locks->slot[i].l, now);
+	}
+	lock_release(&g_locks->lock);
+	return locked;
+}
+
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Check a PIN against "pbkdf2-sha256$<iter>$<salt hex>$<hash hex>". */
+static int pin_matches(const char *stored, const char *pin)
+{
+	unsigned char salt[64], want[64], got[64];
+	int iter, sl = 0, hl = 0, diff = 0;
+	const char *p, *q;
+
+	if (strncmp(stored, "pbkdf2-sha256$", 14) != 0)
+		return 0;
+	iter = atoi(stored + 14);
+	if (iter < 1000 || iter > 1000000 || !(p = strchr(stored + 14, '$')) || !(q = strchr(p + 1, '$')))
+		return 0;
+	for (const char *c = p + 1; c + 1 < q && sl < 64; c += 2)
+		salt[sl++] = (unsigned char)(hexval(c[0]) * 16 + hexval(c[1]));
+	for (const char *c = q + 1; c[0] && c[1] && hl < 64; c += 2)
+		want[hl++] = (unsigned char)(hexval(c[0]) * 16 + hexval(c[1]));
+	if (hl != 32 || !PKCS5_PBKDF2_HMAC(pin, (int)strlen(pin), salt, sl, iter, EVP_sha256(), 32, got))
+		return 0;
+	for (int i = 0; i < 32; i++)
+		diff |= got[i] ^ want[i];
+	return diff == 0;
+}
+
+static void gate_set(struct sip_msg *msg, const char *verdict, const char *rule,
+		const char *reason, const char *number, const char *caller_id)
+{
+	g_gate.msg_id = msg->id;
+	g_gate.msg_pid = msg->pid;
+	snprintf(g_gate.verdict, sizeof(g_gate.verdict), "%s", verdict);
+	snprintf(g_gate.rule, sizeof(g_gate.rule), "%s", rule);
+	snprintf(g_gate.reason, sizeof(g_gate.reason), "%s", reason);
+	snprintf(g_gate.number, sizeof(g_gate.number), "%s", number ? number : "");
+	snprintf(g_gate.caller_id, sizeof(g_gate.caller_id), "%s", caller_id ? caller_id : "");
+}
+
+/*
+ * ccq_outbound(): the compliance gate for a call an authenticated device
+ * places (From user@domain is the device). Decides from shared memory, with
+ * no round trip: 1 allowed ($ccq(number) is the E.164 number to send to the
+ * trunk, PIN removed; $ccq(caller_id) the extension's caller ID), -1
+ * blocked ($ccq(rule), $ccq(reason) say why: answer 403 with the reason).
+ * The verdict is reported to queued for the TXN's journey either way.
+ */
+static int w_ccq_outbound(struct sip_msg *msg, char *p1, char *p2)
+{
+	struct comp_snap *s;
+	const struct comp_user *u;
+	struct to_body *fb;
+	char user[65], domain[129], pin[16] = "", num[64], callid[256], e164[24];
+	const char *why = NULL;
+	str ru_user;
+	struct comp_verdict v;
+	enum ccq_pin_state ps = CCQ_PIN_ABSENT;
+	int rc, locked, allowed;
+
+	memset(&g_gate, 0, sizeof(g_gate));
+	if (parse_from_header(msg) < 0 || parse_sip_msg_uri(msg) < 0
+			|| call_id_of(msg, callid, sizeof(callid)) < 0) {
+		gate_set(msg, "block", "invalid_number", "Blocked: invalid request", NULL, NULL);
+		return -1;
+	}
+	fb = get_from(msg);
+	hdr_field_str(&fb->parsed_uri.user, user, sizeof(user));
+	hdr_field_str(&fb->parsed_uri.host, domain, sizeof(domain));
+	ru_user = msg->parsed_uri.user;
+	if (!(s = ccq_comp_get())) {
+		/* no lists loaded: refuse rather than dial unchecked */
+		gate_set(msg, "block", "unavailable", "Compliance data unavailable", NULL, NULL);
+		LM_ERR("outbound call %s refused: no compliance snapshot loaded\n", callid);
+		return -1;
+	}
+	u = comp_user_by_device(s, user, domain);
+	if (!u) {
+		ccq_comp_put(s);
+		gate_set(msg, "block", "unknown_device", "Blocked: unknown device", NULL, NULL);
+		return -1;
+	}
+	rc = ccq_gate_split_pin(ru_user.s ? ru_user.s : "", ru_user.s ? (size_t)ru_user.len : 0,
+		PIN_PREFIX, 0, pin, sizeof(pin), num, sizeof(num), &why);
+	if (rc < 0) {
+		ccq_comp_put(s);
+		gate_set(msg, "block", "invalid_number", "Blocked: invalid number", NULL, u->caller_id);
+		LM_NOTICE("outbound call %s from %s: bad dial string (%s)\n", callid, u->ext, why);
+		goto report;
+	}
+	if (rc == 1) {
+		/* the PIN is checked only here; it is never logged */
+		ps = (u->pin_hash[0] && pin_matches(u->pin_hash, pin)) ? CCQ_PIN_VALID : CCQ_PIN_WRONG;
+		memset(pin, 0, sizeof(pin));
+	}
+	locked = pin_lock_update(u->id, 0, 0);
+	ccq_comp_check(s, u, num, strlen(num), ps, locked, &v);
+	if (ps == CCQ_PIN_WRONG && !locked)
+		pin_lock_update(u->id, 1, 0);
+	else if (ps == CCQ_PIN_VALID && v.res.verdict == CCQ_GATE_ALLOW)
+		pin_lock_update(u->id, 0, 1);
+	snprintf(e164, sizeof(e164), "%s%s", v.number[0] ? "+" : "", v.number);
+	allowed = v.res.verdict == CCQ_GATE_ALLOW;
+	gate_set(msg, allowed ? "allow" : "block", ccq_gate_rule_name(v.res.rule),
+		ccq_gate_rule_reason(v.res.rule), e164, u->caller_id);
+	ccq_comp_put(s);
+report:
+	{
+		ccq_enc e;
+		uint64_t id = ccq_async_next_id();
+		ccq_enc_init(&e);
+		ccq_enc_request(&e, id, "call.outbound", 8);
+		ccq_pack_kv_str(&e.pk, "call_id", callid);
+		ccq_pack_kv_str(&e.pk, "username", user);
+		ccq_pack_kv_str(&e.pk, "domain", domain);
+		ccq_pack_kv_str(&e.pk, "number", g_gate.number);
+		ccq_pack_kv_str(&e.pk, "verdict", g_gate.verdict);
+		ccq_pack_kv_str(&e.pk, "rule", g_gate.rule);
+		ccq_pack_kv_str(&e.pk, "reason", g_gate.reason);
+		ccq_pack_kv_uint(&e.pk, "at_ms", now_ms());
+		ccq_async_report(&e, id);
+	}
+	return strcmp(g_gate.verdict, "allow") == 0 ? 1 : -1;
+}
+
 /* ---- $ccq(key) -------------------------------------------------------- */
 
 static int pv_parse_ccq_name(pv_spec_p sp, str *in)
@@ -579,7 +784,8 @@ static int pv_parse_ccq_name(pv_spec_p sp, str *in)
 		{"link", CCQ_PV_LINK}, {"action", CCQ_PV_ACTION}, {"code", CCQ_PV_CODE},
 		{"reason", CCQ_PV_REASON}, {"inbox", CCQ_PV_INBOX},
 		{"ring_timeout", CCQ_PV_RING_TIMEOUT}, {"max_wait", CCQ_PV_MAX_WAIT},
-		{"targets", CCQ_PV_TARGETS}, {"error", CCQ_PV_ERROR},
+		{"targets", CCQ_PV_TARGETS}, {"error", CCQ_PV_ERROR}, {"verdict", CCQ_PV_VERDICT},
+		{"rule", CCQ_PV_RULE}, {"number", CCQ_PV_NUMBER}, {"caller_id", CCQ_PV_CALLER_ID},
 	};
 	if (!sp || !in || in->len <= 0)
 		return -1;
@@ -602,6 +808,23 @@ static int pv_get_ccq(struct sip_msg *msg, pv_param_t *param, pv_value_t *res)
 	str s;
 	struct ccq_result *ar = &ccq_async_result;
 	int key = param->pvn.u.isname.name.n;
+
+	/* the gate's own variables, and $ccq(reason) after a gate decision on
+	 * this very message (even inside a resumed route) */
+	if (key >= CCQ_PV_VERDICT || (key == CCQ_PV_REASON
+			&& (!ar->active || (g_gate.msg_id == msg->id && g_gate.msg_pid == msg->pid
+				&& g_gate.verdict[0])))) {
+		if (g_gate.msg_id != msg->id || g_gate.msg_pid != msg->pid)
+			return pv_get_null(msg, param, res);
+		s.s = key == CCQ_PV_VERDICT ? g_gate.verdict : key == CCQ_PV_RULE ? g_gate.rule
+			: key == CCQ_PV_NUMBER ? g_gate.number : key == CCQ_PV_CALLER_ID ? g_gate.caller_id
+			: g_gate.reason;
+		if (!s.s[0])
+			return pv_get_null(msg, param, res);
+		s.len = strlen(s.s);
+		return pv_get_strval(msg, param, res, &s);
+	}
+
 
 	/* inside a route resumed with a decision from queued */
 	if (ar->active) {
@@ -1050,6 +1273,8 @@ static int mod_init(void)
 		return -1;
 	}
 	if (ccq_comp_init(db_url, compliance_poll) < 0)
+		return -1;
+	if (pin_locks_init() < 0)
 		return -1;
 	return 0;
 }

@@ -124,6 +124,9 @@ struct txn_row {
 	unsigned max_wait, ring_timeout;
 	long waited;      /* seconds since queued_at (or created_at) */
 	char current_call[256]; /* the live leg */
+	int outbound;
+	uint64_t device_id;
+	char customer[101];
 };
 
 static int txn_by_call(struct req *r, MYSQL *m, const char *call_id, struct txn_row *t)
@@ -138,8 +141,10 @@ static int txn_by_call(struct req *r, MYSQL *m, const char *call_id, struct txn_
 		"COALESCE(t.agent_id, 0), t.status, COALESCE(i.name, ''), COALESCE(t.number, ''), "
 		"COALESCE(i.max_wait, 0), COALESCE(i.ring_timeout, 20), "
 		"TIMESTAMPDIFF(SECOND, COALESCE(t.queued_at, t.created_at), UTC_TIMESTAMP(3)), "
-		"COALESCE(t.current_call_id, t.sip_call_id) "
-		"FROM txn t LEFT JOIN inbox i ON i.id = t.inbox_id WHERE t.id = "
+		"COALESCE(t.current_call_id, t.sip_call_id), t.direction = 'outbound', "
+		"COALESCE(t.device_id, 0), COALESCE(c.name, '') "
+		"FROM txn t LEFT JOIN inbox i ON i.id = t.inbox_id "
+		"LEFT JOIN customer c ON c.id = t.customer_id WHERE t.id = "
 		"(SELECT txn_id FROM txn_leg WHERE call_id = ");
 	qb_str(&q, m, call_id, strlen(call_id));
 	qb_add(&q, ")");
@@ -167,6 +172,9 @@ static int txn_by_call(struct req *r, MYSQL *m, const char *call_id, struct txn_
 	t->ring_timeout = (unsigned)strtoul(row[8], NULL, 10);
 	t->waited = row[9] ? strtol(row[9], NULL, 10) : 0;
 	snprintf(t->current_call, sizeof(t->current_call), "%s", row[10] ? row[10] : "");
+	t->outbound = row[11] && atoi(row[11]);
+	t->device_id = row[12] ? strtoull(row[12], NULL, 10) : 0;
+	snprintf(t->customer, sizeof(t->customer), "%s", row[13] ? row[13] : "");
 	mysql_free_result(res);
 	return 0;
 }
@@ -854,7 +862,12 @@ static int run_call_answered(struct req *r, MYSQL *m)
 			goto fail;
 		row = mysql_fetch_row(res);
 	}
-	if (row) {
+	if (t.outbound) {
+		/* the customer answered the agent's call */
+		dev = t.device_id;
+		snprintf(text, sizeof(text), "Answered by %s", t.customer[0] ? t.customer
+			: t.number[0] ? t.number : "the customer");
+	} else if (row) {
 		dev = strtoull(row[0], NULL, 10);
 		snprintf(text, sizeof(text), "Answered by %s - %s - %s%s%s%s", row[3], row[4], row[1],
 			row[2][0] ? " (" : "", row[2], row[2][0] ? ")" : "");
@@ -946,8 +959,13 @@ static int run_call_ended(struct req *r, MYSQL *m)
 	}
 	if (strcmp(t.status, "Assigned") == 0) {
 		result = "answered";
-		snprintf(text, sizeof(text), "Call ended by the %s",
-			strcmp(by, "agent") == 0 ? "agent" : "caller");
+		if (t.outbound)
+			/* the agent placed the call: "downstream" (by caller) is the agent */
+			snprintf(text, sizeof(text), "Call ended by the %s",
+				strcmp(by, "agent") == 0 ? "customer" : "agent");
+		else
+			snprintf(text, sizeof(text), "Call ended by the %s",
+				strcmp(by, "agent") == 0 ? "agent" : "caller");
 	} else if (strncmp(by, "failed", 6) == 0) {
 		/* the proxy sent the caller a final error (e.g. failed:503) */
 		int code = by[6] == ':' ? atoi(by + 7) : 0;
@@ -1086,6 +1104,163 @@ static int run_device_contact(struct req *r, MYSQL *m)
 		return -1;
 	after_of(r)->wake_dispatch = 1;
 	reply_simple(r, "ok", 0, NULL);
+	return 0;
+fail:
+	if (!r->j.conn_lost)
+		mysql_query(m, "ROLLBACK");
+	return -1;
+}
+
+
+/* ---- call.outbound: a device's call through the compliance gate ---------- */
+
+/*
+ * The module evaluated the gate (from shared memory) and reports the call:
+ * a TXN (outbound) with "Outgoing call initiated from Extension <key> -
+ * <name>", "Call routed to Inbox [<name>]" (the user's first inbox), and the
+ * verdict: blocked calls end here as Failed with the rule.
+ */
+static int run_call_outbound(struct req *r, MYSQL *m)
+{
+	char call_id[256], user[65], domain[129], number[24], verdict[8], rule[24], reason[64];
+	char q[1600], text[400], at[64], ext[33] = "", name[101] = "", caller[24] = "";
+	char inbox_name[101] = "", cust[101] = "";
+	uint64_t uid = 0, dev = 0, org = 0, inbox = 0, txn, cust_id = 0;
+	int found, blocked;
+	struct qb qq;
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	if (req_who(r, m) < 0)
+		return -1;
+	if (!r->who.operator)
+		return req_fail(r, CCQ_E_DENIED, "call reports are for the SIP proxy (local operator)");
+	if (arg_str(r, "call_id", call_id, sizeof(call_id), 1) < 0
+			|| arg_str(r, "username", user, sizeof(user), 1) < 0
+			|| arg_str(r, "domain", domain, sizeof(domain), 1) < 0
+			|| arg_str(r, "number", number, sizeof(number), 0) < 0
+			|| arg_str(r, "verdict", verdict, sizeof(verdict), 1) < 0
+			|| arg_str(r, "rule", rule, sizeof(rule), 0) < 0
+			|| arg_str(r, "reason", reason, sizeof(reason), 0) < 0)
+		return -1;
+	blocked = strcmp(verdict, "allow") != 0;
+	event_time(r, at, sizeof(at));
+	qb_init(&qq);
+	qb_add(&qq, "SELECT d.id, u.id, u.org_id, u.ext_key, u.name, COALESCE(u.caller_id, ''), "
+		"(SELECT MIN(im.inbox_id) FROM inbox_member im WHERE im.user_id = u.id) "
+		"FROM device d JOIN user u ON u.id = d.user_id WHERE d.username = ");
+	qb_str(&qq, m, user, strlen(user));
+	qb_add(&qq, " AND d.domain = ");
+	qb_str(&qq, m, domain, strlen(domain));
+	res = qq.oom ? NULL : db_select(&r->j, m, qq.buf, qq.len);
+	qb_free(&qq);
+	if (!res)
+		return -1;
+	if ((row = mysql_fetch_row(res))) {
+		dev = strtoull(row[0], NULL, 10);
+		uid = strtoull(row[1], NULL, 10);
+		org = strtoull(row[2], NULL, 10);
+		snprintf(ext, sizeof(ext), "%s", row[3]);
+		snprintf(name, sizeof(name), "%s", row[4]);
+		snprintf(caller, sizeof(caller), "%s", row[5]);
+		inbox = row[6] ? strtoull(row[6], NULL, 10) : 0;
+	}
+	mysql_free_result(res);
+	if (!uid)
+		return req_fail(r, CCQ_E_NOT_FOUND, "no device %s@%s", user, domain);
+	if (inbox) {
+		snprintf(q, sizeof(q), "SELECT name FROM inbox WHERE id = %llu", (unsigned long long)inbox);
+		if (!(res = db_select(&r->j, m, q, strlen(q))))
+			return -1;
+		if ((row = mysql_fetch_row(res)))
+			snprintf(inbox_name, sizeof(inbox_name), "%s", row[0]);
+		mysql_free_result(res);
+	}
+	if (number[0] == '+') {
+		char esc[40];
+		mysql_real_escape_string(m, esc, number, strlen(number));
+		snprintf(q, sizeof(q), "SELECT c.id, c.name FROM customer_number n JOIN customer c ON "
+			"c.id = n.customer_id WHERE n.org_id = %llu AND n.number = '%s'",
+			(unsigned long long)org, esc);
+		if (!(res = db_select(&r->j, m, q, strlen(q))))
+			return -1;
+		if ((row = mysql_fetch_row(res))) {
+			cust_id = strtoull(row[0], NULL, 10);
+			snprintf(cust, sizeof(cust), "%s", row[1]);
+		}
+		mysql_free_result(res);
+	}
+	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
+		return -1;
+	qb_init(&qq);
+	qb_add(&qq, "SELECT t.id FROM txn_leg l JOIN txn t ON t.id = l.txn_id WHERE l.call_id = ");
+	qb_str(&qq, m, call_id, strlen(call_id));
+	if (qq.oom || sql_u64(r, m, qq.buf, qq.len, &txn, &found) < 0) {
+		qb_free(&qq);
+		goto fail;
+	}
+	if (found) { /* a retransmitted INVITE already reported */
+		qb_free(&qq);
+		mysql_query(m, "ROLLBACK");
+		reply_simple(r, "ok", 0, NULL);
+		return 0;
+	}
+	qq.len = 0;
+	qb_add(&qq, "INSERT INTO txn (org_id, inbox_id, customer_id, agent_id, device_id, kind, "
+		"direction, call_type, status, sip_call_id, current_call_id, caller_id, number, result, "
+		"failure_reason, created_at, updated_at, ended_at) VALUES (%llu, %s%llu, %s%llu, %llu, %llu, "
+		"'call', 'outbound', 'outbound', '%s', ", (unsigned long long)org, inbox ? "" : "NULL + ",
+		(unsigned long long)inbox, cust_id ? "" : "NULL + ", (unsigned long long)cust_id,
+		(unsigned long long)uid, (unsigned long long)dev, blocked ? "Failed" : "Assigning");
+	qb_str(&qq, m, call_id, strlen(call_id));
+	qb_add(&qq, ", ");
+	qb_str(&qq, m, call_id, strlen(call_id));
+	qb_add(&qq, ", ");
+	qb_str(&qq, m, caller[0] ? caller : NULL, strlen(caller));
+	qb_add(&qq, ", ");
+	qb_str(&qq, m, number[0] ? number : NULL, strlen(number));
+	qb_add(&qq, ", %s, ", blocked ? "'blocked'" : "NULL");
+	qb_str(&qq, m, blocked ? reason : NULL, strlen(reason));
+	qb_add(&qq, ", %s, UTC_TIMESTAMP(3), %s)", at, blocked ? at : "NULL");
+	if (qq.oom || db_exec(&r->j, m, qq.buf, qq.len) < 0) {
+		qb_free(&qq);
+		goto fail;
+	}
+	txn = mysql_insert_id(m);
+	qq.len = 0;
+	qb_add(&qq, "INSERT INTO txn_leg (call_id, txn_id, kind, created_at) VALUES (");
+	qb_str(&qq, m, call_id, strlen(call_id));
+	qb_add(&qq, ", %llu, 'first', %s)", (unsigned long long)txn, at);
+	if (qq.oom || db_exec(&r->j, m, qq.buf, qq.len) < 0) {
+		qb_free(&qq);
+		goto fail;
+	}
+	qb_free(&qq);
+	snprintf(text, sizeof(text), "Outgoing call initiated from Extension %s - %s", ext, name);
+	if (journey_at(r, m, txn, "initiated", text, at) < 0)
+		goto fail;
+	if (inbox_name[0]) {
+		snprintf(text, sizeof(text), "Call routed to Inbox [%s]", inbox_name);
+		if (journey_at(r, m, txn, "routed", text, at) < 0)
+			goto fail;
+	}
+	if (blocked) {
+		snprintf(text, sizeof(text), "Blocked by compliance: %s (rule %s)", reason, rule);
+		if (journey_at(r, m, txn, "blocked", text, at) < 0)
+			goto fail;
+	} else {
+		snprintf(text, sizeof(text), "Compliance check passed; dialling %s%s%s%s", number,
+			cust[0] ? " (" : "", cust, cust[0] ? ")" : "");
+		if (journey_at(r, m, txn, "dialling", text, at) < 0)
+			goto fail;
+	}
+	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
+		return -1;
+	{
+		msgpack_packer *pk = req_reply(r);
+		msgpack_pack_map(pk, 1);
+		ccq_pack_kv_uint(pk, "txn", txn);
+	}
 	return 0;
 fail:
 	if (!r->j.conn_lost)
@@ -1389,6 +1564,7 @@ const struct op_def ops_call[] = {
 	{ "call.answered", run_call_answered, NULL, after_call, OP_RETRY },
 	{ "call.ended", run_call_ended, NULL, after_ended, OP_RETRY },
 	{ "call.transfer", run_call_transfer, NULL, after_call, OP_RETRY },
+	{ "call.outbound", run_call_outbound, NULL, NULL, OP_RETRY },
 	{ "call.wait", NULL, calls_op_wait, NULL, 0 },
 	{ "device.contact", run_device_contact, NULL, after_call, OP_RETRY },
 	{ "watch", run_watch, NULL, after_watch, 0 },
