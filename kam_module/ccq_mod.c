@@ -1056,7 +1056,7 @@ static void ccq_rpc_inbox(rpc_t *rpc, void *ctx)
 	ccq_enc e;
 	uint64_t id = ccq_link_next_id();
 
-	if (rpc->scan(ctx, "SS", &org, &inbox) < 2) {
+	if (rpc->scan(ctx, ".S.S", &org, &inbox) < 2) {
 		rpc->fault(ctx, 400, "usage: ccq.inbox <organisation> <inbox name>");
 		return;
 	}
@@ -1109,11 +1109,12 @@ static void ccq_rpc_comp_check(rpc_t *rpc, void *ctx)
 	enum ccq_pin_state ps = CCQ_PIN_ABSENT;
 	void *th;
 
-	if (rpc->scan(ctx, "SS", &who, &num) < 2) {
+	/* ".": a digits-only argument (kamcmd sends it as an integer) is taken as text */
+	if (rpc->scan(ctx, ".S.S", &who, &num) < 2) {
 		rpc->fault(ctx, 400, "usage: ccq.compliance.check <ext>[@<org>] <number> [valid|wrong]");
 		return;
 	}
-	if (rpc->scan(ctx, "*S", &pin) == 1 && pin.len > 0)
+	if (rpc->scan(ctx, "*.S", &pin) == 1 && pin.len > 0)
 		ps = (pin.len == 5 && strncmp(pin.s, "valid", 5) == 0) ? CCQ_PIN_VALID : CCQ_PIN_WRONG;
 	snprintf(w, sizeof(w), "%.*s", who.len, who.s);
 	snprintf(n, sizeof(n), "%.*s", num.len, num.s);

@@ -88,23 +88,35 @@ def test_invite_from_unknown_address_is_challenged(running_lab, org):
     assert lab.txn_count() == before, "an unauthenticated call created a TXN"
 
 
-def test_device_call_with_credentials_is_authenticated_then_refused(org, running_lab):
+def test_device_call_with_credentials_is_authenticated_then_gated(org, running_lab):
+    """An authenticated device call goes through the outbound compliance gate:
+    a number on the DNC registry gets 403 with the rule's reason, and the
+    blocked call is recorded; a wrong password never gets that far."""
     lab = running_lab
     org.user("101", "Alice Lim")
     phone = org.device("101")
+    lab.ccqctl("list", "add", "dnc", "+6591234567")
+    # the proxy's snapshot holds the device once it holds this DNC entry
+    def gated():
+        # kamcmd sends "+6591234567" as an integer (losing the +): s: keeps it text
+        r = lab.kamcmd("ccq.compliance.check", "101@" + org.name, "s:+6591234567")
+        return r.returncode == 0 and "rule: dnc" in r.stdout
+    assert wait_until(gated, 5), "the DNC entry did not reach Kamailio within 5 s"
     before = lab.txn_count()
-    run = lab.sipp("device_call.xml", phone.port, "-s", "6591234567", "-key", "user",
+    run = lab.sipp("device_call.xml", phone.port, "-s", "+6591234567", "-key", "user",
                    phone.username, "-au", phone.username, "-ap", phone.password,
                    remote=lab.sip_addr, timeout=15, name="device-call")
     assert run.rc == 0, run.summary()
     codes = [c for c in run.responses() if c >= 200]
     assert codes[0] in (401, 407), codes
-    assert codes[-1] == 403, "authenticated device call: expected 403, got %r\n%s" % (
+    assert codes[-1] == 403, "authenticated device call to a DNC number: expected 403, got %r\n%s" % (
         codes, run.summary())
-    assert "Outbound calls are not enabled" in run.received("SIP/2.0 403")[0]
-    # with a wrong password the second INVITE is challenged again, never 403
-    bad = lab.sipp("device_call.xml", phone.port, "-s", "6591234567", "-key", "user",
+    assert "Blocked by DNC registry" in run.received("SIP/2.0 403")[0]
+    assert wait_until(lambda: lab.txn_count() == before + 1, 5), "the blocked call has no TXN"
+    # with a wrong password the second INVITE is challenged again, never gated
+    bad = lab.sipp("device_call.xml", phone.port, "-s", "+6591234567", "-key", "user",
                    phone.username, "-au", phone.username, "-ap", "wrong-password",
                    remote=lab.sip_addr, timeout=15, name="device-call-bad")
     assert [c for c in bad.responses() if c >= 200][-1] in (401, 407), bad.summary()
-    assert lab.txn_count() == before
+    assert lab.txn_count() == before + 1
+    lab.ccqctl("list", "remove", "dnc", "+6591234567")
