@@ -151,12 +151,15 @@ const struct comp_user *comp_user_by_device(const struct comp_snap *s, const cha
 	return NULL;
 }
 
+static enum ccq_gate_verdict gate_eval(const struct comp_snap *s, const struct comp_user *u,
+		const struct comp_org *o, struct comp_verdict *v, enum ccq_pin_state pin_state,
+		int pin_locked);
+
 enum ccq_gate_verdict ccq_comp_check(const struct comp_snap *s, const struct comp_user *u,
 		const char *dialled, size_t len, enum ccq_pin_state pin_state, int pin_locked,
 		struct comp_verdict *v)
 {
 	const struct comp_org *o = &comp_orgs(s)[u->org];
-	struct ccq_gate_input in;
 
 	memset(v, 0, sizeof(*v));
 	if (ccq_e164_normalize(dialled, len, o->country, v->number, &v->why) < 0) {
@@ -164,6 +167,42 @@ enum ccq_gate_verdict ccq_comp_check(const struct comp_snap *s, const struct com
 		v->res.rule = CCQ_RULE_INVALID_NUMBER;
 		return CCQ_GATE_BLOCK;
 	}
+	/*
+	 * A number dialled without '+' or 00 that starts with the
+	 * organisation's own calling code ("6591234567" in Singapore) could be
+	 * meant either way; the national reading ("+65 6591234567") must not let
+	 * the international one slip past a list: evaluate both, and block if
+	 * the international reading is blocked.
+	 */
+	if (len > 0 && dialled[0] != '+' && !(len > 1 && dialled[0] == '0' && dialled[1] == '0')) {
+		char plus[72], alt[CCQ_E164_BUFSZ];
+		const char *why2;
+		size_t n = len < sizeof(plus) - 2 ? len : sizeof(plus) - 2;
+		plus[0] = '+';
+		memcpy(plus + 1, dialled, n);
+		plus[n + 1] = '\0';
+		if (ccq_e164_normalize(plus, n + 1, NULL, alt, &why2) == 0 && strcmp(alt, v->number) != 0
+				&& ccq_e164_country_code(alt) == ccq_e164_region_code(o->country)) {
+			struct comp_verdict v2;
+			memset(&v2, 0, sizeof(v2));
+			snprintf(v2.number, sizeof(v2.number), "%s", alt);
+			if (gate_eval(s, u, o, &v2, pin_state, pin_locked) == CCQ_GATE_BLOCK
+					&& v2.res.rule != CCQ_RULE_PIN_REQUIRED && v2.res.rule != CCQ_RULE_PIN_WRONG
+					&& v2.res.rule != CCQ_RULE_PIN_LOCKED) {
+				*v = v2;
+				return CCQ_GATE_BLOCK;
+			}
+		}
+	}
+	return gate_eval(s, u, o, v, pin_state, pin_locked);
+}
+
+static enum ccq_gate_verdict gate_eval(const struct comp_snap *s, const struct comp_user *u,
+		const struct comp_org *o, struct comp_verdict *v, enum ccq_pin_state pin_state,
+		int pin_locked)
+{
+	struct ccq_gate_input in;
+
 	memset(&in, 0, sizeof(in));
 	in.number = v->number;
 	in.org_country = o->country;

@@ -747,7 +747,8 @@ static int w_ccq_outbound(struct sip_msg *msg, char *p1, char *p2)
 	}
 	locked = pin_lock_update(u->id, 0, 0);
 	ccq_comp_check(s, u, num, strlen(num), ps, locked, &v);
-	if (ps == CCQ_PIN_WRONG && !locked)
+	/* only a PIN the policy looked at counts towards the lockout */
+	if (v.res.rule == CCQ_RULE_PIN_WRONG)
 		pin_lock_update(u->id, 1, 0);
 	else if (ps == CCQ_PIN_VALID && v.res.verdict == CCQ_GATE_ALLOW)
 		pin_lock_update(u->id, 0, 1);
@@ -1095,7 +1096,8 @@ static void ccq_rpc_txn(rpc_t *rpc, void *ctx)
 
 static const char *ccq_rpc_comp_check_doc[] = {
 	"Dry run of the outbound compliance gate: ccq.compliance.check <ext>[@<org>] <number>"
-	" [pin]; pin is valid, wrong or absent (default absent). Nothing is dialled.",
+	" [valid|wrong] (a PIN dialled and valid or wrong; omit it for none). Nothing is"
+	" dialled. With kamcmd, pass digits-only values as s:<value>.",
 	0
 };
 

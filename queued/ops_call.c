@@ -443,7 +443,7 @@ static int attach_transfer(struct req *r, MYSQL *m, const char *call_id, const c
 	uint64_t txn = 0, tuid = 0;
 	struct ring_pick p;
 	struct txn_row t;
-	char text[700];
+	char text[700], prev_leg[256] = "";
 
 	if (!dest[0])
 		return 0;
@@ -465,6 +465,14 @@ static int attach_transfer(struct req *r, MYSQL *m, const char *call_id, const c
 		return 0;
 	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
 		return -1;
+	/* the live leg before this one ('' once the transferring agent left) */
+	snprintf(q, sizeof(q), "SELECT COALESCE(current_call_id, sip_call_id) FROM txn WHERE id = %llu",
+		(unsigned long long)txn);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		goto fail;
+	if ((row = mysql_fetch_row(res)))
+		snprintf(prev_leg, sizeof(prev_leg), "%s", row[0] ? row[0] : "");
+	mysql_free_result(res);
 	{
 		struct qb qq;
 		qb_init(&qq);
@@ -506,11 +514,30 @@ static int attach_transfer(struct req *r, MYSQL *m, const char *call_id, const c
 	}
 	mysql_free_result(res);
 	if (p.ntargets == 0) {
+		struct qb qq;
 		if (journey(r, m, txn, "transfer_failed", "Transfer target has no registered device") < 0)
 			goto fail;
-		snprintf(q, sizeof(q), "UPDATE txn SET status = 'Assigned' WHERE id = %llu",
-			(unsigned long long)txn);
-		if (db_exec(&r->j, m, q, strlen(q)) < 0 || db_exec(&r->j, m, "COMMIT", 6) < 0)
+		qb_init(&qq);
+		if (prev_leg[0]) {
+			/* the call stays with the transferring agent, on the old leg */
+			qb_add(&qq, "UPDATE txn SET status = 'Assigned', current_call_id = ");
+			qb_str(&qq, m, prev_leg, strlen(prev_leg));
+			qb_add(&qq, " WHERE id = %llu", (unsigned long long)txn);
+		} else {
+			/* the agent had already left: nobody is on the call any more */
+			qb_add(&qq, "UPDATE txn SET status = 'Ended', result = 'answered', "
+				"ended_at = UTC_TIMESTAMP(3), updated_at = UTC_TIMESTAMP(3) WHERE id = %llu",
+				(unsigned long long)txn);
+		}
+		if (qq.oom || db_exec(&r->j, m, qq.buf, qq.len) < 0) {
+			qb_free(&qq);
+			goto fail;
+		}
+		qb_free(&qq);
+		if (!prev_leg[0] && journey(r, m, txn, "ended", "Call ended: the transfer failed "
+				"after the agent had left") < 0)
+			goto fail;
+		if (db_exec(&r->j, m, "COMMIT", 6) < 0)
 			return -1;
 		reply_simple(r, "reject", 480, "Temporarily Unavailable");
 		return 1;
@@ -878,7 +905,7 @@ static int run_call_answered(struct req *r, MYSQL *m)
 	}
 	mysql_free_result(res);
 	event_time(r, at, sizeof(at));
-	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Assigned', answered_at = %s, "
+	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Assigned', answered_at = COALESCE(answered_at, %s), "
 		"updated_at = UTC_TIMESTAMP(3), device_id = %s%llu, agent_id = %s%u WHERE id = %llu",
 		at, dev ? "" : "NULL + ", (unsigned long long)dev, t.agent_id ? "" : "NULL + ", t.agent_id,
 		(unsigned long long)t.id);
@@ -949,6 +976,14 @@ static int run_call_ended(struct req *r, MYSQL *m)
 		if (t.agent_id && strcmp(t.status, "Transferring") == 0) {
 			snprintf(q, sizeof(q), "UPDATE user SET last_call_end = UTC_TIMESTAMP(3) WHERE id = %u",
 				t.agent_id);
+			if (db_exec(&r->j, m, q, strlen(q)) < 0)
+				goto fail;
+		}
+		if (strcmp(call_id, t.current_call) == 0) {
+			/* the live leg left before the transfer's call arrived: '' marks
+			 * "no live leg" until the new leg joins */
+			snprintf(q, sizeof(q), "UPDATE txn SET current_call_id = '' WHERE id = %llu",
+				(unsigned long long)t.id);
 			if (db_exec(&r->j, m, q, strlen(q)) < 0)
 				goto fail;
 		}

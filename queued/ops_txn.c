@@ -215,8 +215,27 @@ static int run_txn_list(struct req *r, MYSQL *m)
 		wl += (size_t)snprintf(where + wl, sizeof(where) - wl, " AND t.inbox_id = %llu",
 			(unsigned long long)inbox);
 	if (customer)
-		snprintf(where + wl, sizeof(where) - wl, " AND t.customer_id = %llu",
+		wl += (size_t)snprintf(where + wl, sizeof(where) - wl, " AND t.customer_id = %llu",
 			(unsigned long long)customer);
+	if (r->who.operator) {
+		/* the operator sees every organisation; -o narrows it to one */
+		char org[101] = "", esc[210];
+		if (arg_str(r, "org", org, sizeof(org), 0) < 0)
+			return -1;
+		if (org[0]) {
+			uint64_t oid;
+			int found;
+			char q2[300];
+			mysql_real_escape_string(m, esc, org, strlen(org));
+			snprintf(q2, sizeof(q2), "SELECT id FROM org WHERE name = '%s'", esc);
+			if (sql_u64(r, m, q2, strlen(q2), &oid, &found) < 0)
+				return -1;
+			if (!found)
+				return req_fail(r, CCQ_E_NOT_FOUND, "no organisation '%s'", org);
+			snprintf(where + wl, sizeof(where) - wl, " AND t.org_id = %llu",
+				(unsigned long long)oid);
+		}
+	}
 	txn_cond(cond, sizeof(cond), &r->who);
 	snprintf(q, sizeof(q), "SELECT " TXN_COLUMNS TXN_FROM "WHERE 1 = 1%s%s "
 		"ORDER BY t.id %s LIMIT %llu", where, cond, customer ? "ASC" : "DESC",
