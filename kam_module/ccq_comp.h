@@ -16,7 +16,7 @@ struct comp_org {
 	uint32_t id;
 	char name[101];
 	char country[3];
-	char country_whitelist[128];
+	char country_whitelist[416];    /* compliance_policy.country_whitelist is VARCHAR(400) */
 	int pin_policy;                /* enum ccq_pin_policy */
 	uint64_t blacklist_off, whitelist_off; /* image offsets in the snapshot, 0 = empty */
 };

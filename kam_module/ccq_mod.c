@@ -1111,9 +1111,15 @@ static void ccq_rpc_comp_check(rpc_t *rpc, void *ctx)
 	enum ccq_pin_state ps = CCQ_PIN_ABSENT;
 	void *th;
 
-	/* ".": a digits-only argument (kamcmd sends it as an integer) is taken as text */
-	if (rpc->scan(ctx, ".S.S", &who, &num) < 2) {
+	/* ".": a digits-only extension (kamcmd sends it as an integer) is taken
+	 * as text; the number must arrive as text: kamcmd turns "+6591234567"
+	 * into a truncated integer, so a number given as an integer is refused */
+	if (rpc->scan(ctx, ".S", &who) < 1) {
 		rpc->fault(ctx, 400, "usage: ccq.compliance.check <ext>[@<org>] <number> [valid|wrong]");
+		return;
+	}
+	if (rpc->scan(ctx, "S", &num) < 1) {
+		rpc->fault(ctx, 400, "give the number as text (with kamcmd: s:+6591234567)");
 		return;
 	}
 	if (rpc->scan(ctx, "*.S", &pin) == 1 && pin.len > 0)
