@@ -633,6 +633,15 @@ static int pin_lock_update(uint32_t user, int fail, int ok)
 		if (!g_locks->slot[i].user && free_i < 0)
 			free_i = i;
 	}
+	if (i == LOCKS_MAX && fail && free_i < 0) {
+		/* full: reuse a slot whose user is neither locked nor has recent fails */
+		for (int k = 0; k < LOCKS_MAX; k++)
+			if (!ccq_pin_locked(&g_locks->slot[k].l, now)
+					&& now - g_locks->slot[k].l.last_fail > (time_t)g_lock_cfg.fail_window) {
+				free_i = k;
+				break;
+			}
+	}
 	if (i == LOCKS_MAX && (fail || ok) && free_i >= 0) {
 		i = free_i;
 		g_locks->slot[i].user = user;
