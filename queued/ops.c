@@ -81,6 +81,28 @@ int arg_bool(struct req *r, const char *key, int *v, int required)
 	return 0;
 }
 
+int req_journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const char *text,
+		const char *at)
+{
+	struct qb q;
+	int rc;
+	qb_init(&q);
+	qb_add(&q, "INSERT INTO txn_event (txn_id, at, kind, text) VALUES (%llu, %s, '%s', ",
+		(unsigned long long)txn, at ? at : "UTC_TIMESTAMP(3)", kind);
+	qb_str(&q, m, text, strnlen(text, 1024));
+	qb_add(&q, ")");
+	rc = q.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory") : db_exec(&r->j, m, q.buf, q.len);
+	qb_free(&q);
+	return rc;
+}
+
+int req_rollback(struct req *r, MYSQL *m)
+{
+	if (!r->j.conn_lost)
+		mysql_query(m, "ROLLBACK");
+	return -1;
+}
+
 int sql_u64(struct req *r, MYSQL *m, const char *sql, size_t len, uint64_t *v, int *found)
 {
 	MYSQL_RES *res = db_select(&r->j, m, sql, len);

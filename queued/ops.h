@@ -78,6 +78,13 @@ int arg_str(struct req *r, const char *key, char *buf, size_t size, int required
 int arg_uint(struct req *r, const char *key, uint64_t *v, int required, uint64_t max);
 int arg_bool(struct req *r, const char *key, int *v, int required);
 
+/* Add a journey event to a TXN; at is an SQL time expression (NULL = now);
+ * kind is a constant of ours, text is escaped. */
+int req_journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const char *text,
+		const char *at);
+/* Roll the current transaction back (unless the connection is gone); -1. */
+int req_rollback(struct req *r, MYSQL *m);
+
 /* Run a SELECT returning one integer (first column of the first row);
  * 0 with *found = 0 when there is no row. */
 int sql_u64(struct req *r, MYSQL *m, const char *sql, size_t len, uint64_t *v, int *found);

@@ -63,30 +63,12 @@ static void event_time(struct req *r, char *buf, size_t size)
 static int journey_at(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const char *text,
 		const char *at)
 {
-	struct qb q;
-	int rc;
-	qb_init(&q);
-	qb_add(&q, "INSERT INTO txn_event (txn_id, at, kind, text) VALUES (%llu, %s, '%s', ",
-		(unsigned long long)txn, at, kind);
-	qb_str(&q, m, text, strnlen(text, 1024));
-	qb_add(&q, ")");
-	rc = q.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory") : db_exec(&r->j, m, q.buf, q.len);
-	qb_free(&q);
-	return rc;
+	return req_journey(r, m, txn, kind, text, at);
 }
 
 static int journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const char *text)
 {
-	struct qb q;
-	int rc;
-	qb_init(&q);
-	qb_add(&q, "INSERT INTO txn_event (txn_id, at, kind, text) VALUES (%llu, UTC_TIMESTAMP(3), '%s', ",
-		(unsigned long long)txn, kind);
-	qb_str(&q, m, text, strnlen(text, 1024));
-	qb_add(&q, ")");
-	rc = q.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory") : db_exec(&r->j, m, q.buf, q.len);
-	qb_free(&q);
-	return rc;
+	return req_journey(r, m, txn, kind, text, NULL);
 }
 
 /* "+6591234567" -> "+65 9123 4567" for people (groups of four). */
@@ -423,9 +405,7 @@ static int run_call_transfer(struct req *r, MYSQL *m)
 	reply_simple(r, "ok", 0, NULL);
 	return 0;
 fail:
-	if (!r->j.conn_lost)
-		mysql_query(m, "ROLLBACK");
-	return -1;
+	return req_rollback(r, m);
 }
 
 /*
@@ -552,9 +532,7 @@ static int attach_transfer(struct req *r, MYSQL *m, const char *call_id, const c
 	pack_ring(req_reply(r), txn, t.inbox, t.ring_timeout, &p);
 	return 1;
 fail:
-	if (!r->j.conn_lost)
-		mysql_query(m, "ROLLBACK");
-	return -1;
+	return req_rollback(r, m);
 }
 
 /* ---- call.route --------------------------------------------------------- */
@@ -836,9 +814,7 @@ static int run_call_ring_failed(struct req *r, MYSQL *m)
 		return -1;
 	return 0;
 fail:
-	if (!r->j.conn_lost)
-		mysql_query(m, "ROLLBACK");
-	return -1;
+	return req_rollback(r, m);
 }
 
 /* ---- call.answered ------------------------------------------------------ */
@@ -930,9 +906,7 @@ static int run_call_answered(struct req *r, MYSQL *m)
 	reply_simple(r, "ok", 0, NULL);
 	return 0;
 fail:
-	if (!r->j.conn_lost)
-		mysql_query(m, "ROLLBACK");
-	return -1;
+	return req_rollback(r, m);
 }
 
 /* ---- call.ended --------------------------------------------------------- */
@@ -1055,9 +1029,7 @@ static int run_call_ended(struct req *r, MYSQL *m)
 	reply_simple(r, "ok", 0, NULL);
 	return 0;
 fail:
-	if (!r->j.conn_lost)
-		mysql_query(m, "ROLLBACK");
-	return -1;
+	return req_rollback(r, m);
 }
 
 static void after_ended(struct req *r)
@@ -1141,9 +1113,7 @@ static int run_device_contact(struct req *r, MYSQL *m)
 	reply_simple(r, "ok", 0, NULL);
 	return 0;
 fail:
-	if (!r->j.conn_lost)
-		mysql_query(m, "ROLLBACK");
-	return -1;
+	return req_rollback(r, m);
 }
 
 
@@ -1298,9 +1268,7 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 	}
 	return 0;
 fail:
-	if (!r->j.conn_lost)
-		mysql_query(m, "ROLLBACK");
-	return -1;
+	return req_rollback(r, m);
 }
 
 /* ---- watch and me -------------------------------------------------------- */
@@ -1490,9 +1458,7 @@ done:
 	}
 	return 0;
 fail:
-	if (!r->j.conn_lost)
-		mysql_query(m, "ROLLBACK");
-	return -1;
+	return req_rollback(r, m);
 }
 
 static void after_sweep(struct req *r)

@@ -255,16 +255,7 @@ static int run_txn_list(struct req *r, MYSQL *m)
 
 static int journey_add(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const char *text)
 {
-	struct qb q;
-	int rc;
-	qb_init(&q);
-	qb_add(&q, "INSERT INTO txn_event (txn_id, at, kind, text) VALUES (%llu, UTC_TIMESTAMP(3), '%s', ",
-		(unsigned long long)txn, kind);
-	qb_str(&q, m, text, strnlen(text, 1024));
-	qb_add(&q, ")");
-	rc = q.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory") : db_exec(&r->j, m, q.buf, q.len);
-	qb_free(&q);
-	return rc;
+	return req_journey(r, m, txn, kind, text, NULL);
 }
 
 /* A TXN the actor may see: its org, inbox and status. */
@@ -361,9 +352,7 @@ static int run_chat_create(struct req *r, MYSQL *m)
 	ccq_pack_kv_uint(pk, "id", id);
 	return 0;
 fail:
-	if (!r->j.conn_lost)
-		mysql_query(m, "ROLLBACK");
-	return -1;
+	return req_rollback(r, m);
 }
 
 static int run_chat_assign(struct req *r, MYSQL *m)
