@@ -80,7 +80,7 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_sessionfinish(session, exitstatus):
     # `tools/ccq-lab test` promises no skipped tests: a skip fails the run.
-    if os.environ.get("CCQ_NO_SKIPS") == "1":
+    if os.environ.get("CCQ_STRICT_RUN") == "1":
         skipped = session.config.pluginmanager.get_plugin("terminalreporter")
         if skipped is not None and skipped.stats.get("skipped"):
             session.exitstatus = 1
