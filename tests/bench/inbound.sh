@@ -42,6 +42,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# a fresh lab every run: same starting point, same MySQL state
+"$top/tools/ccq-lab" down >/dev/null 2>&1 || true
+rm -rf "$CCQ_LAB_DIR"
 "$top/tools/ccq-lab" up
 eval "$("$top/tools/ccq-lab" env)"
 mkdir -p "$work"
