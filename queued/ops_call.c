@@ -1129,7 +1129,7 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 {
 	char call_id[256], user[65], domain[129], number[24], verdict[8], rule[24], reason[64];
 	char q[1600], text[400], at[64], ext[33] = "", name[101] = "", caller[24] = "";
-	char inbox_name[101] = "", cust[101] = "";
+	char inbox_name[101] = "", cust[101] = "", device[140] = "";
 	uint64_t uid = 0, dev = 0, org = 0, inbox = 0, txn, cust_id = 0;
 	int found, blocked;
 	struct qb qq;
@@ -1152,7 +1152,7 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 	event_time(r, at, sizeof(at));
 	qb_init(&qq);
 	qb_add(&qq, "SELECT d.id, u.id, u.org_id, u.ext_key, u.name, COALESCE(u.caller_id, ''), "
-		"(SELECT MIN(im.inbox_id) FROM inbox_member im WHERE im.user_id = u.id) "
+		"(SELECT MIN(im.inbox_id) FROM inbox_member im WHERE im.user_id = u.id), d.kind, d.label "
 		"FROM device d JOIN user u ON u.id = d.user_id WHERE d.username = ");
 	qb_str(&qq, m, user, strlen(user));
 	qb_add(&qq, " AND d.domain = ");
@@ -1169,6 +1169,8 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 		snprintf(name, sizeof(name), "%s", row[4]);
 		snprintf(caller, sizeof(caller), "%s", row[5]);
 		inbox = row[6] ? strtoull(row[6], NULL, 10) : 0;
+		snprintf(device, sizeof(device), "%s%s%s%s", row[7], row[8][0] ? " (" : "", row[8],
+			row[8][0] ? ")" : "");
 	}
 	mysql_free_result(res);
 	if (!uid)
@@ -1254,6 +1256,11 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 		if (journey_at(r, m, txn, "blocked", text, at) < 0)
 			goto fail;
 	} else {
+		/* the agent is on the line from the start: the product's journey
+		 * names the extension's device before the customer answers */
+		snprintf(text, sizeof(text), "Answered by %s - %s - %s", ext, name, device);
+		if (journey_at(r, m, txn, "agent_answered", text, at) < 0)
+			goto fail;
 		snprintf(text, sizeof(text), "Compliance check passed; dialling %s%s%s%s", number,
 			cust[0] ? " (" : "", cust, cust[0] ? ")" : "");
 		if (journey_at(r, m, txn, "dialling", text, at) < 0)

@@ -888,11 +888,13 @@ class TestOutboundCalls:
         assert t["customer"] == "Jane Tan", t
         assert t["talking_seconds"] is not None and 1 <= int(t["talking_seconds"]) <= 4, t
         k, tx = kinds(t), texts(t)
-        order = ["initiated", "routed", "answered", "ended"]
+        # the product page's order: initiated, routed, the agent's device, the customer, ended
+        order = ["initiated", "routed", "agent_answered", "answered", "ended"]
         assert [x for x in k if x in order] == order, "journey out of order: %r" % list(zip(k, tx))
         ev = dict(zip(k, tx))
         assert ev["initiated"] == "Outgoing call initiated from Extension 101 - Alice Lim", ev
         assert ev["routed"] == "Call routed to Inbox [Sales]", ev
+        assert ev["agent_answered"].startswith("Answered by 101 - Alice Lim - desk_phone"), ev
         assert ev["answered"] == "Answered by Jane Tan", ev
         assert ev["ended"].startswith("Call ended"), ev
         assert not any(x.startswith("Blocked") for x in tx), tx
