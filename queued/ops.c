@@ -96,6 +96,48 @@ int req_journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const c
 	return rc;
 }
 
+int customer_by_number(struct req *r, MYSQL *m, uint64_t org, const char *e164,
+		uint64_t *id, char *name, size_t size)
+{
+	char esc[48], q[400];
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	*id = 0;
+	name[0] = '\0';
+	if (!e164[0] || strlen(e164) > 20)
+		return 0;
+	mysql_real_escape_string(m, esc, e164, strlen(e164));
+	snprintf(q, sizeof(q), "SELECT c.id, c.name FROM customer_number n JOIN customer c "
+		"ON c.id = n.customer_id WHERE n.org_id = %llu AND n.number = '%s'",
+		(unsigned long long)org, esc);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	if ((row = mysql_fetch_row(res))) {
+		*id = strtoull(row[0], NULL, 10);
+		snprintf(name, size, "%s", row[1]);
+	}
+	mysql_free_result(res);
+	return 0;
+}
+
+int req_update_journey(struct req *r, MYSQL *m, uint64_t txn, const char *sql,
+		const char *kind, const char *text)
+{
+	msgpack_packer *pk;
+
+	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
+		return -1;
+	if (db_exec(&r->j, m, sql, strlen(sql)) < 0 || req_journey(r, m, txn, kind, text, NULL) < 0)
+		return req_rollback(r, m);
+	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
+		return -1;
+	pk = req_reply(r);
+	msgpack_pack_map(pk, 1);
+	ccq_pack_kv_uint(pk, "id", txn);
+	return 0;
+}
+
 int req_rollback(struct req *r, MYSQL *m)
 {
 	if (!r->j.conn_lost)

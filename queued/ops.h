@@ -82,6 +82,13 @@ int arg_bool(struct req *r, const char *key, int *v, int required);
  * kind is a constant of ours, text is escaped. */
 int req_journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const char *text,
 		const char *at);
+/* The customer of an organisation with this number ("+6591234567"):
+ * *id 0 and name "" when there is none. */
+int customer_by_number(struct req *r, MYSQL *m, uint64_t org, const char *e164,
+		uint64_t *id, char *name, size_t size);
+/* One UPDATE and its journey event in one transaction; replies {id: txn}. */
+int req_update_journey(struct req *r, MYSQL *m, uint64_t txn, const char *sql,
+		const char *kind, const char *text);
 /* Roll the current transaction back (unless the connection is gone); -1. */
 int req_rollback(struct req *r, MYSQL *m);
 

@@ -625,15 +625,10 @@ static int run_call_route(struct req *r, MYSQL *m)
 	if (caller[0] && ccq_e164_normalize(caller, strlen(caller), country, e164caller, &why) < 0)
 		e164caller[0] = '\0'; /* withheld or odd: the journey keeps the raw caller ID */
 	if (e164caller[0]) {
-		snprintf(q, sizeof(q), "SELECT c.id, c.name FROM customer_number n JOIN customer c "
-			"ON c.id = n.customer_id WHERE n.org_id = %u AND n.number = '+%s'", org, e164caller);
-		if (!(res = db_select(&r->j, m, q, strlen(q))))
+		char plus[24];
+		snprintf(plus, sizeof(plus), "+%s", e164caller);
+		if (customer_by_number(r, m, org, plus, &customer, cust_name, sizeof(cust_name)) < 0)
 			return -1;
-		if ((row = mysql_fetch_row(res))) {
-			customer = strtoull(row[0], NULL, 10);
-			snprintf(cust_name, sizeof(cust_name), "%s", row[1]);
-		}
-		mysql_free_result(res);
 	}
 
 	/* 4. the TXN (idempotent on the Call-ID) */
@@ -1183,20 +1178,9 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 			snprintf(inbox_name, sizeof(inbox_name), "%s", row[0]);
 		mysql_free_result(res);
 	}
-	if (number[0] == '+') {
-		char esc[40];
-		mysql_real_escape_string(m, esc, number, strlen(number));
-		snprintf(q, sizeof(q), "SELECT c.id, c.name FROM customer_number n JOIN customer c ON "
-			"c.id = n.customer_id WHERE n.org_id = %llu AND n.number = '%s'",
-			(unsigned long long)org, esc);
-		if (!(res = db_select(&r->j, m, q, strlen(q))))
-			return -1;
-		if ((row = mysql_fetch_row(res))) {
-			cust_id = strtoull(row[0], NULL, 10);
-			snprintf(cust, sizeof(cust), "%s", row[1]);
-		}
-		mysql_free_result(res);
-	}
+	if (number[0] == '+' && customer_by_number(r, m, org, number, &cust_id, cust,
+			sizeof(cust)) < 0)
+		return -1;
 	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
 		return -1;
 	qb_init(&qq);

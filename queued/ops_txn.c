@@ -112,6 +112,13 @@ static int run_txn_create(struct req *r, MYSQL *m)
 			goto rollback;
 		txn = mysql_insert_id(m);
 		created = 1;
+		/* the call is the TXN's first leg: the proxy's reports find it by Call-ID */
+		q.len = 0;
+		qb_add(&q, "INSERT INTO txn_leg (call_id, txn_id, kind, created_at) VALUES (");
+		qb_str(&q, m, call_id, strlen(call_id));
+		qb_add(&q, ", %llu, 'first', UTC_TIMESTAMP(3))", (unsigned long long)txn);
+		if (q.oom || db_exec(&r->j, m, q.buf, q.len) < 0)
+			goto rollback;
 		snprintf(text, sizeof(text), "Call received from %s%s%s%s", from,
 			source[0] ? " (" : "", source, source[0] ? ")" : "");
 		q.len = 0;
@@ -362,7 +369,6 @@ static int run_chat_assign(struct req *r, MYSQL *m)
 	char status[16], kind[8], ext[33], esc[70], q[600], text[300];
 	MYSQL_RES *res;
 	MYSQL_ROW row;
-	msgpack_packer *pk;
 
 	if (req_who(r, m) < 0 || arg_uint(r, "id", &id, 1, UINT64_MAX) < 0
 			|| arg_str(r, "ext", ext, sizeof(ext), 1) < 0
@@ -386,22 +392,10 @@ static int run_chat_assign(struct req *r, MYSQL *m)
 	uid = strtoull(row[0], NULL, 10);
 	snprintf(text, sizeof(text), "Assigned to %s - %s", row[1], row[2]);
 	mysql_free_result(res);
-	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
-		return -1;
 	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Assigned', agent_id = %llu, "
 		"answered_at = COALESCE(answered_at, UTC_TIMESTAMP(3)), updated_at = UTC_TIMESTAMP(3) "
 		"WHERE id = %llu", (unsigned long long)uid, (unsigned long long)id);
-	if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey_add(r, m, id, "assigned", text) < 0) {
-		if (!r->j.conn_lost)
-			mysql_query(m, "ROLLBACK");
-		return -1;
-	}
-	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
-		return -1;
-	pk = req_reply(r);
-	msgpack_pack_map(pk, 1);
-	ccq_pack_kv_uint(pk, "id", id);
-	return 0;
+	return req_update_journey(r, m, id, q, "assigned", text);
 }
 
 static int run_chat_end(struct req *r, MYSQL *m)
@@ -409,7 +403,6 @@ static int run_chat_end(struct req *r, MYSQL *m)
 	uint64_t id;
 	uint32_t org, inbox;
 	char status[16], kind[8], q[400];
-	msgpack_packer *pk;
 
 	if (req_who(r, m) < 0 || arg_uint(r, "id", &id, 1, UINT64_MAX) < 0
 			|| visible_txn(r, m, id, &org, &inbox, status, sizeof(status), kind, sizeof(kind)) < 0)
@@ -419,22 +412,10 @@ static int run_chat_end(struct req *r, MYSQL *m)
 			"SIP dialog", (unsigned long long)id);
 	if (strcmp(status, "Ended") == 0 || strcmp(status, "Failed") == 0)
 		return req_fail(r, CCQ_E_CONFLICT, "transaction %llu has ended", (unsigned long long)id);
-	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
-		return -1;
 	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Ended', result = IF(agent_id IS NULL, "
 		"'unassigned', 'answered'), ended_at = UTC_TIMESTAMP(3), updated_at = UTC_TIMESTAMP(3) "
 		"WHERE id = %llu", (unsigned long long)id);
-	if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey_add(r, m, id, "ended", "Chat ended") < 0) {
-		if (!r->j.conn_lost)
-			mysql_query(m, "ROLLBACK");
-		return -1;
-	}
-	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
-		return -1;
-	pk = req_reply(r);
-	msgpack_pack_map(pk, 1);
-	ccq_pack_kv_uint(pk, "id", id);
-	return 0;
+	return req_update_journey(r, m, id, q, "ended", "Chat ended");
 }
 
 /* Link two TXNs (Related Transactions, shown on both). */
