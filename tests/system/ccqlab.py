@@ -28,6 +28,15 @@ SIPP_UAS = os.path.join(SCENARIOS, "agent_uas.xml")
 
 COMPONENTS = ("mysql", "rtpengine", "queued", "kamailio")
 
+# The lab's callback settings for the tests (tools/ccq-lab --help): the
+# ring timeout of a callback to an agent, attempts, the delay between two,
+# the expiry of a request, the grace of a late schedule. Lab.callback has
+# them by short name: ring_timeout, attempts, retry_delay, expiry,
+# schedule_grace.
+CALLBACK_SETTINGS = (("CCQ_CALLBACK_RING_TIMEOUT", "8"), ("CCQ_CALLBACK_ATTEMPTS", "2"),
+                     ("CCQ_CALLBACK_RETRY_DELAY", "3"), ("CCQ_CALLBACK_EXPIRY", "3600"),
+                     ("CCQ_SCHEDULE_GRACE", "3600"))
+
 
 # --------------------------------------------------------------- msgpack
 # A small msgpack codec, enough for the wire protocol's values.
@@ -362,6 +371,16 @@ class Lab:
             "CCQ_RTP_PORT_MIN": str(rtp_min),
             "CCQ_RTP_PORT_MAX": str(rtp_max),
         })
+        # callbacks: short timings, so that retries and failures happen
+        # within a test (CCQ_TEST_CALLBACK_RING_TIMEOUT etc. move them)
+        self.callback = {}
+        for name, default in CALLBACK_SETTINGS:
+            v = os.environ.get("CCQ_TEST_" + name[4:], default)
+            self.env[name] = v
+            self.callback[name[13:].lower() if name.startswith("CCQ_CALLBACK_")
+                          else name[4:].lower()] = int(v)
+        self.callback_secret = os.path.join(root, "callback.secret")
+        self.callback_prompt = os.path.join(root, "kamailio", "callback-prompt.wav")
         self.mysql_sock = os.path.join(root, "mysql", "mysql.sock")
         self.queued_sock = os.path.join(root, "queued", "queued.sock")
         self.queued_conf = os.path.join(root, "queued", "queued.conf")
