@@ -21,6 +21,7 @@
 #include "ccq_async.h"
 #include "ccq_cfg.h"
 #include "ccq_link.h"
+#include "ccq_cb.h"
 
 struct ccq_result ccq_async_result;
 
@@ -308,6 +309,31 @@ int ccq_async_report(ccq_enc *enc, uint64_t id)
 	return rc;
 }
 
+int ccq_async_cb_send(const void *p, size_t n)
+{
+	struct chan_hdr h;
+	struct iovec iov[2];
+	struct msghdr mh;
+
+	if (n > CHAN_MAX - sizeof(h))
+		return -1;
+	memset(&h, 0, sizeof(h));
+	h.magic = CHAN_MAGIC;
+	h.kind = CCQ_ASYNC_CB;
+	iov[0].iov_base = &h;
+	iov[0].iov_len = sizeof(h);
+	iov[1].iov_base = (void *)p;
+	iov[1].iov_len = n;
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = iov;
+	mh.msg_iovlen = 2;
+	if (sendmsg(g_chan[0], &mh, MSG_DONTWAIT) < 0) {
+		LM_ERR("cannot hand a callback event to the ccq async process: %s\n", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- the async process ------------------------------------------------- */
 
 struct pending {
@@ -397,6 +423,17 @@ static int q_buffer(const uint8_t *p, size_t n)
 	return q_buffer_kind(p, n, CCQ_ASYNC_WAIT);
 }
 
+int ccq_async_send_now(ccq_enc *enc)
+{
+	const uint8_t *b;
+	size_t l;
+	int rc = -1;
+	if (g_qfd >= 0 && ccq_enc_finish(enc, 0, &b, &l) == 0)
+		rc = q_buffer(b, l);
+	ccq_enc_free(enc);
+	return rc;
+}
+
 /* Re-register waits after a reconnection (queued forgets them). */
 static void rewait_all(void)
 {
@@ -440,6 +477,7 @@ static void q_connect(void)
 		LM_NOTICE("ccq async: connected to queued again\n");
 	g_down_logged = 0;
 	rewait_all();
+	ccq_cb_on_connect();
 }
 
 static void resume(struct pending *p)
@@ -534,6 +572,10 @@ static void on_message(ccq_msg *m)
 	}
 	if (m->kind != CCQ_KIND_EVENT)
 		return;
+	if (m->name_len == 13 && memcmp(m->name, "callback.dial", 13) == 0) {
+		ccq_cb_dial(m->body);
+		return;
+	}
 	/* call.dispatch / call.missed about a waiting call */
 	if (ccq_map_strcpy(m->body, "call_id", call_id, sizeof(call_id)) != 1)
 		return;
@@ -635,6 +677,10 @@ static void chan_read(void)
 			LM_ERR("ccq async: malformed message on the internal channel\n");
 			continue;
 		}
+		if (h->kind == CCQ_ASYNC_CB) {
+			ccq_cb_on_chan(buf + sizeof(*h), (size_t)n - sizeof(*h));
+			continue;
+		}
 		if (h->kind != CCQ_ASYNC_REPORT) {
 			if (!(p = calloc(1, sizeof(*p)))) {
 				LM_ERR("ccq async: out of memory\n");
@@ -712,6 +758,7 @@ static void async_loop(void)
 		if (g_qfd >= 0 && g_out_head)
 			q_write();
 		expire();
+		ccq_cb_tick();
 	}
 }
 

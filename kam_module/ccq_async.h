@@ -40,6 +40,7 @@ enum ccq_async_kind {
 	CCQ_ASYNC_CALL = 1,   /* request; resume the transaction with the reply */
 	CCQ_ASYNC_WAIT = 2,   /* wait for a pushed event about call_id */
 	CCQ_ASYNC_REPORT = 3, /* fire and forget */
+	CCQ_ASYNC_CB = 4,     /* for the callback controller (ccq_cb.c), raw bytes */
 };
 
 /* mod_init: channel and process registration. */
@@ -65,6 +66,11 @@ int ccq_async_watch_final(struct sip_msg *msg);
 /* Queue a report for queued (no reply awaited). enc is freed. */
 int ccq_async_report(ccq_enc *enc, uint64_t id);
 uint64_t ccq_async_next_id(void);
+/* Hand raw bytes to the callback controller in the async process. */
+int ccq_async_cb_send(const void *p, size_t n);
+/* In the async process only: a request for queued that belongs to the
+ * current connection (dropped, not resent, when it is lost). enc is freed. */
+int ccq_async_send_now(ccq_enc *enc);
 /* Decision latency so far (bucket upper bounds, ms) and number of decisions. */
 int ccq_async_latency(double *p50_ms, double *p99_ms, double *max_ms, unsigned long *n);
 

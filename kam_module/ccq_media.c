@@ -450,3 +450,88 @@ int ccq_media_unhold(struct sip_msg *msg)
 		return -1;
 	return ng_ok(reply, rlen, "stop media") < 0 ? -1 : 1;
 }
+
+/* ---- the callback prompt ------------------------------------------------- */
+
+/* An integer value of the top-level dictionary; -1 when absent. */
+static int b_find_int(const char *p, const char *end, const char *key, long *out)
+{
+	size_t kl = strlen(key);
+	if (p >= end || *p != 'd')
+		return -1;
+	p++;
+	while (p < end && *p != 'e') {
+		const char *k, *val;
+		size_t kn;
+		if (b_skip_str(p, end, &p, &k, &kn) < 0)
+			return -1;
+		val = p;
+		if (b_skip(p, end, &p) < 0)
+			return -1;
+		if (kn == kl && memcmp(k, key, kl) == 0 && *val == 'i') {
+			*out = strtol(val + 1, NULL, 10);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int ccq_media_ng_enabled(void)
+{
+	return g_ng_addr[0] != '\0';
+}
+
+int ccq_media_play_to(const char *callid, const char *tag, const char *file, long *duration_ms,
+		char *why, size_t why_size)
+{
+	struct bbuf b;
+	char cbuf[2048], reply[4096];
+	size_t rlen;
+	const char *v;
+	size_t vn;
+
+	*duration_ms = 0;
+	if (!ccq_media_ng_enabled()) {
+		snprintf(why, why_size, "no rtpengine_ng configured");
+		return -1;
+	}
+	b.p = cbuf; b.len = 0; b.cap = sizeof(cbuf); b.err = 0;
+	b_raw(&b, "d", 1);
+	b_kv(&b, "command", "play media", 10);
+	b_kv(&b, "call-id", callid, strlen(callid));
+	b_kv(&b, "from-tag", tag, strlen(tag));
+	b_kv(&b, "file", file, strlen(file));
+	b_raw(&b, "e", 1);
+	if (ng_call(&b, reply, sizeof(reply), &rlen) < 0) {
+		snprintf(why, why_size, "rtpengine unavailable");
+		return -1;
+	}
+	if (b_find(reply, reply + rlen, "result", &v, &vn) < 0 || vn != 2 || memcmp(v, "ok", 2) != 0) {
+		const char *r = "?";
+		size_t rn = 1;
+		b_find(reply, reply + rlen, "error-reason", &r, &rn);
+		snprintf(why, why_size, "rtpengine refused play media: %.*s", (int)(rn > 100 ? 100 : rn), r);
+		return -1;
+	}
+	if (b_find_int(reply, reply + rlen, "duration", duration_ms) < 0 || *duration_ms < 0)
+		*duration_ms = 0;
+	return 0;
+}
+
+int ccq_media_delete_call(const char *callid)
+{
+	struct bbuf b;
+	char cbuf[1024], reply[4096];
+	size_t rlen;
+
+	if (!ccq_media_ng_enabled())
+		return -1;
+	b.p = cbuf; b.len = 0; b.cap = sizeof(cbuf); b.err = 0;
+	b_raw(&b, "d", 1);
+	b_kv(&b, "command", "delete", 6);
+	b_kv(&b, "call-id", callid, strlen(callid));
+	b_raw(&b, "e", 1);
+	if (ng_call(&b, reply, sizeof(reply), &rlen) < 0)
+		return -1;
+	return 0;
+}

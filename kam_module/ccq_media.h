@@ -12,4 +12,13 @@ int ccq_media_hold(struct sip_msg *msg);
 /* Stop the music (before ringing an agent). */
 int ccq_media_unhold(struct sip_msg *msg);
 
+/* rtpengine's ng socket is configured (prompts need only that). */
+int ccq_media_ng_enabled(void);
+/* Play file to the party of call callid whose tag is tag (that party
+ * hears it). 0 with the file's length in *duration_ms, -1 with why. */
+int ccq_media_play_to(const char *callid, const char *tag, const char *file, long *duration_ms,
+		char *why, size_t why_size);
+/* Drop rtpengine's session of a call (a leg ccq ended itself). */
+int ccq_media_delete_call(const char *callid);
+
 #endif

@@ -33,6 +33,7 @@
 #include "ccq_media.h"
 #include "ccq_comp.h"
 #include "ccq_gate.h"
+#include "ccq_cb.h"
 #include "core/locking.h"
 #include "core/mem/shm_mem.h"
 #include <openssl/evp.h>
@@ -45,12 +46,18 @@ static char *rtpengine_ng = "";
 static char *hold_music = "";
 static char *db_url = "";
 static int compliance_poll = 500;
+static char *callback_secret = "";
+static char *callback_secret_file = "";
+static char *callback_prompt = "";
+static char *callback_proxy = "";
 static int p_timeout = -1, p_retries = -1, p_reconnect = -1, p_decision = -1;
 
 static int mod_init(void);
 static int child_init(int rank);
 static void mod_destroy(void);
 static int w_ccq_classify(struct sip_msg *msg, char *p1, char *p2);
+static int w_ccq_classify_mode(struct sip_msg *msg, char *mode, char *p2);
+static int w_ccq_callback_handle(struct sip_msg *msg, char *p1, char *p2);
 static int w_ccq_route_call(struct sip_msg *msg, char *route, char *p2);
 static int w_ccq_ring_failed(struct sip_msg *msg, char *route, char *p2);
 static int w_ccq_wait(struct sip_msg *msg, char *route, char *p2);
@@ -68,6 +75,8 @@ static int pv_parse_ccq_name(pv_spec_p sp, str *in);
 
 static cmd_export_t cmds[] = {
 	{"ccq_classify", (cmd_function)w_ccq_classify, 0, 0, 0, REQUEST_ROUTE},
+	{"ccq_classify", (cmd_function)w_ccq_classify_mode, 1, fixup_spve_null, 0, REQUEST_ROUTE},
+	{"ccq_callback_handle", (cmd_function)w_ccq_callback_handle, 0, 0, 0, REQUEST_ROUTE},
 	{"ccq_route_call", (cmd_function)w_ccq_route_call, 1, fixup_route_name, 0, REQUEST_ROUTE},
 	{"ccq_ring_failed", (cmd_function)w_ccq_ring_failed, 1, fixup_route_name, 0,
 		REQUEST_ROUTE | FAILURE_ROUTE},
@@ -95,6 +104,10 @@ static param_export_t params[] = {
 	{"hold_music", PARAM_STRING, &hold_music},
 	{"db_url", PARAM_STRING, &db_url},
 	{"compliance_poll", PARAM_INT, &compliance_poll},
+	{"callback_secret", PARAM_STRING, &callback_secret},
+	{"callback_secret_file", PARAM_STRING, &callback_secret_file},
+	{"callback_prompt", PARAM_STRING, &callback_prompt},
+	{"callback_proxy", PARAM_STRING, &callback_proxy},
 	{0, 0, 0}
 };
 
@@ -123,7 +136,7 @@ struct module_exports exports = {
 enum ccq_pv_key { CCQ_PV_TYPE = 1, CCQ_PV_TXN, CCQ_PV_DIRECTION, CCQ_PV_LINK,
 	CCQ_PV_ACTION, CCQ_PV_CODE, CCQ_PV_REASON, CCQ_PV_INBOX, CCQ_PV_RING_TIMEOUT,
 	CCQ_PV_MAX_WAIT, CCQ_PV_TARGETS, CCQ_PV_ERROR, CCQ_PV_VERDICT, CCQ_PV_RULE,
-	CCQ_PV_NUMBER, CCQ_PV_CALLER_ID };
+	CCQ_PV_NUMBER, CCQ_PV_CALLER_ID, CCQ_PV_EXTENSION, CCQ_PV_CUSTOMER };
 
 /* The last gate decision of this process (valid for the message it was made for). */
 static struct {
@@ -143,6 +156,9 @@ static struct {
 	char type[16];
 	char direction[16];
 	char txn[24];
+	char ext[33];             /* callback: the agent's extension */
+	char customer[20];        /* callback: the customer's +E164 number */
+	unsigned ring_timeout;    /* callback: seconds the agent's device rings */
 } g_cls;
 
 static int cls_current(struct sip_msg *msg)
@@ -160,13 +176,74 @@ static int str_arg(str *s, char *buf, size_t size)
 	return (size_t)s->len < size ? 0 : -1;
 }
 
+/* The value of the first header called name ("" and 0 when absent). */
+static int hdr_value(struct sip_msg *msg, const char *name, str *v)
+{
+	size_t nl = strlen(name);
+	v->s = NULL;
+	v->len = 0;
+	if (parse_headers(msg, HDR_EOH_F, 0) < 0)
+		return -1;
+	for (struct hdr_field *h = msg->headers; h; h = h->next) {
+		if ((size_t)h->name.len == nl && strncasecmp(h->name.s, name, nl) == 0) {
+			*v = h->body;
+			while (v->len > 0 && (v->s[v->len - 1] == ' ' || v->s[v->len - 1] == '\r'
+					|| v->s[v->len - 1] == '\n' || v->s[v->len - 1] == '\t'))
+				v->len--;
+			while (v->len > 0 && (*v->s == ' ' || *v->s == '\t')) {
+				v->s++;
+				v->len--;
+			}
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * A callback's agent leg: the X-CCQ-Callback token queued signed. 1 valid
+ * (g_cls filled: type callback), 0 no marker, -1 a marker that does not
+ * verify (logged; the call is then a direct call like any other).
+ */
+static int classify_callback(struct sip_msg *msg, const char *callid)
+{
+	str v, rt;
+	struct ccq_token t;
+	const char *why = "";
+
+	if (hdr_value(msg, "X-CCQ-Callback", &v) <= 0)
+		return 0;
+	if (ccq_cb_token_check(v.s, (size_t)v.len, 'a', callid, &t, &why) < 0) {
+		LM_NOTICE("INVITE %s from %s:%d carries a callback marker that is refused (%s):"
+			" treated as a direct call\n", callid, ip_addr2a(&msg->rcv.src_ip),
+			(int)msg->rcv.src_port, why);
+		return -1;
+	}
+	strcpy(g_cls.type, "callback");
+	strcpy(g_cls.direction, "outbound");
+	snprintf(g_cls.txn, sizeof(g_cls.txn), "%llu", (unsigned long long)t.txn);
+	snprintf(g_cls.ext, sizeof(g_cls.ext), "%s", t.ext);
+	snprintf(g_cls.customer, sizeof(g_cls.customer), "+%s", t.digits);
+	g_cls.ring_timeout = 30;
+	if (hdr_value(msg, "X-CCQ-Ring-Timeout", &rt) > 0 && rt.len > 0 && rt.len < 4) {
+		unsigned n = 0;
+		for (int i = 0; i < rt.len && rt.s[i] >= '0' && rt.s[i] <= '9'; i++)
+			n = n * 10 + (unsigned)(rt.s[i] - '0');
+		if (n >= 5 && n <= 300)
+			g_cls.ring_timeout = n;
+	}
+	return 1;
+}
+
 /*
  * Classify an initial INVITE and open its transaction in queued.
- * Returns 1 (TXN opened: $ccq(txn) set), 2 (classified, but queued was
- * unreachable or refused: the call proceeds without a TXN, the documented
- * fallback), -1 (not an initial INVITE or unparsable).
+ * Returns 1 (TXN opened: $ccq(txn) set; or a verified callback), 2
+ * (classified, but queued was unreachable or refused: the call proceeds
+ * without a TXN, the documented fallback), -1 (not an initial INVITE or
+ * unparsable). With token_only, a direct call opens nothing (returns 2):
+ * the script asks queued itself (ccq_route_call).
  */
-static int ki_ccq_classify(struct sip_msg *msg)
+static int classify(struct sip_msg *msg, int token_only)
 {
 	char callid[256], from[512], to[512], src[80];
 	ccq_enc e;
@@ -204,10 +281,12 @@ static int ki_ccq_classify(struct sip_msg *msg)
 	g_cls.msg_id = msg->id;
 	g_cls.msg_pid = msg->pid;
 	g_cls.valid = 1;
-	/* Callback tokens are verified here once the callback feature lands;
-	 * until then every call is a direct inbound call. */
+	if (classify_callback(msg, callid) == 1)
+		return 1;
 	strcpy(g_cls.type, "direct");
 	strcpy(g_cls.direction, "inbound");
+	if (token_only)
+		return 2;
 
 	id = ccq_link_next_id();
 	ccq_enc_init(&e);
@@ -238,9 +317,47 @@ static int ki_ccq_classify(struct sip_msg *msg)
 	return 1;
 }
 
+static int ki_ccq_classify(struct sip_msg *msg)
+{
+	return classify(msg, 0);
+}
+
+static int ki_ccq_classify_mode(struct sip_msg *msg, str *mode)
+{
+	if (mode->len == 5 && strncmp(mode->s, "token", 5) == 0)
+		return classify(msg, 1);
+	if (mode->len == 0 || (mode->len == 3 && strncmp(mode->s, "txn", 3) == 0))
+		return classify(msg, 0);
+	LM_ERR("ccq_classify(\"%.*s\"): the mode is \"token\" or \"txn\"\n", mode->len, mode->s);
+	return -1;
+}
+
 static int w_ccq_classify(struct sip_msg *msg, char *p1, char *p2)
 {
 	return ki_ccq_classify(msg);
+}
+
+static int w_ccq_classify_mode(struct sip_msg *msg, char *mode, char *p2)
+{
+	str m;
+	if (fixup_get_svalue(msg, (gparam_t *)mode, &m) < 0)
+		return -1;
+	return ki_ccq_classify_mode(msg, &m);
+}
+
+/*
+ * ccq_callback_handle(): an in-dialog request the agent's phone sends to
+ * ccq's callback controller (NOTIFY about the transfer, BYE during the
+ * prompt): answered here, 1. -1 for anything else (route it as usual).
+ */
+static int ki_ccq_callback_handle(struct sip_msg *msg)
+{
+	return ccq_cb_own_request(msg);
+}
+
+static int w_ccq_callback_handle(struct sip_msg *msg, char *p1, char *p2)
+{
+	return ki_ccq_callback_handle(msg);
 }
 
 
@@ -472,6 +589,8 @@ static int w_ccq_report_end(struct sip_msg *msg, char *by, char *p2)
 	bybuf[b.len] = '\0';
 	if (call_id_of(msg, callid, sizeof(callid)) < 0)
 		return -1;
+	if (ccq_cb_is_agent_leg(callid))
+		return 1; /* the callback controller reports its own leg */
 	id = ccq_async_next_id();
 	ccq_enc_init(&e);
 	ccq_enc_request(&e, id, "call.ended", 3);
@@ -559,6 +678,8 @@ static int w_ccq_report_transfer(struct sip_msg *msg, char *p1, char *p2)
 		return -1;
 	if (call_id_of(msg, callid, sizeof(callid)) < 0)
 		return -1;
+	if (ccq_cb_is_agent_leg(callid))
+		return 1; /* the controller's own REFER to the agent's phone */
 	if (parse_refer_to_header(msg) < 0 || !msg->refer_to || !(rt = get_refer_to(msg))) {
 		LM_WARN("REFER without a usable Refer-To header\n");
 		return -1;
@@ -699,6 +820,59 @@ static void gate_set(struct sip_msg *msg, const char *verdict, const char *rule,
 	snprintf(g_gate.caller_id, sizeof(g_gate.caller_id), "%s", caller_id ? caller_id : "");
 }
 
+/* The value of URI parameter name in params ("a=b;c=d"); 1 found. */
+static int uri_param(const str *params, const char *name, str *v)
+{
+	size_t nl = strlen(name);
+	const char *p = params->s, *end = params->s + params->len;
+
+	while (p && p < end) {
+		const char *semi = memchr(p, ';', (size_t)(end - p));
+		const char *e = semi ? semi : end;
+		while (p < e && *p == ' ')
+			p++;
+		if ((size_t)(e - p) > nl && strncasecmp(p, name, nl) == 0 && p[nl] == '=') {
+			v->s = (char *)p + nl + 1;
+			v->len = (int)(e - v->s);
+			return 1;
+		}
+		p = semi ? semi + 1 : NULL;
+	}
+	return 0;
+}
+
+/*
+ * The customer leg of a callback: the agent's phone follows the
+ * controller's REFER to sip:+<number>@<proxy>;ccqcb=<token>. 1 valid for
+ * this extension and number (t filled), 0 no marker, -1 refused (logged;
+ * the call is then an ordinary manual call).
+ */
+static int customer_leg(struct sip_msg *msg, const char *callid, const struct comp_user *u,
+		const str *dialled, struct ccq_token *t)
+{
+	str v;
+	const char *why = "";
+
+	if (!msg->parsed_uri.params.s || !uri_param(&msg->parsed_uri.params, "ccqcb", &v))
+		return 0;
+	if (ccq_cb_token_check(v.s, (size_t)v.len, 'c', callid, t, &why) < 0)
+		goto refused;
+	if (strcmp(t->ext, u->ext) != 0) {
+		why = "the token is for another extension";
+		goto refused;
+	}
+	if (!dialled->s || dialled->len != (int)strlen(t->digits) + 1 || dialled->s[0] != '+'
+			|| memcmp(dialled->s + 1, t->digits, strlen(t->digits)) != 0) {
+		why = "the token is for another number";
+		goto refused;
+	}
+	return 1;
+refused:
+	LM_NOTICE("call %s from extension %s carries a callback marker that is refused (%s):"
+		" treated as a manual call\n", callid, u->ext, why);
+	return -1;
+}
+
 /*
  * ccq_outbound(): the compliance gate for a call an authenticated device
  * places (From user@domain is the device). Decides from shared memory, with
@@ -717,7 +891,8 @@ static int w_ccq_outbound(struct sip_msg *msg, char *p1, char *p2)
 	str ru_user;
 	struct comp_verdict v;
 	enum ccq_pin_state ps = CCQ_PIN_ABSENT;
-	int rc, locked, allowed;
+	int rc, locked, allowed, cbleg = 0;
+	struct ccq_token ct;
 
 	memset(&g_gate, 0, sizeof(g_gate));
 	if (parse_from_header(msg) < 0 || parse_sip_msg_uri(msg) < 0
@@ -741,6 +916,23 @@ static int w_ccq_outbound(struct sip_msg *msg, char *p1, char *p2)
 		gate_set(msg, "block", "unknown_device", "Blocked: unknown device", NULL, NULL);
 		return -1;
 	}
+	cbleg = customer_leg(msg, callid, u, &ru_user, &ct) == 1;
+	if (cbleg) {
+		/* a callback's customer leg: the agent's PIN, if the policy needs
+		 * one, was checked by queued when the callback was requested */
+		memset(&g_cls, 0, sizeof(g_cls));
+		g_cls.msg_id = msg->id;
+		g_cls.msg_pid = msg->pid;
+		g_cls.valid = 1;
+		strcpy(g_cls.type, "callback");
+		strcpy(g_cls.direction, "outbound");
+		snprintf(g_cls.txn, sizeof(g_cls.txn), "%llu", (unsigned long long)ct.txn);
+		snprintf(g_cls.ext, sizeof(g_cls.ext), "%s", ct.ext);
+		snprintf(g_cls.customer, sizeof(g_cls.customer), "+%s", ct.digits);
+		if (strchr(ct.flags, 'p'))
+			ps = CCQ_PIN_VALID;
+		ccq_cb_customer_leg(ct.txn);
+	}
 	rc = ccq_gate_split_pin(ru_user.s ? ru_user.s : "", ru_user.s ? (size_t)ru_user.len : 0,
 		PIN_PREFIX, 0, pin, sizeof(pin), num, sizeof(num), &why);
 	if (rc < 0) {
@@ -749,7 +941,7 @@ static int w_ccq_outbound(struct sip_msg *msg, char *p1, char *p2)
 		LM_NOTICE("outbound call %s from %s: bad dial string (%s)\n", callid, u->ext, why);
 		goto report;
 	}
-	if (rc == 1) {
+	if (rc == 1 && !cbleg) {
 		/* the PIN is checked only here; it is never logged */
 		ps = (u->pin_hash[0] && pin_matches(u->pin_hash, pin)) ? CCQ_PIN_VALID : CCQ_PIN_WRONG;
 		memset(pin, 0, sizeof(pin));
@@ -771,7 +963,7 @@ report:
 		ccq_enc e;
 		uint64_t id = ccq_async_next_id();
 		ccq_enc_init(&e);
-		ccq_enc_request(&e, id, "call.outbound", 8);
+		ccq_enc_request(&e, id, "call.outbound", cbleg ? 9 : 8);
 		ccq_pack_kv_str(&e.pk, "call_id", callid);
 		ccq_pack_kv_str(&e.pk, "username", user);
 		ccq_pack_kv_str(&e.pk, "domain", domain);
@@ -780,6 +972,8 @@ report:
 		ccq_pack_kv_str(&e.pk, "rule", g_gate.rule);
 		ccq_pack_kv_str(&e.pk, "reason", g_gate.reason);
 		ccq_pack_kv_uint(&e.pk, "at_ms", now_ms());
+		if (cbleg)
+			ccq_pack_kv_uint(&e.pk, "callback_txn", ct.txn);
 		ccq_async_report(&e, id);
 	}
 	return strcmp(g_gate.verdict, "allow") == 0 ? 1 : -1;
@@ -796,6 +990,7 @@ static int pv_parse_ccq_name(pv_spec_p sp, str *in)
 		{"ring_timeout", CCQ_PV_RING_TIMEOUT}, {"max_wait", CCQ_PV_MAX_WAIT},
 		{"targets", CCQ_PV_TARGETS}, {"error", CCQ_PV_ERROR}, {"verdict", CCQ_PV_VERDICT},
 		{"rule", CCQ_PV_RULE}, {"number", CCQ_PV_NUMBER}, {"caller_id", CCQ_PV_CALLER_ID},
+		{"extension", CCQ_PV_EXTENSION}, {"customer", CCQ_PV_CUSTOMER},
 	};
 	if (!sp || !in || in->len <= 0)
 		return -1;
@@ -809,7 +1004,8 @@ static int pv_parse_ccq_name(pv_spec_p sp, str *in)
 		}
 	}
 	LM_ERR("unknown key in $ccq(%.*s): use type, txn, direction, link, action, code, reason,"
-		" inbox, ring_timeout, max_wait, targets or error\n", in->len, in->s);
+		" inbox, ring_timeout, max_wait, targets, error, verdict, rule, number, caller_id,"
+		" extension or customer\n", in->len, in->s);
 	return -1;
 }
 
@@ -821,7 +1017,7 @@ static int pv_get_ccq(struct sip_msg *msg, pv_param_t *param, pv_value_t *res)
 
 	/* the gate's own variables, and $ccq(reason) after a gate decision on
 	 * this very message (even inside a resumed route) */
-	if (key >= CCQ_PV_VERDICT || (key == CCQ_PV_REASON
+	if ((key >= CCQ_PV_VERDICT && key <= CCQ_PV_CALLER_ID) || (key == CCQ_PV_REASON
 			&& (!ar->active || (g_gate.msg_id == msg->id && g_gate.msg_pid == msg->pid
 				&& g_gate.verdict[0])))) {
 		if (g_gate.msg_id != msg->id || g_gate.msg_pid != msg->pid)
@@ -880,6 +1076,16 @@ static int pv_get_ccq(struct sip_msg *msg, pv_param_t *param, pv_value_t *res)
 	case CCQ_PV_TXN:
 		s.s = g_cls.txn;
 		break;
+	case CCQ_PV_EXTENSION:
+		s.s = g_cls.ext;
+		break;
+	case CCQ_PV_CUSTOMER:
+		s.s = g_cls.customer;
+		break;
+	case CCQ_PV_RING_TIMEOUT:
+		if (!cls_current(msg) || !g_cls.ring_timeout)
+			return pv_get_null(msg, param, res);
+		return pv_get_sintval(msg, param, res, (int)g_cls.ring_timeout);
 	default:
 		return pv_get_null(msg, param, res);
 	}
@@ -1101,6 +1307,86 @@ static void ccq_rpc_txn(rpc_t *rpc, void *ctx)
 }
 
 
+/* ---- callback RPCs -------------------------------------------------------- */
+
+static const char *ccq_rpc_callbacks_doc[] = {
+	"Callback requests (queued, dialling, scheduled) and the callback legs this proxy"
+	" is driving. Optional parameter: <ext>@<org> for one extension's queue",
+	0
+};
+
+static void ccq_rpc_callbacks(rpc_t *rpc, void *ctx)
+{
+	str who = STR_NULL;
+	char w[200] = "";
+	ccq_enc e;
+	uint64_t id = ccq_link_next_id();
+
+	if (rpc->scan(ctx, "*S", &who) >= 1 && who.len > 0) {
+		if (who.len >= (int)sizeof(w) || !memchr(who.s, '@', who.len)) {
+			rpc->fault(ctx, 400, "usage: ccq.callbacks [<ext>@<org>]");
+			return;
+		}
+		snprintf(w, sizeof(w), "%.*s", who.len, who.s);
+	}
+	LM_DBG("callback legs in progress here: %d\n", ccq_cb_active());
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, "callback.list", w[0] ? 2 : 1);
+	ccq_pack_kv_str(&e.pk, "status", "open");
+	if (w[0]) {
+		char *at = strchr(w, '@');
+		*at = '\0';
+		ccq_pack_kv_str(&e.pk, "ext", w);
+	}
+	rpc_ask(rpc, ctx, &e, id);
+}
+
+static const char *ccq_rpc_callback_request_doc[] = {
+	"Request a callback: ccq.callback.request <ext>@<org> <number> [txn]. With a TXN the"
+	" extension calls the number from that transaction (as if the agent clicked Call);"
+	" without, it is a customer's request for that extension. With kamcmd, pass"
+	" digits-only values as s:<value>.",
+	0
+};
+
+static void ccq_rpc_callback_request(rpc_t *rpc, void *ctx)
+{
+	str who, number;
+	int txn = 0;
+	char w[200], org[160], num[64];
+	char *at;
+	ccq_enc e;
+	uint64_t id = ccq_link_next_id();
+
+	if (rpc->scan(ctx, "SS*d", &who, &number, &txn) < 2 || who.len <= 0
+			|| who.len >= (int)sizeof(w) || number.len <= 0 || number.len >= (int)sizeof(num)) {
+		rpc->fault(ctx, 400, "usage: ccq.callback.request <ext>@<org> <number> [txn]");
+		return;
+	}
+	snprintf(w, sizeof(w), "%.*s", who.len, who.s);
+	snprintf(num, sizeof(num), "%.*s", number.len, number.s);
+	if (!(at = strchr(w, '@')) || at == w || !at[1]) {
+		rpc->fault(ctx, 400, "the extension is <ext>@<org>");
+		return;
+	}
+	ccq_enc_init(&e);
+	if (txn > 0) {
+		ccq_enc_request(&e, id, "callback.request", 3);
+		ccq_pack_kv_str(&e.pk, "as", w);
+		ccq_pack_kv_uint(&e.pk, "txn", (uint64_t)txn);
+		ccq_pack_kv_str(&e.pk, "number", num);
+	} else {
+		snprintf(org, sizeof(org), "%s", at + 1);
+		*at = '\0';
+		ccq_enc_request(&e, id, "callback.request", 4);
+		ccq_pack_kv_str(&e.pk, "source", "customer");
+		ccq_pack_kv_str(&e.pk, "ext", w);
+		ccq_pack_kv_str(&e.pk, "org", org);
+		ccq_pack_kv_str(&e.pk, "number", num);
+	}
+	rpc_ask(rpc, ctx, &e, id);
+}
+
 /* ---- compliance RPCs ------------------------------------------------------ */
 
 static const char *ccq_rpc_comp_check_doc[] = {
@@ -1207,6 +1493,8 @@ static rpc_export_t ccq_rpc[] = {
 	{"ccq.stats", ccq_rpc_stats, ccq_rpc_stats_doc, 0},
 	{"ccq.inbox", ccq_rpc_inbox, ccq_rpc_inbox_doc, 0},
 	{"ccq.txn", ccq_rpc_txn, ccq_rpc_txn_doc, 0},
+	{"ccq.callbacks", ccq_rpc_callbacks, ccq_rpc_callbacks_doc, 0},
+	{"ccq.callback.request", ccq_rpc_callback_request, ccq_rpc_callback_request_doc, 0},
 	{"ccq.compliance.check", ccq_rpc_comp_check, ccq_rpc_comp_check_doc, 0},
 	{"ccq.compliance.reload", ccq_rpc_comp_reload, ccq_rpc_comp_reload_doc, 0},
 	{"ccq.compliance.stats", ccq_rpc_comp_stats, ccq_rpc_comp_stats_doc, 0},
@@ -1219,6 +1507,16 @@ static rpc_export_t ccq_rpc[] = {
 static sr_kemi_t sr_kemi_ccq_exports[] = {
 	{ str_init("ccq"), str_init("ccq_classify"),
 		SR_KEMIP_INT, ki_ccq_classify,
+		{ SR_KEMIP_NONE, SR_KEMIP_NONE, SR_KEMIP_NONE,
+			SR_KEMIP_NONE, SR_KEMIP_NONE, SR_KEMIP_NONE }
+	},
+	{ str_init("ccq"), str_init("ccq_classify_mode"),
+		SR_KEMIP_INT, ki_ccq_classify_mode,
+		{ SR_KEMIP_STR, SR_KEMIP_NONE, SR_KEMIP_NONE,
+			SR_KEMIP_NONE, SR_KEMIP_NONE, SR_KEMIP_NONE }
+	},
+	{ str_init("ccq"), str_init("ccq_callback_handle"),
+		SR_KEMIP_INT, ki_ccq_callback_handle,
 		{ SR_KEMIP_NONE, SR_KEMIP_NONE, SR_KEMIP_NONE,
 			SR_KEMIP_NONE, SR_KEMIP_NONE, SR_KEMIP_NONE }
 	},
@@ -1291,6 +1589,8 @@ static int mod_init(void)
 		return -1;
 	}
 	if (ccq_comp_init(db_url, compliance_poll) < 0)
+		return -1;
+	if (ccq_cb_init(callback_secret, callback_secret_file, callback_prompt, callback_proxy) < 0)
 		return -1;
 	if (pin_locks_init() < 0)
 		return -1;
