@@ -122,12 +122,18 @@ int ccq_cb_init(const char *secret, const char *secret_file, const char *prompt,
 	} else if (secret_file && secret_file[0]) {
 		FILE *f = fopen(secret_file, "r");
 		size_t n;
-		if (!f) {
+		if (!f && errno == ENOENT) {
+			/* an install that does not use callbacks */
+			LM_WARN("callback_secret_file %s does not exist: callbacks are off\n",
+				secret_file);
+			secret_file = NULL;
+		} else if (!f) {
 			LM_ERR("callback_secret_file %s: %s\n", secret_file, strerror(errno));
 			return -1;
 		}
-		n = fread(g_secret, 1, sizeof(g_secret) - 1, f);
-		fclose(f);
+		n = f ? fread(g_secret, 1, sizeof(g_secret) - 1, f) : 0;
+		if (f)
+			fclose(f);
 		g_secret[n] = '\0';
 		/* a trailing newline is not part of the secret */
 		while (n > 0 && (g_secret[n - 1] == '\n' || g_secret[n - 1] == '\r'
