@@ -419,6 +419,17 @@ class Lab:
     def down(self):
         return self.lab("down", timeout=180)
 
+    def start(self, *components, timeout=120):
+        """`ccq-lab up COMPONENT...` without the install and build steps:
+        only start what is not running (e.g. queued after stop_queued)."""
+        env = dict(self.env, CCQ_LAB_SKIP_BUILD="1", CCQ_LAB_SKIP_INSTALL="1")
+        r = subprocess.run([CCQ_LAB, "up"] + list(components), env=env, cwd=TOP,
+                           capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise AssertionError("ccq-lab up %s failed (exit %d)\n%s%s" % (
+                " ".join(components), r.returncode, r.stdout, r.stderr))
+        return r
+
     def status(self):
         return self.lab("status", timeout=30)
 
@@ -511,13 +522,14 @@ class Lab:
 
     # ---- SIP with sipp
     def sipp(self, scenario, local_port, *args, remote=None, background=False, timeout=30,
-             name=None):
+             name=None, calls=1):
         """Run one sipp instance on 127.0.0.1:LOCAL_PORT with a scenario of
         tests/scenarios (or a path). Every instance gets its own control port,
         a message trace and an error trace in the lab's sipp dir. Returns a
-        Sipp; unless background, it has already finished (bounded by timeout)."""
+        Sipp; unless background, it has already finished (bounded by timeout).
+        CALLS: how many calls it handles before it exits (sipp -m)."""
         run = Sipp(self, scenario, local_port, list(args), remote=remote, timeout=timeout,
-                   name=name)
+                   name=name, calls=calls)
         run.start()
         if not background:
             run.wait()
@@ -630,8 +642,9 @@ class Lab:
 class Sipp:
     """One sipp process (see Lab.sipp)."""
 
-    def __init__(self, lab, scenario, port, args, remote=None, timeout=30, name=None):
+    def __init__(self, lab, scenario, port, args, remote=None, timeout=30, name=None, calls=1):
         self.lab = lab
+        self.calls = calls
         self.scenario = scenario if os.path.isabs(scenario) else os.path.join(SCENARIOS, scenario)
         self.port = int(port)
         self.args = args
@@ -647,15 +660,20 @@ class Sipp:
         self.call_id = None
         self.started = self.ended = None
 
+    def command(self):
+        """The sipp command line (a fresh control port each time)."""
+        cmd = ["sipp", "-sf", self.scenario, "-i", "127.0.0.1", "-p", str(self.port),
+               "-m", str(self.calls), "-timeout", "%ds" % self.timeout, "-timeout_error",
+               "-nostdin", "-cp", str(PORTS.take("cp")), "-trace_msg", "-message_file",
+               self.msg_file, "-trace_err", "-error_file", self.err_file] + self.args
+        if self.remote:
+            cmd.append(self.remote)
+        return cmd
+
     def start(self):
         addr = "127.0.0.1:%d" % self.port
         assert not udp_bound(addr), "sipp %s: UDP %s is busy" % (self.name, addr)
-        cmd = ["sipp", "-sf", self.scenario, "-i", "127.0.0.1", "-p", str(self.port),
-               "-m", "1", "-timeout", "%ds" % self.timeout, "-timeout_error", "-nostdin",
-               "-cp", str(PORTS.take("cp")), "-trace_msg", "-message_file", self.msg_file,
-               "-trace_err", "-error_file", self.err_file] + self.args
-        if self.remote:
-            cmd.append(self.remote)
+        cmd = self.command()
         self.cmd = cmd
         self._log = open(self.log_file, "w")
         self.started = time.monotonic()
@@ -708,9 +726,15 @@ class Sipp:
         """[(direction, first line, full text)] from the message trace; for a
         call placed with a known Call-ID only that call's messages (a late
         retransmission for an earlier call on the same port is not ours)."""
+        return [m[1:] for m in self.timed_messages()]
+
+    def timed_messages(self):
+        """[(unix time, direction, first line, full text)] (see messages)."""
         text = Lab._read(self.msg_file)
         out = []
-        for block in re.split(r"^-{20,} .*$", text, flags=re.M):
+        parts = re.split(r"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?).*$", text,
+                         flags=re.M)
+        for stamp, block in zip(parts[1::2], parts[2::2]):
             m = re.search(r"message (sent|received)[^\n]*\n\s*\n([^\r\n]+)", block)
             if not m:
                 continue
@@ -718,8 +742,16 @@ class Sipp:
                 cid = re.search(r"^(?:Call-ID|i):\s*(\S+)", block, re.M | re.I)
                 if cid and cid.group(1) != self.call_id:
                     continue
-            out.append((m.group(1), m.group(2).strip(), block))
+            at = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S"))
+            at += float("0" + stamp[19:]) if len(stamp) > 19 else 0.0
+            out.append((at, m.group(1), m.group(2).strip(), block))
         return out
+
+    def first_time(self, direction, start):
+        """Unix time of the first message DIRECTION ('sent'/'received') whose
+        first line starts with START, or None."""
+        return next((at for at, d, first, _ in self.timed_messages()
+                     if d == direction and first.startswith(start)), None)
 
     def responses(self):
         """Status codes received, in order (retransmissions included)."""
@@ -902,6 +934,37 @@ class Org:
     def watch(self, ext, secs=10, count=None):
         return Watch(self, ext, secs, count)
 
+    # ---- callbacks (doc/callbacks.md), as agent EXT
+    def callback_args(self, txn=None, device=None, number=None, extra=()):
+        args = ["callback", "request"]
+        if txn is not None:
+            args += ["--txn", str(txn)]
+        if device is not None:
+            args += ["--device", getattr(device, "username", device)]
+        if number is not None:
+            args += ["--number", number]
+        return args + list(extra)
+
+    def callback(self, ext, txn=None, device=None, number=None, extra=()):
+        """`ccqctl --as EXT@ORG callback request ...`: the reply (JSON)."""
+        return self.json(*self.callback_args(txn, device, number, extra), as_=ext)
+
+    def callback_refused(self, ext, txn=None, device=None, number=None, extra=()):
+        """A callback request that queued must refuse: (error code, message)."""
+        return self.error(*self.callback_args(txn, device, number, extra), as_=ext)
+
+    def callbacks(self, ext, *extra):
+        """`ccqctl --as EXT@ORG callback list [...]` as JSON (a list)."""
+        out = self.json("callback", "list", *extra, as_=ext)
+        return out.get("callbacks", out.get("items", out)) if isinstance(out, dict) else out
+
+    def chat(self, inbox, customer=None):
+        """A chat TXN in INBOX (from another channel); its id."""
+        args = ["chat", "create", getattr(inbox, "name", inbox)]
+        if customer is not None:
+            args += ["--customer", str(customer)]
+        return int(self.json(*args)["id"])
+
 
 class Watch:
     """`ccqctl --as EXT@ORG -j watch` in the background."""
@@ -1024,3 +1087,238 @@ class Baresip:
                 self.proc.wait(timeout=10)
         if hasattr(self, "_log"):
             self._log.close()
+
+
+# --------------------------------------------------------------- callbacks
+# doc/callbacks.md: the system calls the agent's device (X-CCQ-Callback
+# header), plays the prompt, REFERs the phone to sip:<digits>@proxy;ccqcb=...,
+# the phone calls that through the proxy, the proxy relays it to the trunk.
+
+def parse_token(tok):
+    """A callback token (common/ccq_token.h) as a dict, without checking it:
+    1.<purpose>.<txn>.<ext>.<digits>.<flags>.<exp>.<nonce>.<mac>."""
+    parts = (tok or "").split(".")
+    assert len(parts) == 9 and parts[0] == "1", "not a callback token: %r" % tok
+    keys = ("version", "purpose", "txn", "ext", "digits", "flags", "exp", "nonce", "mac")
+    return dict(zip(keys, parts))
+
+
+def sign_token(secret, purpose, txn, ext, digits, exp, flags="-", nonce=None):
+    """A token signed like queued signs them (HMAC-SHA256 with the lab's
+    secret, the first 32 hex digits): to make an expired or a replayed
+    marker that is otherwise genuine."""
+    import hashlib
+    import hmac
+    nonce = nonce or uuid.uuid4().hex[:16]
+    body = "1.%s.%s.%s.%s.%s.%d.%s" % (purpose, txn, ext, digits, flags, int(exp), nonce)
+    mac = hmac.new(secret.encode() if isinstance(secret, str) else secret, body.encode(),
+                   hashlib.sha256).hexdigest()[:32]
+    return body + "." + mac
+
+
+def header_value(msg, name):
+    """The value of the first header NAME in a SIP message text, or None."""
+    m = re.search(r"^%s\s*:\s*(.*?)\r?$" % re.escape(name), msg or "", re.M | re.I)
+    return m.group(1) if m else None
+
+
+class Follower(Sipp):
+    """The agent phone's second call, the one that follows the REFER: sipp
+    cannot open a new dialog itself, so the answering sipp (cb_agent.xml)
+    runs SCRIPT with the Refer-To URI; the script writes the URI down and
+    starts this sipp (SCENARIO, default cb_follow.xml) from another port of
+    the pool, with the device's digest credentials, to the proxy. Its
+    exit code lands in a file; stop() kills it by its pid."""
+
+    def __init__(self, lab, phone, scenario="cb_follow.xml", timeout=40, extra=()):
+        super().__init__(lab, scenario, PORTS.take("peer"),
+                         ["-key", "user", phone.username, "-au", phone.username,
+                          "-ap", phone.password] + list(extra),
+                         remote=lab.sip_addr, timeout=timeout,
+                         name="follow-%s" % phone.username)
+        base = os.path.join(lab.sipp_dir, self.name)
+        self.script = base + ".sh"
+        self.uri_file, self.rc_file, self.pid_file = base + ".uri", base + ".rc", base + ".pid"
+        cmd = self.command()
+        # the target goes before the proxy address (the last argument)
+        cmd = cmd[:-1] + ["-key", "target", "@TARGET@", cmd[-1]]
+        line = " ".join("\"$1\"" if a == "@TARGET@" else shq(a) for a in cmd)
+        self.cmd = cmd
+        with open(self.script, "w") as f:
+            f.write("#!/bin/sh\n"
+                    "# written by ccqlab.Follower: the phone follows a REFER to $1\n"
+                    "printf '%%s\\n' \"$1\" > %(uri)s.tmp; mv %(uri)s.tmp %(uri)s\n"
+                    "(\n  %(line)s </dev/null > %(log)s 2>&1 &\n  echo $! > %(pid)s\n"
+                    "  wait $!; echo $? > %(rc)s.tmp; mv %(rc)s.tmp %(rc)s\n) &\n"
+                    % {"uri": shq(self.uri_file), "line": line, "log": shq(self.log_file),
+                       "pid": shq(self.pid_file), "rc": shq(self.rc_file)})
+        os.chmod(self.script, 0o755)
+
+    def start(self):
+        raise AssertionError("a Follower is started by the agent's sipp (cb_agent.xml)")
+
+    def target(self):
+        """The Refer-To URI it was started with, or None (not yet)."""
+        t = Lab._read(self.uri_file).strip()
+        return t or None
+
+    def begun(self):
+        return self.target() is not None
+
+    def wait(self, timeout=None):
+        if self.rc is not None:
+            return self.rc
+        t = self.timeout + 15 if timeout is None else timeout
+        if not wait_until(lambda: os.path.exists(self.rc_file), t, interval=0.1):
+            return None
+        self.rc = int(Lab._read(self.rc_file).strip() or -1)
+        return self.rc
+
+    def running(self):
+        return self.begun() and not os.path.exists(self.rc_file)
+
+    def stop(self):
+        try:
+            pid = int(Lab._read(self.pid_file).strip())
+        except ValueError:
+            return
+        if not os.path.exists(self.rc_file):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            wait_until(lambda: os.path.exists(self.rc_file), 5, interval=0.1)
+        if self.rc is None and os.path.exists(self.rc_file):
+            self.rc = int(Lab._read(self.rc_file).strip() or -1)
+
+    def summary(self):
+        if not self.begun():
+            return "%s: never started (no REFER followed)" % self.name
+        return super().summary()
+
+
+def shq(s):
+    return "'" + str(s).replace("'", "'\\''") + "'"
+
+
+class CallbackPhone:
+    """A sipp agent phone for one callback attempt (tests/scenarios/
+    cb_agent.xml): it answers the system's call (which must carry
+    X-CCQ-Callback), accepts the REFER and follows it with a Follower.
+    RING_MS: extra ringing before the answer. FOLLOW: the Follower's
+    scenario."""
+
+    def __init__(self, phone, ring_ms=0, timeout=60, follow="cb_follow.xml"):
+        self.phone, self.lab = phone, phone.lab
+        self.follower = Follower(self.lab, phone, scenario=follow, timeout=timeout)
+        args = ["-key", "follow", self.follower.script, "-default_behaviors", "all,-abortunexp"]
+        if ring_ms:
+            args += ["-d", str(ring_ms)]
+        self.agent = self.lab.sipp("cb_agent.xml", phone.port, *args, timeout=timeout,
+                                   background=True, name="cb-agent-%s" % phone.username)
+
+    def invite(self):
+        invs = self.agent.received("INVITE ")
+        return invs[0] if invs else None
+
+    def marker(self):
+        """The X-CCQ-Callback header of the INVITE the phone got, or None."""
+        return header_value(self.invite(), "X-CCQ-Callback")
+
+    def refer(self):
+        refs = self.agent.received("REFER ")
+        return refs[0] if refs else None
+
+    def refer_to(self, timeout=20):
+        """The Refer-To URI the phone followed (waits, bounded)."""
+        ok = wait_until(self.follower.begun, timeout, interval=0.1)
+        assert ok, "the agent's phone got no REFER in %ds\n%s" % (timeout, self.summary())
+        return self.follower.target()
+
+    def wait(self, timeout=40):
+        """(answering sipp's exit code, follower's exit code or None)."""
+        rc = self.agent.wait(timeout)
+        frc = self.follower.wait(timeout) if self.follower.begun() else None
+        return rc, frc
+
+    def stop(self):
+        self.agent.stop()
+        self.follower.stop()
+
+    def summary(self):
+        return "--- agent phone:\n%s\n--- its follow-up call:\n%s" % (
+            self.agent.summary(), self.follower.summary())
+
+
+def udp_listen(port, secs):
+    """Bind 127.0.0.1:PORT for SECS seconds and return the first lines of
+    the datagrams that came (to show that nobody calls a port again)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", port))
+    s.settimeout(0.2)
+    got = []
+    deadline = time.monotonic() + secs
+    try:
+        while time.monotonic() < deadline:
+            try:
+                data, _ = s.recvfrom(65535)
+            except socket.timeout:
+                continue
+            got.append(data.decode("utf-8", "replace").split("\r\n", 1)[0])
+    finally:
+        s.close()
+    return got
+
+
+class RtpCapture:
+    """Counts the RTP packets that reach a set of UDP ports on loopback,
+    with a raw packet socket (root): [(unix time, src port, dst port,
+    payload)] of every UDP datagram to DST_PORTS (a range) from SRC_PORTS
+    (a range, e.g. rtpengine's), in a thread, for at most SECS seconds."""
+
+    def __init__(self, dst_ports, src_ports, secs=60):
+        import threading
+        self.dst, self.src, self.secs = dst_ports, src_ports, secs
+        self.packets = []
+        self.error = None
+        self._stop = threading.Event()
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+        self.sock.bind(("lo", 0))
+        self.sock.settimeout(0.2)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        deadline = time.monotonic() + self.secs
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                try:
+                    data, addr = self.sock.recvfrom(65535)
+                except socket.timeout:
+                    continue
+                if addr[2] == socket.PACKET_OUTGOING:
+                    continue        # loopback shows each packet twice
+                ip = data[14:]
+                if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
+                    continue
+                ihl = (ip[0] & 0x0f) * 4
+                sport, dport = struct.unpack(">HH", ip[ihl:ihl + 4])
+                if self.dst[0] <= dport <= self.dst[1] and self.src[0] <= sport <= self.src[1]:
+                    self.packets.append((time.time(), sport, dport, bytes(ip[ihl + 8:])))
+        except Exception as e:          # reported by stop()
+            self.error = e
+        finally:
+            self.sock.close()
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(10)
+        assert self.error is None, "the RTP capture failed: %r" % (self.error,)
+        return self.packets
+
+
+def audible(payload, codec_silence=(0xff, 0x7f, 0xd5, 0x55)):
+    """Does an RTP packet (12-byte header, G.711 payload) carry sound,
+    not just the codecs' silence bytes?"""
+    body = payload[12:]
+    return len(body) >= 80 and sum(1 for b in body if b not in codec_silence) > len(body) // 4
