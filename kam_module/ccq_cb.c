@@ -455,7 +455,10 @@ static const char *proxy_addr(void)
 {
 	if (!g_proxy[0]) {
 		struct socket_info *si = get_first_socket();
-		if (si)
+		if (si && si->address.af == AF_INET6)
+			snprintf(g_proxy, sizeof(g_proxy), "[%.*s]:%d", si->address_str.len,
+				si->address_str.s, (int)si->port_no);
+		else if (si)
 			snprintf(g_proxy, sizeof(g_proxy), "%.*s:%d", si->address_str.len,
 				si->address_str.s, (int)si->port_no);
 	}

@@ -951,7 +951,7 @@ static int w_ccq_outbound(struct sip_msg *msg, char *p1, char *p2)
 	/* only a PIN the policy looked at counts towards the lockout */
 	if (v.res.rule == CCQ_RULE_PIN_WRONG)
 		pin_lock_update(u->id, 1, 0);
-	else if (ps == CCQ_PIN_VALID && v.res.verdict == CCQ_GATE_ALLOW)
+	else if (ps == CCQ_PIN_VALID && v.res.verdict == CCQ_GATE_ALLOW && !cbleg)
 		pin_lock_update(u->id, 0, 1);
 	snprintf(e164, sizeof(e164), "%s%s", v.number[0] ? "+" : "", v.number);
 	allowed = v.res.verdict == CCQ_GATE_ALLOW;
@@ -1258,6 +1258,7 @@ static void ccq_rpc_stats(rpc_t *rpc, void *ctx)
 		"decisions", (unsigned)n);
 	rpc->struct_add(th, "fff", "decision_p50_ms", p50, "decision_p99_ms", p99,
 		"decision_max_ms", mx);
+	rpc->struct_add(th, "d", "callback_legs", ccq_cb_active());
 }
 
 static const char *ccq_rpc_inbox_doc[] = {
@@ -1310,8 +1311,8 @@ static void ccq_rpc_txn(rpc_t *rpc, void *ctx)
 /* ---- callback RPCs -------------------------------------------------------- */
 
 static const char *ccq_rpc_callbacks_doc[] = {
-	"Callback requests (queued, dialling, scheduled) and the callback legs this proxy"
-	" is driving. Optional parameter: <ext>@<org> for one extension's queue",
+	"Open callback requests (queued, dialling, connected) of every organisation, or of"
+	" one extension: ccq.callbacks [<ext>@<org>]",
 	0
 };
 
@@ -1329,15 +1330,12 @@ static void ccq_rpc_callbacks(rpc_t *rpc, void *ctx)
 		}
 		snprintf(w, sizeof(w), "%.*s", who.len, who.s);
 	}
-	LM_DBG("callback legs in progress here: %d\n", ccq_cb_active());
 	ccq_enc_init(&e);
+	/* one extension's queue: what that user sees of their own requests */
 	ccq_enc_request(&e, id, "callback.list", w[0] ? 2 : 1);
 	ccq_pack_kv_str(&e.pk, "status", "open");
-	if (w[0]) {
-		char *at = strchr(w, '@');
-		*at = '\0';
-		ccq_pack_kv_str(&e.pk, "ext", w);
-	}
+	if (w[0])
+		ccq_pack_kv_str(&e.pk, "as", w);
 	rpc_ask(rpc, ctx, &e, id);
 }
 
