@@ -28,6 +28,11 @@ void config_defaults(struct queued_config *c, const char *default_sql_dir)
 	c->max_frame = 1024u * 1024u;
 	c->max_clients = 1024;
 	c->shutdown_timeout = 10;
+	c->callback_ring_timeout = 30;
+	c->callback_attempts = 3;
+	c->callback_retry_delay = 300;
+	c->callback_expiry = 86400;
+	c->schedule_grace = 3600;
 }
 
 enum kind { K_STR, K_UINT, K_OCTAL, K_LOG, K_LOGLEVEL, K_SIZE };
@@ -64,6 +69,13 @@ static const struct key keys[] = {
 	{ "shutdown_timeout", U(shutdown_timeout, 1, 3600) },
 	{ "pid_file", S(pid_file) },
 	{ "operators", S(operators) },
+	{ "callback_secret", S(callback_secret) },
+	{ "callback_secret_file", S(callback_secret_file) },
+	{ "callback_ring_timeout", U(callback_ring_timeout, 5, 600) },
+	{ "callback_attempts", U(callback_attempts, 1, 20) },
+	{ "callback_retry_delay", U(callback_retry_delay, 1, 86400) },
+	{ "callback_expiry", U(callback_expiry, 60, 2592000) },
+	{ "schedule_grace", U(schedule_grace, 0, 604800) },
 };
 
 #define ERR(...) do { snprintf(err, errlen, __VA_ARGS__); return -1; } while (0)
@@ -158,6 +170,37 @@ static int set_key(struct queued_config *c, const struct key *k, const char *v,
 	return -1;
 }
 
+/* callback_secret_file: the secret is the file's content without the
+ * white space around it (a trailing newline is usual). */
+static int read_secret_file(struct queued_config *c, const char *name, char *err, size_t errlen)
+{
+	char buf[sizeof(c->callback_secret) + 64], *s;
+	FILE *f = fopen(c->callback_secret_file, "r");
+	size_t n;
+
+	if (!f)
+		ERR("%s: cannot open callback_secret_file %s: %s", name, c->callback_secret_file,
+			strerror(errno));
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	if (ferror(f)) {
+		fclose(f);
+		ERR("%s: cannot read callback_secret_file %s", name, c->callback_secret_file);
+	}
+	fclose(f);
+	buf[n] = '\0';
+	if (memchr(buf, '\0', n))
+		ERR("%s: callback_secret_file %s contains a NUL byte", name, c->callback_secret_file);
+	s = trim(buf);
+	if (!*s)
+		ERR("%s: callback_secret_file %s is empty", name, c->callback_secret_file);
+	if (strlen(s) >= sizeof(c->callback_secret))
+		ERR("%s: the secret in callback_secret_file %s is longer than %zu characters", name,
+			c->callback_secret_file, sizeof(c->callback_secret) - 1);
+	strcpy(c->callback_secret, s);
+	memset(buf, 0, sizeof(buf));
+	return 0;
+}
+
 int config_parse(const char *text, const char *name, struct queued_config *c,
 		char *err, size_t errlen)
 {
@@ -239,6 +282,16 @@ int config_parse(const char *text, const char *name, struct queued_config *c,
 		ERR("%s: set 'mysql_socket' or 'mysql_host'", name);
 	if (!c->sql_dir[0])
 		ERR("%s: required key 'sql_dir' is missing", name);
+	if (c->callback_secret[0] && c->callback_secret_file[0])
+		ERR("%s: set 'callback_secret' or 'callback_secret_file', not both", name);
+	if (c->callback_secret_file[0] && read_secret_file(c, name, err, errlen) < 0)
+		return -1;
+	/* a short key makes the tokens guessable */
+	if (c->callback_secret[0] && strlen(c->callback_secret) < CONFIG_SECRET_MIN)
+		ERR("%s: the callback secret%s%s is shorter than %d characters: use e.g. 32 random "
+			"bytes as hex (openssl rand -hex 32)", name,
+			c->callback_secret_file[0] ? " in " : "", c->callback_secret_file,
+			CONFIG_SECRET_MIN);
 	return 0;
 }
 

@@ -27,7 +27,18 @@ struct queued_config {
 	unsigned shutdown_timeout;  /* seconds */
 	char pid_file[PATH_MAX];
 	char operators[256];        /* unix users acting as the local operator */
+	/* callbacks (doc/callbacks.md) */
+	char callback_secret[256];  /* HMAC key of callback tokens; "" = callbacks off */
+	char callback_secret_file[PATH_MAX]; /* or read it from this file */
+	unsigned callback_ring_timeout;  /* seconds the agent's device rings */
+	unsigned callback_attempts;      /* attempts of one request */
+	unsigned callback_retry_delay;   /* seconds between attempts */
+	unsigned callback_expiry;        /* seconds a request lives */
+	unsigned schedule_grace;         /* seconds a due schedule may be late */
 };
+
+/* Shortest callback secret accepted (bytes). */
+#define CONFIG_SECRET_MIN 16
 
 /* Defaults for every key (sql_dir from the build). */
 void config_defaults(struct queued_config *c, const char *default_sql_dir);

@@ -14,6 +14,7 @@
 #include "server.h"
 #include "ops.h"
 #include "calls.h"
+#include "callbacks.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -130,6 +131,7 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 	log_setup(g_cfg.log_syslog, g_cfg.log_level);
 	server_reconfigure(&g_cfg);
 	db_set_config(&g_cfg);
+	callbacks_reconfigure(&g_cfg);
 	LOG_N("configuration reloaded from %s (log level %s, max_frame %u)", g_conf_path,
 		log_level_name(g_cfg.log_level), g_cfg.max_frame);
 }
@@ -241,6 +243,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	calls_init(loop);
+	callbacks_init(loop, &g_cfg);
 	write_pid_file();
 
 	ev_signal_init(&s_hup, on_hup, SIGHUP);
@@ -265,6 +268,7 @@ int main(int argc, char **argv)
 		_exit(1);
 	}
 	calls_stop();
+	callbacks_stop();
 	db_stop();
 	server_close_all();
 	if (g_cfg.pid_file[0])

@@ -1,7 +1,9 @@
 /*
  * Request handling framework; see ops.h. The operations themselves live
- * in ops_txn.c (transactions and journeys) and ops_dir.c (the directory:
- * organisations, users, devices, inboxes, customers, trunks, tokens).
+ * in ops_txn.c (transactions and journeys), ops_dir.c (the directory:
+ * organisations, users, devices, inboxes, customers, trunks, tokens),
+ * ops_call.c (calls), ops_compliance.c (compliance data) and
+ * ops_callback.c (callbacks and scheduled calls).
  */
 #include "ccq_config.h"
 #include "ops.h"
@@ -138,6 +140,17 @@ int req_update_journey(struct req *r, MYSQL *m, uint64_t txn, const char *sql,
 	return 0;
 }
 
+void req_event_time(struct req *r, char *buf, size_t size)
+{
+	uint64_t at = 0;
+	if (ccq_map_uint(r->args, "at_ms", &at) == 1 && at > 1000000000000ull
+			&& at < 100000000000000ull)
+		snprintf(buf, size, "FROM_UNIXTIME(%llu.%03llu)", (unsigned long long)(at / 1000),
+			(unsigned long long)(at % 1000));
+	else
+		snprintf(buf, size, "UTC_TIMESTAMP(3)");
+}
+
 int req_rollback(struct req *r, MYSQL *m)
 {
 	if (!r->j.conn_lost)
@@ -191,6 +204,15 @@ void pack_rows(msgpack_packer *pk, MYSQL_RES *res)
 	msgpack_pack_array(pk, (size_t)mysql_num_rows(res));
 	while ((row = mysql_fetch_row(res)))
 		pack_row(pk, res, row, 0);
+}
+
+void req_reply_rows(struct req *r, MYSQL_RES *res, const char *key)
+{
+	msgpack_packer *pk = req_reply(r);
+	msgpack_pack_map(pk, 1);
+	ccq_pack_str(pk, key);
+	pack_rows(pk, res);
+	mysql_free_result(res);
 }
 
 /*
@@ -372,7 +394,7 @@ static const struct op_def ops_core[] = {
 };
 
 static const struct op_def *const op_tables[] = { ops_core, ops_txn, ops_dir, ops_call,
-	ops_compliance };
+	ops_compliance, ops_callback };
 
 int ops_submit_internal(const struct op_def *op, ccq_enc *enc, void (*done)(void))
 {

@@ -89,6 +89,12 @@ int customer_by_number(struct req *r, MYSQL *m, uint64_t org, const char *e164,
 /* One UPDATE and its journey event in one transaction; replies {id: txn}. */
 int req_update_journey(struct req *r, MYSQL *m, uint64_t txn, const char *sql,
 		const char *kind, const char *text);
+/*
+ * The SQL time of a reported event: the report's "at_ms" (when the proxy saw
+ * it) if present and plausible, else now. A report retried through a MySQL
+ * outage or a queued restart keeps its real time.
+ */
+void req_event_time(struct req *r, char *buf, size_t size);
 /* Roll the current transaction back (unless the connection is gone); -1. */
 int req_rollback(struct req *r, MYSQL *m);
 
@@ -101,6 +107,8 @@ int sql_u64(struct req *r, MYSQL *m, const char *sql, size_t len, uint64_t *v, i
 void pack_row(msgpack_packer *pk, MYSQL_RES *res, MYSQL_ROW row, unsigned extra);
 /* Pack all rows of a result as an array of maps. */
 void pack_rows(msgpack_packer *pk, MYSQL_RES *res);
+/* Reply {key: [rows...]} and free res. */
+void req_reply_rows(struct req *r, MYSQL_RES *res, const char *key);
 
 /*
  * Run an operation for queued itself (no client connection): the request
@@ -113,5 +121,6 @@ extern const struct op_def ops_txn[];
 extern const struct op_def ops_dir[];
 extern const struct op_def ops_call[];
 extern const struct op_def ops_compliance[];
+extern const struct op_def ops_callback[];
 
 #endif

@@ -13,6 +13,7 @@
 #include "server.h"
 #include "log.h"
 #include "calls.h"
+#include "callbacks.h"
 #include "ccq_e164.h"
 
 #include <stdio.h>
@@ -42,22 +43,6 @@ static struct call_after *after_of(struct req *r)
 	if (!r->after_data)
 		r->after_data = calloc(1, sizeof(struct call_after));
 	return r->after_data;
-}
-
-/*
- * The SQL time of a reported event: the report's "at_ms" (when the proxy saw
- * it) if present and plausible, else now. A report retried through a MySQL
- * outage or a queued restart keeps its real time.
- */
-static void event_time(struct req *r, char *buf, size_t size)
-{
-	uint64_t at = 0;
-	if (ccq_map_uint(r->args, "at_ms", &at) == 1 && at > 1000000000000ull
-			&& at < 100000000000000ull)
-		snprintf(buf, size, "FROM_UNIXTIME(%llu.%03llu)", (unsigned long long)(at / 1000),
-			(unsigned long long)(at % 1000));
-	else
-		snprintf(buf, size, "UTC_TIMESTAMP(3)");
 }
 
 static int journey_at(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const char *text,
@@ -107,6 +92,7 @@ struct txn_row {
 	long waited;      /* seconds since queued_at (or created_at) */
 	char current_call[256]; /* the live leg */
 	int outbound;
+	int callback;     /* call_type callback (ops_callback.c decides its end) */
 	uint64_t device_id;
 	char customer[101];
 };
@@ -124,7 +110,7 @@ static int txn_by_call(struct req *r, MYSQL *m, const char *call_id, struct txn_
 		"COALESCE(i.max_wait, 0), COALESCE(i.ring_timeout, 20), "
 		"TIMESTAMPDIFF(SECOND, COALESCE(t.queued_at, t.created_at), UTC_TIMESTAMP(3)), "
 		"COALESCE(t.current_call_id, t.sip_call_id), t.direction = 'outbound', "
-		"COALESCE(t.device_id, 0), COALESCE(c.name, '') "
+		"COALESCE(t.device_id, 0), COALESCE(c.name, ''), t.call_type = 'callback' "
 		"FROM txn t LEFT JOIN inbox i ON i.id = t.inbox_id "
 		"LEFT JOIN customer c ON c.id = t.customer_id WHERE t.id = "
 		"(SELECT txn_id FROM txn_leg WHERE call_id = ");
@@ -157,6 +143,7 @@ static int txn_by_call(struct req *r, MYSQL *m, const char *call_id, struct txn_
 	t->outbound = row[11] && atoi(row[11]);
 	t->device_id = row[12] ? strtoull(row[12], NULL, 10) : 0;
 	snprintf(t->customer, sizeof(t->customer), "%s", row[13] ? row[13] : "");
+	t->callback = row[14] && atoi(row[14]);
 	mysql_free_result(res);
 	return 0;
 }
@@ -301,6 +288,9 @@ int calls_missed(struct req *r, MYSQL *m, uint64_t txn, uint32_t org, uint32_t i
 	snprintf(text, sizeof(text), "Missed: no agent answered; inbox [%s] missed-call flow",
 		inbox_name);
 	if (journey(r, m, txn, "missed", text) < 0)
+		return -1;
+	/* an inbox whose missed-call flow is 'callback' calls the caller back */
+	if (inbox && callbacks_on_missed(r, m, txn, org, inbox, inbox_name, number) < 0)
 		return -1;
 	calls_pretty_number(number, pretty, sizeof(pretty));
 	a->org_id = org;
@@ -743,8 +733,11 @@ static void after_call(struct req *r)
 			a->customer, a->inbox);
 	if (a->queued)
 		calls_queued(a->call_id[0] ? a->call_id : NULL, a->max_wait);
-	if (a->wake_dispatch)
+	if (a->wake_dispatch) {
+		/* a free agent may take a waiting call or a callback */
 		calls_kick();
+		callbacks_kick();
+	}
 }
 
 /* ---- call.ring_failed --------------------------------------------------- */
@@ -875,7 +868,7 @@ static int run_call_answered(struct req *r, MYSQL *m)
 		snprintf(text, sizeof(text), "Answered by %s", contact[0] ? contact : "an unknown device");
 	}
 	mysql_free_result(res);
-	event_time(r, at, sizeof(at));
+	req_event_time(r, at, sizeof(at));
 	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Assigned', answered_at = COALESCE(answered_at, %s), "
 		"updated_at = UTC_TIMESTAMP(3), device_id = %s%llu, agent_id = %s%u WHERE id = %llu",
 		at, dev ? "" : "NULL + ", (unsigned long long)dev, t.agent_id ? "" : "NULL + ", t.agent_id,
@@ -908,10 +901,11 @@ fail:
 
 static int run_call_ended(struct req *r, MYSQL *m)
 {
-	char call_id[256], by[32], q[600], text[200], at[64];
+	char call_id[256], by[32], q[600], text[200], at[64], cb_result[16];
 	const char *status = "Ended", *result;
 	struct txn_row t;
 	struct call_after *a;
+	int rc;
 
 	if (req_who(r, m) < 0)
 		return -1;
@@ -961,6 +955,16 @@ static int run_call_ended(struct req *r, MYSQL *m)
 		reply_simple(r, "ok", 0, NULL);
 		return 0;
 	}
+	req_event_time(r, at, sizeof(at));
+	/* a callback's request decides how its TXN ends (ops_callback.c) */
+	rc = t.callback ? callbacks_call_ended(r, m, t.id, t.status, t.agent_id, by, at, cb_result,
+		sizeof(cb_result)) : 1;
+	if (rc < 0)
+		goto fail;
+	if (rc == 0) {
+		result = cb_result;
+		goto commit;
+	}
 	if (strcmp(t.status, "Assigned") == 0) {
 		result = "answered";
 		if (t.outbound)
@@ -990,7 +994,6 @@ static int run_call_ended(struct req *r, MYSQL *m)
 		snprintf(text, sizeof(text), "Caller hung up while %s",
 			strcmp(t.status, "Assigning") == 0 ? "ringing" : "waiting");
 	}
-	event_time(r, at, sizeof(at));
 	snprintf(q, sizeof(q), "UPDATE txn SET status = '%s', result = '%s', "
 		"ended_at = %s, updated_at = UTC_TIMESTAMP(3) WHERE id = %llu",
 		status, result, at, (unsigned long long)t.id);
@@ -1009,6 +1012,7 @@ static int run_call_ended(struct req *r, MYSQL *m)
 		if (db_exec(&r->j, m, q, strlen(q)) < 0)
 			goto fail;
 	}
+commit:
 	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
 		return -1;
 	a = after_of(r);
@@ -1017,7 +1021,7 @@ static int run_call_ended(struct req *r, MYSQL *m)
 	a->txn = t.id;
 	a->wake_dispatch = 1;
 	snprintf(a->call_id, sizeof(a->call_id), "%s", call_id);
-	snprintf(a->event, sizeof(a->event), "call.ended");
+	snprintf(a->event, sizeof(a->event), "%s", strcmp(result, "ignored") ? "call.ended" : "");
 	snprintf(a->inbox, sizeof(a->inbox), "%s", t.inbox);
 	snprintf(a->text, sizeof(a->text), "call %llu in inbox %s ended (%s)",
 		(unsigned long long)t.id, t.inbox, result);
@@ -1125,7 +1129,7 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 	char call_id[256], user[65], domain[129], number[24], verdict[8], rule[24], reason[64];
 	char q[1600], text[400], at[64], ext[33] = "", name[101] = "", caller[24] = "";
 	char inbox_name[101] = "", cust[101] = "", device[140] = "";
-	uint64_t uid = 0, dev = 0, org = 0, inbox = 0, txn, cust_id = 0;
+	uint64_t uid = 0, dev = 0, org = 0, inbox = 0, txn, cust_id = 0, cb_txn = 0;
 	int found, blocked;
 	struct qb qq;
 	MYSQL_RES *res;
@@ -1141,10 +1145,23 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 			|| arg_str(r, "number", number, sizeof(number), 0) < 0
 			|| arg_str(r, "verdict", verdict, sizeof(verdict), 1) < 0
 			|| arg_str(r, "rule", rule, sizeof(rule), 0) < 0
-			|| arg_str(r, "reason", reason, sizeof(reason), 0) < 0)
+			|| arg_str(r, "reason", reason, sizeof(reason), 0) < 0
+			|| arg_uint(r, "callback_txn", &cb_txn, 0, UINT64_MAX) < 0)
 		return -1;
 	blocked = strcmp(verdict, "allow") != 0;
-	event_time(r, at, sizeof(at));
+	req_event_time(r, at, sizeof(at));
+	if (cb_txn) {
+		/* the customer leg of a callback joins the callback's TXN */
+		if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
+			return -1;
+		if (callbacks_customer_leg(r, m, cb_txn, call_id, user, domain, number, blocked, rule,
+				reason, at) < 0)
+			goto fail;
+		if (db_exec(&r->j, m, "COMMIT", 6) < 0)
+			return -1;
+		after_of(r)->wake_dispatch = blocked;
+		return 0;
+	}
 	qb_init(&qq);
 	qb_add(&qq, "SELECT d.id, u.id, u.org_id, u.ext_key, u.name, COALESCE(u.caller_id, ''), "
 		"(SELECT MIN(im.inbox_id) FROM inbox_member im WHERE im.user_id = u.id), d.kind, d.label "
@@ -1556,7 +1573,7 @@ const struct op_def ops_call[] = {
 	{ "call.answered", run_call_answered, NULL, after_call, OP_RETRY },
 	{ "call.ended", run_call_ended, NULL, after_ended, OP_RETRY },
 	{ "call.transfer", run_call_transfer, NULL, after_call, OP_RETRY },
-	{ "call.outbound", run_call_outbound, NULL, NULL, OP_RETRY },
+	{ "call.outbound", run_call_outbound, NULL, after_call, OP_RETRY },
 	{ "call.wait", NULL, calls_op_wait, NULL, 0 },
 	{ "device.contact", run_device_contact, NULL, after_call, OP_RETRY },
 	{ "watch", run_watch, NULL, after_watch, 0 },
@@ -1572,7 +1589,9 @@ const struct op_def ops_call[] = {
  * A call that has been Waiting or Assigning for longer than its inbox could
  * keep it (maximum wait plus two ring timeouts plus two minutes) was lost
  * on the way (a proxy restart takes its transactions with it): end it as
- * Failed so that agents and queues are not held by a ghost.
+ * Failed so that agents and queues are not held by a ghost. Callback TXNs
+ * wait in their extension's queue as long as their request lives: the
+ * callback dispatcher looks after them (ops_callback.c).
  */
 static int run_janitor(struct req *r, MYSQL *m)
 {
@@ -1582,7 +1601,8 @@ static int run_janitor(struct req *r, MYSQL *m)
 
 	r->who.operator = 1;
 	snprintf(q, sizeof(q), "SELECT t.id FROM txn t JOIN inbox i ON i.id = t.inbox_id "
-		"WHERE t.kind = 'call' AND t.status IN ('Waiting','Assigning') AND t.updated_at < "
+		"WHERE t.kind = 'call' AND t.call_type <> 'callback' "
+		"AND t.status IN ('Waiting','Assigning') AND t.updated_at < "
 		"UTC_TIMESTAMP(3) - INTERVAL (i.max_wait + 2 * i.ring_timeout + 120) SECOND LIMIT 100");
 	if (!(res = db_select(&r->j, m, q, strlen(q))))
 		return -1;

@@ -192,14 +192,9 @@ static int normalize(struct req *r, const char *what, const char *in, const char
 static int pack_select(struct req *r, MYSQL *m, const char *q, size_t len, const char *key)
 {
 	MYSQL_RES *res = db_select(&r->j, m, q, len);
-	msgpack_packer *pk;
 	if (!res)
 		return -1;
-	pk = req_reply(r);
-	msgpack_pack_map(pk, 1);
-	ccq_pack_str(pk, key);
-	pack_rows(pk, res);
-	mysql_free_result(res);
+	req_reply_rows(r, res, key);
 	return 0;
 }
 
@@ -314,6 +309,7 @@ static int run_user_create(struct req *r, MYSQL *m)
 {
 	char ext[33], country[3];
 	uint32_t org = 0;
+	uint64_t id;
 	struct qb q;
 	int rc;
 
@@ -336,8 +332,10 @@ static int run_user_create(struct req *r, MYSQL *m)
 	qb_free(&q);
 	if (rc < 0)
 		return -1;
+	/* the id before bump_directory's UPDATE resets mysql_insert_id() */
+	id = mysql_insert_id(m);
 	bump_directory(m);
-	return reply_id(r, mysql_insert_id(m));
+	return reply_id(r, id);
 }
 
 static int run_user_update(struct req *r, MYSQL *m)
@@ -390,7 +388,7 @@ static int run_device_create(struct req *r, MYSQL *m)
 {
 	char ext[33], kind[16], label[101], user[65], pass[129], domain[129], ha1in[400], ha1[33];
 	uint32_t org = 0;
-	uint64_t uid;
+	uint64_t uid, dev_id;
 	int enabled = 1, ok = 0, rc;
 	struct qb q;
 
@@ -437,8 +435,10 @@ static int run_device_create(struct req *r, MYSQL *m)
 	qb_free(&q);
 	if (rc < 0)
 		return -1;
+	/* the id before bump_directory's UPDATE resets mysql_insert_id() */
+	dev_id = mysql_insert_id(m);
 	bump_directory(m);
-	return reply_id(r, mysql_insert_id(m));
+	return reply_id(r, dev_id);
 }
 
 /* The org of a device (for access checks). */

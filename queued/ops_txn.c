@@ -205,7 +205,6 @@ static int run_txn_list(struct req *r, MYSQL *m)
 	char q[4096], cond[400], where[200] = "";
 	uint64_t limit = 50, before = 0, inbox = 0, customer = 0;
 	MYSQL_RES *res;
-	msgpack_packer *pk;
 	size_t wl = 0;
 
 	if (req_who(r, m) < 0 || arg_uint(r, "limit", &limit, 0, 1000) < 0
@@ -249,11 +248,7 @@ static int run_txn_list(struct req *r, MYSQL *m)
 		(unsigned long long)limit);
 	if (!(res = db_select(&r->j, m, q, strlen(q))))
 		return -1;
-	pk = req_reply(r);
-	msgpack_pack_map(pk, 1);
-	ccq_pack_str(pk, "items");
-	pack_rows(pk, res);
-	mysql_free_result(res);
+	req_reply_rows(r, res, "items");
 	return 0;
 }
 
@@ -460,7 +455,6 @@ static int run_customer_journey(struct req *r, MYSQL *m)
 	int found;
 	char q[4096], cond[400];
 	MYSQL_RES *res;
-	msgpack_packer *pk;
 
 	if (req_who(r, m) < 0 || arg_uint(r, "customer", &cust, 1, UINT32_MAX) < 0)
 		return -1;
@@ -474,11 +468,7 @@ static int run_customer_journey(struct req *r, MYSQL *m)
 		"ORDER BY t.created_at, t.id LIMIT 1000", (unsigned long long)cust, cond);
 	if (!(res = db_select(&r->j, m, q, strlen(q))))
 		return -1;
-	pk = req_reply(r);
-	msgpack_pack_map(pk, 1);
-	ccq_pack_str(pk, "items");
-	pack_rows(pk, res);
-	mysql_free_result(res);
+	req_reply_rows(r, res, "items");
 	return 0;
 }
 

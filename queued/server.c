@@ -69,6 +69,7 @@ static unsigned g_max_clients = 1024;
 static int g_shutdown;
 static uid_t g_operator_uids[16];
 static int g_noperators;
+static void (*g_close_hook)(struct conn *c);
 
 static void conn_update(struct conn *c);
 static void conn_close(struct conn *c, const char *why);
@@ -193,6 +194,9 @@ static void conn_close(struct conn *c, const char *why)
 	if (c->dead)
 		return;
 	LOG_D("%s: closing (%s)", c->name, why);
+	/* before c is marked dead: the hook may release the references it holds */
+	if (g_close_hook)
+		g_close_hook(c);
 	ev_io_stop(g_loop, &c->rio);
 	ev_io_stop(g_loop, &c->wio);
 	close(c->fd);
@@ -594,6 +598,11 @@ void conn_push_event(struct conn *c, const char *name, const uint8_t *data, size
 	ccq_enc_event(&e, ++seq, name);
 	msgpack_sbuffer_write(&e.sb, (const char *)data, len);
 	send_frame(c, &e);
+}
+
+void server_on_close(void (*fn)(struct conn *c))
+{
+	g_close_hook = fn;
 }
 
 unsigned server_clients(void)

@@ -29,6 +29,8 @@ int server_drained(void);
 void server_close_all(void);
 unsigned server_clients(void);
 uint32_t server_max_frame(void);
+/* Call fn for every connection that closes, before it is released (one hook). */
+void server_on_close(void (*fn)(struct conn *c));
 
 /* ---- for request handlers -------------------------------------------- */
 

@@ -170,7 +170,17 @@ static void usage(FILE *f)
 		"  list import LIST FILE [--country CC]\n"
 		"                          one number per line ('-' for stdin); reports rejected lines\n"
 		"  list show LIST [--after N] [--limit N] | list count LIST\n"
-		"  pin set EXT [--clear]   a user's outbound PIN, read from standard input\n",
+		"  pin set EXT [--clear]   a user's outbound PIN, read from standard input\n"
+		"  callback request --txn ID [--device D] [--number N] [--add-number] [--verified]\n"
+		"                   [--pin-stdin] [--as EXT@ORG]\n"
+		"                          ask the system to call you back with a TXN's customer\n"
+		"  callback request --customer --ext K|--inbox I --number N [--name NAME]\n"
+		"                          a customer's callback request (operator, admins)\n"
+		"  callback list [--scheduled|--final|--all] [--ext K] [--txn ID]\n"
+		"                          callbacks: open and scheduled by default\n"
+		"  callback schedule --inbox I [--txn ID] [--device D] [--number N] --at TIME\n"
+		"                          a scheduled call (TIME: 'YYYY-MM-DD HH:MM[:SS]' UTC)\n"
+		"  callback cancel ID | callback move ID --at TIME | callback note ID TEXT\n",
 		DEFAULT_SOCK);
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		fprintf(f, "  %s %s\n", cmds[i].words, cmds[i].help);
@@ -936,8 +946,31 @@ static int cmd_list(int argc, char **argv)
 	return 2;
 }
 
-/* pin set EXT: the PIN is read from standard input (never from the command
- * line, where other users could see it in the process list). */
+/*
+ * A PIN from standard input: never from the command line, where other users
+ * could see it in the process list. 0, or 2 (usage error, said).
+ */
+static int read_pin(const char *whose, const char *hint, char *pin, size_t size)
+{
+	size_t l;
+	if (isatty(0))
+		fprintf(stderr, "PIN for %s: ", whose);
+	if (!fgets(pin, (int)size, stdin)) {
+		fprintf(stderr, "ccqctl: no PIN on standard input\n");
+		return 2;
+	}
+	l = strlen(pin);
+	while (l > 0 && (pin[l - 1] == '\n' || pin[l - 1] == '\r'))
+		pin[--l] = '\0';
+	if (!l) {
+		fprintf(stderr, "ccqctl: empty PIN%s%s%s\n", hint ? " (" : "", hint ? hint : "",
+			hint ? ")" : "");
+		return 2;
+	}
+	return 0;
+}
+
+/* pin set EXT: the PIN is read from standard input. */
 static int cmd_pin(int argc, char **argv)
 {
 	char pin[64] = "";
@@ -950,22 +983,8 @@ static int cmd_pin(int argc, char **argv)
 		fprintf(stderr, "ccqctl: usage: pin set EXT [--clear]   (the PIN is read from stdin)\n");
 		return 2;
 	}
-	if (!clear) {
-		size_t l;
-		if (isatty(0))
-			fprintf(stderr, "PIN for %s: ", argv[1]);
-		if (!fgets(pin, sizeof(pin), stdin)) {
-			fprintf(stderr, "ccqctl: no PIN on standard input\n");
-			return 2;
-		}
-		l = strlen(pin);
-		while (l > 0 && (pin[l - 1] == '\n' || pin[l - 1] == '\r'))
-			pin[--l] = '\0';
-		if (!l) {
-			fprintf(stderr, "ccqctl: empty PIN (use --clear to remove one)\n");
-			return 2;
-		}
-	}
+	if (!clear && (rc = read_pin(argv[1], "use --clear to remove one", pin, sizeof(pin))) != 0)
+		return rc;
 	id = ccq_client_id(&g_cl);
 	ccq_enc_init(&e);
 	ccq_enc_request(&e, id, "pin.set", 2 + global_args());
@@ -979,6 +998,220 @@ static int cmd_pin(int argc, char **argv)
 		ccq_msg_free(&r);
 	}
 	return rc;
+}
+
+/* ---- callbacks -------------------------------------------------------------- */
+
+/* The arguments of one request, collected before packing (the map's size first). */
+struct kvs {
+	int n;
+	struct { const char *k; char t; const char *v; } a[16];
+};
+
+static void kv_add(struct kvs *kv, const char *k, char t, const char *v)
+{
+	if (kv->n < 16) {
+		kv->a[kv->n].k = k;
+		kv->a[kv->n].t = t;
+		kv->a[kv->n].v = v;
+		kv->n++;
+	}
+}
+
+/* Send op with kv (types: 's' string, 'u' number, 'b' true); 0, or an exit status. */
+static int kv_call(const char *op, const struct kvs *kv, ccq_msg *r)
+{
+	uint64_t id = ccq_client_id(&g_cl), v;
+	ccq_enc e;
+
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, op, (uint32_t)kv->n + global_args());
+	pack_global_args(&e.pk);
+	for (int i = 0; i < kv->n; i++) {
+		if (kv->a[i].t == 'b') {
+			ccq_pack_kv_bool(&e.pk, kv->a[i].k, 1);
+		} else if (kv->a[i].t == 'u') {
+			if (parse_u64(kv->a[i].v, &v) < 0) {
+				fprintf(stderr, "ccqctl: %s must be a number, not '%s'\n", kv->a[i].k,
+					kv->a[i].v);
+				ccq_enc_free(&e);
+				return 2;
+			}
+			ccq_pack_kv_uint(&e.pk, kv->a[i].k, v);
+		} else {
+			ccq_pack_kv_str(&e.pk, kv->a[i].k, kv->a[i].v);
+		}
+	}
+	return call(&e, id, r);
+}
+
+static const char *const cb_usage =
+	"ccqctl: usage:\n"
+	"  callback request --txn ID [--device D] [--number N] [--add-number] [--verified]\n"
+	"                   [--pin-stdin] [--as EXT@ORG]\n"
+	"  callback request --customer --ext K|--inbox I --number N [--name NAME] [--org O]\n"
+	"  callback list [--scheduled|--final|--all] [--ext K] [--txn ID] [--limit N]\n"
+	"  callback cancel ID\n"
+	"  callback schedule --inbox I [--txn ID] [--device D] [--number N] --at 'YYYY-MM-DD HH:MM'\n"
+	"                   [--add-number] [--verified] [--pin-stdin]\n"
+	"  callback move ID --at 'YYYY-MM-DD HH:MM'\n"
+	"  callback note ID TEXT\n";
+
+/* What queued made of a request or a schedule, for people. */
+static void print_made(const msgpack_object *b)
+{
+	char cb[32], txn[32], st[32], pos[16], num[40], ext[40], due[40];
+	int dup = 0, tip = 0;
+
+	field(b, "cb", cb, sizeof(cb));
+	field(b, "txn", txn, sizeof(txn));
+	field(b, "status", st, sizeof(st));
+	field(b, "position", pos, sizeof(pos));
+	field(b, "number", num, sizeof(num));
+	field(b, "ext", ext, sizeof(ext));
+	field(b, "due_at", due, sizeof(due));
+	ccq_map_bool(b, "duplicate", &dup);
+	ccq_map_bool(b, "suggest_verify", &tip);
+	if (dup)
+		printf("duplicate: callback %s for %s is already open (%s for extension %s, TXN %s)\n",
+			cb, num, st, ext, txn);
+	else if (strcmp(st, "overflow") == 0)
+		printf("overflow: the queue of extension %s is full; sent to the missed-call flow "
+			"(TXN %s)\n", ext, txn);
+	else if (strcmp(st, "scheduled") == 0)
+		printf("callback %s scheduled for extension %s at %s UTC, TXN %s\n", cb, ext, due, txn);
+	else
+		printf("callback %s %s for extension %s (position %s), TXN %s\n", cb, st, ext, pos, txn);
+	if (tip && !dup && strcmp(st, "overflow") != 0)
+		printf("tip: %s is not verified; --add-number --verified marks it\n", num);
+}
+
+static int cmd_callback(int argc, char **argv)
+{
+	static const struct { const char *opt, *key; char t; } opts[] = {
+		{ "--txn", "txn", 'u' }, { "--device", "device", 's' }, { "--number", "number", 's' },
+		{ "--add-number", "add_number", 'b' }, { "--verified", "verified", 'b' },
+		{ "--ext", "ext", 's' }, { "--inbox", "inbox", 's' }, { "--name", "name", 's' },
+		{ "--at", "at", 's' }, { "--limit", "limit", 'u' },
+	};
+	static const char *const cols[] = { "id", "status", "ext", "number", "customer", "txn",
+		"origin_txn", "requested_at", "attempts", "reason", NULL };
+	static const char *const sched_cols[] = { "id", "status", "ext", "number", "customer", "txn",
+		"origin_txn", "due_at", "inbox", "device", NULL };
+	const char *sub = argc > 0 ? argv[0] : "", *op = NULL, *status = NULL;
+	char pin[64] = "";
+	int pin_stdin = 0, customer = 0, rc, npos = 0;
+	const char *pos[2] = { 0 };
+	struct kvs kv = { 0 };
+	ccq_msg r;
+
+	for (int i = 1; i < argc; i++) {
+		size_t k;
+		if (strcmp(argv[i], "--pin-stdin") == 0) {
+			pin_stdin = 1;
+			continue;
+		}
+		if (strcmp(argv[i], "--customer") == 0) {
+			customer = 1;
+			continue;
+		}
+		if (strcmp(argv[i], "--scheduled") == 0 || strcmp(argv[i], "--final") == 0
+				|| strcmp(argv[i], "--all") == 0 || strcmp(argv[i], "--open") == 0) {
+			status = argv[i] + 2;
+			continue;
+		}
+		if ((strcmp(argv[i], "--as") == 0 || strcmp(argv[i], "--org") == 0) && i + 1 < argc) {
+			/* as the global -a / -o, also after the command */
+			if (argv[i][2] == 'a')
+				g_as = argv[++i];
+			else
+				g_org = argv[++i];
+			continue;
+		}
+		for (k = 0; k < sizeof(opts) / sizeof(opts[0]); k++)
+			if (strcmp(argv[i], opts[k].opt) == 0)
+				break;
+		if (k < sizeof(opts) / sizeof(opts[0])) {
+			if (opts[k].t == 'b') {
+				kv_add(&kv, opts[k].key, 'b', NULL);
+				continue;
+			}
+			if (i + 1 >= argc) {
+				fprintf(stderr, "ccqctl: %s needs a value\n", argv[i]);
+				return 2;
+			}
+			kv_add(&kv, opts[k].key, opts[k].t, argv[++i]);
+			continue;
+		}
+		if (argv[i][0] == '-' && argv[i][1] == '-') {
+			fprintf(stderr, "ccqctl: callback %s: unknown option '%s'\n%s", sub, argv[i], cb_usage);
+			return 2;
+		}
+		if (npos == 2) {
+			fprintf(stderr, "ccqctl: callback %s: unexpected argument '%s'\n%s", sub, argv[i],
+				cb_usage);
+			return 2;
+		}
+		pos[npos++] = argv[i];
+	}
+	if (strcmp(sub, "request") == 0 && npos == 0) {
+		op = "callback.request";
+		if (customer)
+			kv_add(&kv, "source", 's', "customer");
+	} else if (strcmp(sub, "schedule") == 0 && npos == 0) {
+		op = "callback.schedule";
+	} else if (strcmp(sub, "list") == 0 && npos == 0) {
+		op = "callback.list";
+		if (status)
+			kv_add(&kv, "status", 's', status);
+	} else if ((strcmp(sub, "cancel") == 0 || strcmp(sub, "move") == 0) && npos == 1) {
+		op = sub[0] == 'c' ? "callback.cancel" : "callback.move";
+		kv_add(&kv, "cb", 'u', pos[0]);
+	} else if (strcmp(sub, "note") == 0 && npos == 2) {
+		op = "callback.note";
+		kv_add(&kv, "cb", 'u', pos[0]);
+		kv_add(&kv, "text", 's', pos[1]);
+	}
+	if (!op) {
+		fputs(cb_usage, stderr);
+		return 2;
+	}
+	if (pin_stdin) {
+		if ((rc = read_pin(g_as ? g_as : "the callback", NULL, pin, sizeof(pin))) != 0)
+			return rc;
+		kv_add(&kv, "pin", 's', pin);
+	}
+	rc = kv_call(op, &kv, &r);
+	memset(pin, 0, sizeof(pin));
+	if (rc != 0)
+		return rc;
+	if (strcmp(op, "callback.list") == 0) {
+		const msgpack_object *items = ccq_map_get(r.body, "callbacks");
+		if (g_json) {
+			json_obj(items ? items : r.body);
+			putchar('\n');
+		} else if (items && items->type == MSGPACK_OBJECT_ARRAY) {
+			print_table(items, status && strcmp(status, "scheduled") == 0 ? sched_cols : cols);
+		}
+	} else if (g_json) {
+		json_obj(r.body);
+		putchar('\n');
+	} else if (strcmp(op, "callback.request") == 0 || strcmp(op, "callback.schedule") == 0) {
+		print_made(r.body);
+	} else {
+		char cb[32], txn[32], due[40];
+		field(r.body, "cb", cb, sizeof(cb));
+		field(r.body, "txn", txn, sizeof(txn));
+		field(r.body, "due_at", due, sizeof(due));
+		if (op[9] == 'c')
+			printf("callback %s cancelled (TXN %s)\n", cb, txn);
+		else if (op[9] == 'm')
+			printf("callback %s moved to %s UTC\n", cb, due);
+		else
+			printf("note added to callback %s (TXN %s)\n", cb, txn);
+	}
+	ccq_msg_free(&r);
+	return 0;
 }
 
 static int authenticate(const char *token)
@@ -1063,6 +1296,8 @@ int main(int argc, char **argv)
 			special = 5;
 		else if (strcmp(argv[0], "pin") == 0)
 			special = 6;
+		else if (strcmp(argv[0], "callback") == 0)
+			special = 7;
 		for (size_t i = 0; !special && i < sizeof(cmds) / sizeof(cmds[0]); i++) {
 			char w[64], *save = NULL, *tok;
 			int n = 0, ok = 1;
@@ -1099,6 +1334,7 @@ int main(int argc, char **argv)
 		case 4: rc = cmd_watch(argc - 1, argv + 1); break;
 		case 5: rc = cmd_list(argc - 1, argv + 1); break;
 		case 6: rc = cmd_pin(argc - 1, argv + 1); break;
+		case 7: rc = cmd_callback(argc - 1, argv + 1); break;
 		default: rc = run_spec(best, argc - best_words, argv + best_words);
 		}
 	}

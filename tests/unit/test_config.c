@@ -33,6 +33,13 @@ static void test_minimal_and_defaults(void **state)
 	assert_int_equal(c.log_syslog, 0);
 	assert_int_equal(c.listen_unix_mode, 0660);
 	assert_string_equal(c.sql_dir, "/usr/share/ccq/sql");
+	/* callbacks are off until a secret is set */
+	assert_string_equal(c.callback_secret, "");
+	assert_int_equal(c.callback_ring_timeout, 30);
+	assert_int_equal(c.callback_attempts, 3);
+	assert_int_equal(c.callback_retry_delay, 300);
+	assert_int_equal(c.callback_expiry, 86400);
+	assert_int_equal(c.schedule_grace, 3600);
 }
 
 static void test_all_keys(void **state)
@@ -59,7 +66,13 @@ static void test_all_keys(void **state)
 		"max_frame = 64k\n"
 		"max_clients = 10\n"
 		"shutdown_timeout = 7\n"
-		"pid_file = /run/ccq/queued.pid\n";
+		"pid_file = /run/ccq/queued.pid\n"
+		"callback_secret = \"0123456789abcdef 0123456789abcdef\"\n"
+		"callback_ring_timeout = 20\n"
+		"callback_attempts = 5\n"
+		"callback_retry_delay = 60\n"
+		"callback_expiry = 3600\n"
+		"schedule_grace = 0\n";
 	(void)state;
 	assert_int_equal(parse(text, &c, err, sizeof(err)), 0);
 	assert_int_equal(c.listen_unix_mode, 0600);
@@ -73,6 +86,12 @@ static void test_all_keys(void **state)
 	assert_int_equal(c.max_clients, 10);
 	assert_int_equal(c.shutdown_timeout, 7);
 	assert_string_equal(c.sql_dir, "/opt/ccq/sql");
+	assert_string_equal(c.callback_secret, "0123456789abcdef 0123456789abcdef");
+	assert_int_equal(c.callback_ring_timeout, 20);
+	assert_int_equal(c.callback_attempts, 5);
+	assert_int_equal(c.callback_retry_delay, 60);
+	assert_int_equal(c.callback_expiry, 3600);
+	assert_int_equal(c.schedule_grace, 0);
 }
 
 struct bad_case {
@@ -101,6 +120,21 @@ static void test_bad_values(void **state)
 		{ "listen_unix = /q\nmysql_socket = /s\nmysql_database = d\n", "'mysql_user' is missing" },
 		{ "listen_unix = /q\nmysql_socket = /s\nmysql_user = u\n", "'mysql_database' is missing" },
 		{ "listen_unix = /q\nmysql_user = u\nmysql_database = d\n", "mysql_socket" },
+		{ MINIMAL "callback_ring_timeout = 4\n", "'callback_ring_timeout'" },
+		{ MINIMAL "callback_ring_timeout = 601\n", "'callback_ring_timeout'" },
+		{ MINIMAL "callback_attempts = 0\n", "'callback_attempts'" },
+		{ MINIMAL "callback_attempts = 21\n", "'callback_attempts'" },
+		{ MINIMAL "callback_retry_delay = 0\n", "'callback_retry_delay'" },
+		{ MINIMAL "callback_expiry = 59\n", "'callback_expiry'" },
+		{ MINIMAL "schedule_grace = -5\n", "'schedule_grace'" },
+		{ MINIMAL "callback_secret = short\n", "shorter than 16" },
+		{ MINIMAL "callback_secret = 0123456789abcdef\n"
+			"callback_secret_file = " TEST_DATA_DIR "/callback.secret\n", "not both" },
+		{ MINIMAL "callback_secret_file = " TEST_DATA_DIR "/does-not-exist.secret\n",
+			"cannot open callback_secret_file" },
+		{ MINIMAL "callback_secret_file = " TEST_DATA_DIR "/callback-empty.secret\n", "is empty" },
+		{ MINIMAL "callback_secret_file = " TEST_DATA_DIR "/callback-short.secret\n",
+			"callback-short.secret is shorter than 16" },
 	};
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -148,6 +182,18 @@ static void test_load_files(void **state)
 	assert_string_equal(c.mysql_database, "ccq");
 }
 
+static void test_callback_secret_file(void **state)
+{
+	struct queued_config c;
+	char err[512] = "";
+	(void)state;
+	/* the file's content without the white space around it */
+	assert_int_equal(parse(MINIMAL "callback_secret_file = " TEST_DATA_DIR "/callback.secret\n",
+		&c, err, sizeof(err)), 0);
+	assert_string_equal(c.callback_secret, "0123456789abcdef0123456789abcdef");
+	assert_string_equal(c.callback_secret_file, TEST_DATA_DIR "/callback.secret");
+}
+
 static void test_log_levels(void **state)
 {
 	(void)state;
@@ -166,6 +212,7 @@ int main(void)
 		cmocka_unit_test(test_error_names_line),
 		cmocka_unit_test(test_too_long_value),
 		cmocka_unit_test(test_load_files),
+		cmocka_unit_test(test_callback_secret_file),
 		cmocka_unit_test(test_log_levels),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
