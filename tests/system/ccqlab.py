@@ -772,6 +772,16 @@ class Sipp:
         """The first final response (>= 200) received, or None."""
         return next((c for c in self.responses() if c >= 200), None)
 
+    def final_for(self, cseq):
+        """The first final response received to the request with CSeq
+        CSEQ (e.g. "2 INVITE": the one sent again with credentials)."""
+        for d, first, blk in self.messages():
+            if d == "received" and first.startswith("SIP/2.0 ") \
+                    and re.search(r"^CSeq:\s*%s\b" % re.escape(cseq), blk, re.M | re.I) \
+                    and int(first.split()[1]) >= 200:
+                return int(first.split()[1])
+        return None
+
     def summary(self):
         out = Lab._read(self.log_file)
         err = Lab._read(self.err_file)
@@ -958,12 +968,15 @@ class Org:
         out = self.json("callback", "list", *extra, as_=ext)
         return out.get("callbacks", out.get("items", out)) if isinstance(out, dict) else out
 
-    def chat(self, inbox, customer=None):
-        """A chat TXN in INBOX (from another channel); its id."""
+    def chat(self, inbox, customer=None, as_=None):
+        """A chat TXN in INBOX (from another channel); its id. Inbox names
+        are per organisation: chat.create wants a user of this one (AS_, an
+        extension who sees the inbox) once another organisation of the lab
+        has an inbox of the same name."""
         args = ["chat", "create", getattr(inbox, "name", inbox)]
         if customer is not None:
             args += ["--customer", str(customer)]
-        return int(self.json(*args)["id"])
+        return int(self.json(*args, as_=as_)["id"])
 
 
 class Watch:
@@ -1164,6 +1177,10 @@ class Follower(Sipp):
 
     def begun(self):
         return self.target() is not None
+
+    def answer(self):
+        """The final response to the call (the INVITE with credentials)."""
+        return self.final_for("2 INVITE")
 
     def wait(self, timeout=None):
         if self.rc is not None:

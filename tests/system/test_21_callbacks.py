@@ -132,12 +132,12 @@ class Desk:
             self.phone.register(expires=600)
         self.number = fresh_number()
         self.customer = org.customer("Jane Tan", self.number)
-        self.chat = org.chat(self.inbox, self.customer)
+        self.chat = org.chat(self.inbox, self.customer, as_="100")
 
     def another_chat(self, name="John Lee", number=None):
         number = number or fresh_number()
         cust = self.org.customer(name, number)
-        return self.org.chat(self.inbox, cust), number
+        return self.org.chat(self.inbox, cust, as_="100"), number
 
     def request(self, txn=None, number=None, device=None, extra=()):
         return self.org.callback("101", txn=txn or self.chat, device=device or self.phone,
@@ -219,7 +219,8 @@ def test_callback_from_a_chat_rings_prompts_refers_and_connects(running_lab, org
     refer = cbp.refer()
     assert header_value(refer, "Call-ID") == header_value(inv, "Call-ID"), refer
     target = cbp.follower.target()
-    m = re.match(r"^sip:(\d+)@%s;ccqcb=(\S+)$" % re.escape(lab.sip_addr), target)
+    # the customer's number (E.164, the '+' may stay) at the proxy, with the token
+    m = re.match(r"^sip:\+?(\d+)@%s;ccqcb=(\S+)$" % re.escape(lab.sip_addr), target)
     assert m and m.group(1) == digits, "Refer-To is not sip:%s@%s;ccqcb=<token>: %r" % (
         digits, lab.sip_addr, target)
     ctok = parse_token(m.group(2))
@@ -228,7 +229,7 @@ def test_callback_from_a_chat_rings_prompts_refers_and_connects(running_lab, org
     # the phone's call was challenged and then went through
     assert 407 in cbp.follower.responses() or 401 in cbp.follower.responses(), \
         cbp.follower.summary()
-    assert cbp.follower.final() in (407, 401) and 200 in cbp.follower.responses(), \
+    assert cbp.follower.final() in (407, 401) and cbp.follower.answer() == 200, \
         cbp.follower.summary()
     # the module hung up its own leg to the agent (cb_agent.xml waits for that BYE)
     assert cbp.agent.received("BYE "), cbp.summary()
@@ -335,7 +336,7 @@ def test_requests_that_are_refused(running_lab, org):
 
     # a TXN of an inbox Alice is not a member of
     other = org.inbox("Billing", ring_timeout=5, max_wait=20, did=False)
-    hidden = org.chat(other, desk.customer)
+    hidden = org.chat(other, desk.customer, as_="100")
     code, msg = org.callback_refused("101", txn=hidden, device=desk.phone)
     assert code == "not_found", (code, msg)
     # another organisation's TXN
@@ -358,7 +359,7 @@ def test_number_can_be_replaced_added_and_verified(running_lab, org):
     t = lab.txn(txn_id_of(reply))
     assert t["number"] == typed, t
     other = fresh_number()
-    chat2 = org.chat(desk.inbox, desk.customer)
+    chat2 = org.chat(desk.inbox, desk.customer, as_="100")
     reply = desk.request(txn=chat2, number=other, extra=("--add-number", "--verified"))
     assert not reply.get("suggest_verify"), reply
     cust = org.json("customer", "show", str(desk.customer))
@@ -382,7 +383,7 @@ def test_dedupe_limit_and_overflow_to_the_missed_call_flow(running_lab, org):
         a = desk.request()
         ids.append(request_id_of(a))
         # Jane again, from another chat of hers, while her request is open
-        again = desk.request(txn=org.chat(desk.inbox, desk.customer))
+        again = desk.request(txn=org.chat(desk.inbox, desk.customer, as_="100"))
         assert again.get("duplicate") is True, again
         assert request_id_of(again) == request_id_of(a), (a, again)
         chat3, n3 = desk.another_chat("John Lee")
@@ -550,7 +551,7 @@ def test_customer_busy_is_retried(running_lab, org):
         assert busy.wait(30) == 0, busy.summary()
         rc, frc = cbp.wait(30)
         assert rc == 0, cbp.summary()
-        assert cbp.follower.final() == 486, cbp.follower.summary()
+        assert cbp.follower.answer() == 486, cbp.follower.summary()
         t = wait_txn(lab, cb, lambda t: re.search(r"(?i)busy", " ".join(texts(t))), 10)
         assert t["status"] not in ("Failed", "Ended"), "a busy customer must be retried: %r" % (
             texts(t),)
@@ -597,7 +598,7 @@ def test_dnc_number_is_blocked_for_good(running_lab, org):
         texts(t)
     assert count(t, r"^Callback initiated") <= 1, texts(t)
     if cbp.follower.begun():
-        assert cbp.follower.final() == 403, cbp.follower.summary()
+        assert cbp.follower.answer() == 403, cbp.follower.summary()
 
 
 def test_agent_hangs_up_during_the_prompt_then_adds_a_note(running_lab, org):
@@ -739,3 +740,33 @@ def test_queued_restarts_between_the_agents_and_the_customers_answer(running_lab
     assert count(t, r"^Callback initiated") == 1 and count(t, r"^Answered by Jane") == 1, texts(t)
     assert org.callbacks("101") == [], org.callbacks("101")
     assert desk.chat in related_ids(t)
+
+
+# ------------------------------------------------------------------ the operator's RPC
+
+def test_operator_requests_a_callback_with_kamcmd(running_lab, org):
+    """`kamcmd ccq.callback.request <ext>@<org> <number>`: a customer's
+    request for the extension (no TXN to start from); it rings the agent's
+    first enabled device and connects the customer."""
+    lab = running_lab
+    desk = Desk(org)
+    customer = customer_side(lab)
+    cbp = CallbackPhone(desk.phone)
+    try:
+        r = lab.kamcmd("ccq.callback.request", "s:101@" + org.name, "s:" + desk.number)
+        out = r.stdout + r.stderr
+        assert r.returncode == 0 and not out.lstrip().startswith("error"), out
+        m = re.search(r"\btxn:\s*(\d+)", out)
+        assert m, "the RPC's reply names no TXN: %s" % out
+        cb = int(m.group(1))
+        cbp.refer_to(timeout=30)
+        assert cbp.wait(40) == (0, 0), cbp.summary()
+        assert customer.wait(20) == 0, customer.summary()
+    finally:
+        stop_all(cbp, customer)
+    check_trunk_invite(lab, customer.received("INVITE ")[0], desk.number)
+    assert int(parse_token(cbp.marker())["txn"]) == cb
+    t = wait_ended(lab, cb)
+    assert t["type"] == "callback" and t["result"] == "answered", t
+    in_order(t, [r"^Callback requested", r"^Callback initiated by the system for extension "
+                 r"101 - Alice Tan", r"^Answered by Jane Tan$", r"^Call ended by the customer$"])

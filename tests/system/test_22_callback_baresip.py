@@ -32,7 +32,8 @@ def test_baresip_hears_the_prompt_then_calls_the_customer(running_lab, org):
     org.member(ib, "105")
     number = "+6596%06d" % random.randint(0, 999999)
     cust = org.customer("Jane Tan", number)
-    chat = org.chat(ib, cust)
+    org.user("100", "Olivia Owner", role="owner", addon=True)
+    chat = org.chat(ib, cust, as_="100")
     phone = org.device("105", kind="desktop_app", label="baresip")
     bs = Baresip(phone).start(secs=120)
     cap = customer = None
