@@ -594,10 +594,14 @@ static int cb_create(struct req *r, MYSQL *m, const struct cb_new *n, struct cb_
 	return 0;
 }
 
-static int reply_made(struct req *r, const struct cb_made *o, const char *number, int suggest)
+/* The request result (doc/protocol.md); a schedule's adds due_at. */
+static int reply_made(struct req *r, const struct cb_made *o, const char *number, int suggest,
+		const char *due)
 {
 	msgpack_packer *pk = req_reply(r);
-	msgpack_pack_map(pk, 8);
+	msgpack_pack_map(pk, due ? 9 : 8);
+	if (due)
+		ccq_pack_kv_str(pk, "due_at", due);
 	ccq_pack_kv_uint(pk, "cb", o->cb);
 	ccq_pack_kv_uint(pk, "txn", o->txn);
 	ccq_pack_kv_str(pk, "status", o->status);
@@ -1151,7 +1155,7 @@ static int agent_request(struct req *r, MYSQL *m, const char *source, int schedu
 		if (rc == 1) {
 			if (commit(r, m) < 0)
 				return -1;
-			return reply_made(r, &made, n.number, !verified);
+			return reply_made(r, &made, n.number, !verified, NULL);
 		}
 	}
 	if (apply_number_flags(r, m, n.x.org_id, have_origin ? &o : NULL, n.number, &n.customer_id,
@@ -1162,21 +1166,10 @@ static int agent_request(struct req *r, MYSQL *m, const char *source, int schedu
 		return -1;
 	if (schedule) {
 		char t[40];
-		msgpack_packer *pk = req_reply(r);
 		format_ms(n.due_ms, t, sizeof(t));
-		msgpack_pack_map(pk, 9);
-		ccq_pack_kv_uint(pk, "cb", made.cb);
-		ccq_pack_kv_uint(pk, "txn", made.txn);
-		ccq_pack_kv_str(pk, "status", made.status);
-		ccq_pack_kv_bool(pk, "duplicate", 0);
-		ccq_pack_kv_uint(pk, "position", 0);
-		ccq_pack_kv_str(pk, "number", n.number);
-		ccq_pack_kv_str(pk, "ext", made.ext);
-		ccq_pack_kv_bool(pk, "suggest_verify", !verified);
-		ccq_pack_kv_str(pk, "due_at", t);
-		return 0;
+		return reply_made(r, &made, n.number, !verified, t);
 	}
-	return reply_made(r, &made, n.number, !verified);
+	return reply_made(r, &made, n.number, !verified, NULL);
 }
 
 /*
@@ -1237,7 +1230,7 @@ static int customer_request(struct req *r, MYSQL *m)
 	if (rc == 1) {
 		if (commit(r, m) < 0)
 			return -1;
-		return reply_made(r, &made, n.number, !verified);
+		return reply_made(r, &made, n.number, !verified, NULL);
 	}
 	if (customer_by_number(r, m, n.x.org_id, n.number, &cust, n.customer, sizeof(n.customer)) < 0
 			|| (!cust && name[0] && new_customer(r, m, n.x.org_id, name, n.number, 0, &cust) < 0))
@@ -1249,7 +1242,7 @@ static int customer_request(struct req *r, MYSQL *m)
 		return req_rollback(r, m);
 	if (commit(r, m) < 0)
 		return -1;
-	return reply_made(r, &made, n.number, !verified);
+	return reply_made(r, &made, n.number, !verified, NULL);
 }
 
 static int run_callback_request(struct req *r, MYSQL *m)
@@ -1677,10 +1670,10 @@ static int run_callback_progress(struct req *r, MYSQL *m)
 		return req_fail(r, CCQ_E_BAD_REQUEST, "callback %llu belongs to TXN %llu, not %llu",
 			(unsigned long long)id, (unsigned long long)c.txn, (unsigned long long)txn);
 	}
-	/* failures of the agent leg count only until the customer leg exists:
-	 * from then on, that leg's reports decide */
-	if (attempt != c.attempts || (bit && !is_open(&c)) || (bit && strcmp(c.status, "queued") == 0)
-			|| (!bit && strcmp(c.status, "dialing") != 0) || (c.mask & bit)) {
+	/* news of the current attempt only; failures of the agent leg count only
+	 * until the customer leg exists: from then on, that leg's reports decide */
+	if (attempt != c.attempts || (strcmp(c.status, "dialing") != 0
+			&& (bit == 0 || strcmp(c.status, "active") != 0)) || (c.mask & bit)) {
 		req_rollback(r, m);
 		goto reply;
 	}
