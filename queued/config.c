@@ -71,7 +71,7 @@ static const struct key keys[] = {
 	{ "operators", S(operators) },
 	{ "callback_secret", S(callback_secret) },
 	{ "callback_secret_file", S(callback_secret_file) },
-	{ "callback_ring_timeout", U(callback_ring_timeout, 5, 600) },
+	{ "callback_ring_timeout", U(callback_ring_timeout, 5, 300) },
 	{ "callback_attempts", U(callback_attempts, 1, 20) },
 	{ "callback_retry_delay", U(callback_retry_delay, 1, 86400) },
 	{ "callback_expiry", U(callback_expiry, 60, 2592000) },

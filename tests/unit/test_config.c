@@ -121,7 +121,7 @@ static void test_bad_values(void **state)
 		{ "listen_unix = /q\nmysql_socket = /s\nmysql_user = u\n", "'mysql_database' is missing" },
 		{ "listen_unix = /q\nmysql_user = u\nmysql_database = d\n", "mysql_socket" },
 		{ MINIMAL "callback_ring_timeout = 4\n", "'callback_ring_timeout'" },
-		{ MINIMAL "callback_ring_timeout = 601\n", "'callback_ring_timeout'" },
+		{ MINIMAL "callback_ring_timeout = 301\n", "'callback_ring_timeout'" },
 		{ MINIMAL "callback_attempts = 0\n", "'callback_attempts'" },
 		{ MINIMAL "callback_attempts = 21\n", "'callback_attempts'" },
 		{ MINIMAL "callback_retry_delay = 0\n", "'callback_retry_delay'" },
