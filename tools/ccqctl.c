@@ -1296,8 +1296,18 @@ int main(int argc, char **argv)
 			special = 5;
 		else if (strcmp(argv[0], "pin") == 0)
 			special = 6;
-		else if (strcmp(argv[0], "callback") == 0)
+		else if (strcmp(argv[0], "callback") == 0) {
+			static const char *const subs[] = { "request", "list", "cancel", "schedule", "move",
+				"note", NULL };
+			int k = 0;
+			while (argc > 1 && subs[k] && strcmp(argv[1], subs[k]) != 0)
+				k++;
+			if (argc < 2 || !subs[k]) {
+				fputs(cb_usage, stderr);
+				return 2;
+			}
 			special = 7;
+		}
 		for (size_t i = 0; !special && i < sizeof(cmds) / sizeof(cmds[0]); i++) {
 			char w[64], *save = NULL, *tok;
 			int n = 0, ok = 1;
