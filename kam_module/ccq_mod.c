@@ -780,6 +780,21 @@ static int pin_lock_update(uint32_t user, int fail, int ok)
 	return locked;
 }
 
+/* Lift a user's lockout (an operator who knows the agent). 1 if there was one. */
+static int pin_lock_clear(uint32_t user)
+{
+	int was = 0;
+	time_t now = mono_s();
+	lock_get(&g_locks->lock);
+	for (int i = 0; i < LOCKS_MAX; i++)
+		if (g_locks->slot[i].user == user) {
+			was = ccq_pin_locked(&g_locks->slot[i].l, now);
+			memset(&g_locks->slot[i].l, 0, sizeof(g_locks->slot[i].l));
+		}
+	lock_release(&g_locks->lock);
+	return was;
+}
+
 static int hexval(char c)
 {
 	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
@@ -1403,6 +1418,7 @@ static void ccq_rpc_comp_check(rpc_t *rpc, void *ctx)
 	struct comp_verdict v;
 	enum ccq_pin_state ps = CCQ_PIN_ABSENT;
 	void *th;
+	int locked;
 
 	/* ".": a digits-only extension (kamcmd sends it as an integer) is taken
 	 * as text; the number must arrive as text: kamcmd turns "+6591234567"
@@ -1432,7 +1448,9 @@ static void ccq_rpc_comp_check(rpc_t *rpc, void *ctx)
 		rpc->fault(ctx, 404, "no such extension (add @<organisation> if it is ambiguous)");
 		return;
 	}
-	ccq_comp_check(s, u, n, strlen(n), ps, 0, &v);
+	/* the dry run sees the user's lockout as a call would (read only) */
+	locked = pin_lock_update(u->id, 0, 0);
+	ccq_comp_check(s, u, n, strlen(n), ps, locked, &v);
 	if (rpc->add(ctx, "{", &th) >= 0) {
 		char e164[24];
 		snprintf(e164, sizeof(e164), "%s%s", v.number[0] ? "+" : "", v.number);
@@ -1442,7 +1460,49 @@ static void ccq_rpc_comp_check(rpc_t *rpc, void *ctx)
 			"number", e164[0] ? e164 : "-", "country", v.res.country ? v.res.country : "-",
 			"why", v.why ? v.why : "-", "international", v.res.international,
 			"pin_needed", v.res.pin_needed);
+		rpc->struct_add(th, "d", "locked", locked);
 	}
+	ccq_comp_put(s);
+}
+
+static const char *ccq_rpc_pin_unlock_doc[] = {
+	"Lift an extension's outbound lockout after repeated wrong PINs:"
+	" ccq.pin.unlock <ext>[@<org>]",
+	0
+};
+
+static void ccq_rpc_pin_unlock(rpc_t *rpc, void *ctx)
+{
+	str who;
+	char w[160], *at;
+	struct comp_snap *s;
+	const struct comp_user *u;
+	void *th;
+	int was;
+
+	if (rpc->scan(ctx, ".S", &who) < 1 || who.len <= 0 || who.len >= (int)sizeof(w)) {
+		rpc->fault(ctx, 400, "usage: ccq.pin.unlock <ext>[@<org>]");
+		return;
+	}
+	snprintf(w, sizeof(w), "%.*s", who.len, who.s);
+	if (!(s = ccq_comp_get())) {
+		rpc->fault(ctx, 503, "no compliance data loaded yet");
+		return;
+	}
+	at = strchr(w, '@');
+	if (at)
+		*at++ = '\0';
+	u = comp_user_by_ext(s, at, w);
+	if (!u) {
+		ccq_comp_put(s);
+		rpc->fault(ctx, 404, "no such extension (add @<organisation> if it is ambiguous)");
+		return;
+	}
+	was = pin_lock_clear(u->id);
+	LM_NOTICE("extension %s: outbound lockout lifted by an operator (was %s)\n", u->ext,
+		was ? "locked" : "not locked");
+	if (rpc->add(ctx, "{", &th) >= 0)
+		rpc->struct_add(th, "sd", "extension", u->ext, "was_locked", was);
 	ccq_comp_put(s);
 }
 
@@ -1494,6 +1554,7 @@ static rpc_export_t ccq_rpc[] = {
 	{"ccq.callbacks", ccq_rpc_callbacks, ccq_rpc_callbacks_doc, 0},
 	{"ccq.callback.request", ccq_rpc_callback_request, ccq_rpc_callback_request_doc, 0},
 	{"ccq.compliance.check", ccq_rpc_comp_check, ccq_rpc_comp_check_doc, 0},
+	{"ccq.pin.unlock", ccq_rpc_pin_unlock, ccq_rpc_pin_unlock_doc, 0},
 	{"ccq.compliance.reload", ccq_rpc_comp_reload, ccq_rpc_comp_reload_doc, 0},
 	{"ccq.compliance.stats", ccq_rpc_comp_stats, ccq_rpc_comp_stats_doc, 0},
 	{0, 0, 0, 0}

@@ -1024,9 +1024,18 @@ class TestOutboundCalls:
             Call(lab, phone, "*00000%d*%s" % (i, number)).assert_blocked("Blocked: wrong PIN")
         Call(lab, phone, "*739182*" + number).assert_blocked(
             "Blocked: PIN locked after too many wrong PINs")
+        # the dry run sees the lockout as a call does
+        v = check(lab, "101@" + org.name, number, "valid")
+        assert (v["verdict"], v["rule"], v["locked"]) == ("block", "pin_locked", "1"), v
         # another user of the organisation is not locked
         ok = Call(lab, phone2, "*246810*" + number)
         ok.assert_answered()
+        # an operator lifts the lockout; the right PIN works again
+        out = parse_rpc(rpc(lab, "ccq.pin.unlock", "s:101@" + org.name))
+        assert out.get("was_locked") == "1", out
+        assert check(lab, "101@" + org.name, number, "valid")["locked"] == "0"
+        Call(lab, phone, "*739182*" + number).assert_answered()
+        assert "error" in rpc_fault(lab, "ccq.pin.unlock", "s:999@" + org.name)
 
     def test_carrier_hangs_up(self, running_lab):
         """The customer ends the call: the carrier's BYE reaches the device
