@@ -14,6 +14,7 @@
 #define TXN_COLUMNS \
 	"t.id, t.org_id, t.inbox_id, i.name AS inbox, t.kind, t.direction, " \
 	"t.call_type AS type, t.status, t.sip_call_id AS call_id, " \
+	"NULLIF(t.current_call_id, '') AS live_call_id, " \
 	"t.from_uri AS `from`, t.to_uri AS `to`, t.source_addr AS source, " \
 	"t.caller_id, t.number, t.customer_id, c.name AS customer, " \
 	"t.agent_id, u.ext_key AS agent_ext, u.name AS agent_name, t.device_id, " \
