@@ -506,6 +506,16 @@ static void fill_result(const msgpack_object *r)
 		ccq_async_result.ring_timeout = (unsigned)v;
 	if (ccq_map_uint(r, "max_wait", &v) == 1)
 		ccq_async_result.max_wait = (unsigned)v;
+	if (ccq_map_uint(r, "record", &v) == 1)
+		ccq_async_result.record = v ? 1 : 0;
+	if (ccq_map_strcpy(r, "rec_meta", ccq_async_result.rec_meta,
+			sizeof(ccq_async_result.rec_meta)) == 1) {
+		/* it goes into an rtpengine flag unquoted: keep only what is safe */
+		for (char *c = ccq_async_result.rec_meta; *c; c++)
+			if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')
+					|| *c == '_' || *c == ':' || *c == '|' || *c == '.' || *c == '-'))
+				*c = '_';
+	}
 	t = ccq_map_get(r, "targets");
 	if (t && t->type == MSGPACK_OBJECT_ARRAY) {
 		for (uint32_t i = 0; i < t->via.array.size && i < CCQ_MAX_TARGETS; i++) {

@@ -32,6 +32,8 @@ struct ccq_result {
 	int ntargets;
 	char targets[CCQ_MAX_TARGETS][160];  /* AORs sip:user@domain */
 	char error[160];            /* why the fallback was taken */
+	int record;                 /* ring decisions: 1 record this call */
+	char rec_meta[160];         /* ... and the metadata for rtpengine */
 };
 
 extern struct ccq_result ccq_async_result;

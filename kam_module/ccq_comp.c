@@ -323,6 +323,37 @@ oom:
 	return -1;
 }
 
+/*
+ * The users, with their recording setting resolved (user, then their default
+ * inbox, then the organisation: doc/recording.md). A schema from before
+ * recording (no record_calls columns) reads as "off".
+ */
+static MYSQL_RES *users_query(MYSQL *m)
+{
+	static const char *with_rec =
+		"SELECT u.id, u.org_id, u.ext_key, u.name, COALESCE(u.caller_id, ''), "
+		"COALESCE(u.pin_hash, ''), COALESCE(d.inbox_id, 0), "
+		"COALESCE(u.record_calls, i.record_calls, o.record_calls, 0), "
+		"CASE WHEN u.record_calls IS NOT NULL THEN 'user' "
+		"WHEN i.record_calls IS NOT NULL THEN 'inbox' ELSE 'organisation' END "
+		"FROM user u JOIN org o ON o.id = u.org_id "
+		"LEFT JOIN (SELECT user_id, MIN(inbox_id) AS inbox_id FROM inbox_member "
+		"GROUP BY user_id) d ON d.user_id = u.id "
+		"LEFT JOIN inbox i ON i.id = d.inbox_id ORDER BY u.id";
+	static const char *without =
+		"SELECT u.id, u.org_id, u.ext_key, u.name, COALESCE(u.caller_id, ''), "
+		"COALESCE(u.pin_hash, ''), COALESCE((SELECT MIN(im.inbox_id) FROM inbox_member im "
+		"WHERE im.user_id = u.id), 0), 0, 'organisation' FROM user u ORDER BY u.id";
+
+	if (mysql_query(m, with_rec) == 0)
+		return mysql_store_result(m);
+	if (mysql_errno(m) != 1054) /* ER_BAD_FIELD_ERROR: an older schema */
+		return NULL;
+	if (mysql_query(m, without) != 0)
+		return NULL;
+	return mysql_store_result(m);
+}
+
 static struct comp_snap *build(MYSQL *m, uint64_t version, char *err, size_t errlen)
 {
 	struct timespec t0, t1;
@@ -337,9 +368,7 @@ static struct comp_snap *build(MYSQL *m, uint64_t version, char *err, size_t err
 	if (mysql_query(m, "SELECT o.id, o.name, o.default_country, COALESCE(p.country_whitelist, ''), "
 			"COALESCE(p.pin_policy, 'none') FROM org o LEFT JOIN compliance_policy p "
 			"ON p.org_id = o.id ORDER BY o.id") != 0 || !(ro = mysql_store_result(m))
-			|| mysql_query(m, "SELECT id, org_id, ext_key, name, COALESCE(caller_id, ''), "
-				"COALESCE(pin_hash, '') FROM user ORDER BY id") != 0
-			|| !(ru = mysql_store_result(m))
+			|| !(ru = users_query(m))
 			|| mysql_query(m, "SELECT username, domain, user_id, enabled FROM device") != 0
 			|| !(rd = mysql_store_result(m))) {
 		snprintf(err, errlen, "reading the directory: %s", mysql_error(m));
@@ -441,6 +470,9 @@ static struct comp_snap *build(MYSQL *m, uint64_t version, char *err, size_t err
 			snprintf(users[i].name, sizeof(users[i].name), "%s", row[3]);
 			snprintf(users[i].caller_id, sizeof(users[i].caller_id), "%s", row[4]);
 			snprintf(users[i].pin_hash, sizeof(users[i].pin_hash), "%s", row[5]);
+			users[i].inbox_id = (uint32_t)strtoul(row[6], NULL, 10);
+			users[i].record = atoi(row[7]) ? 1 : 0;
+			snprintf(users[i].record_rule, sizeof(users[i].record_rule), "%s", row[8]);
 			for (size_t k = 0; k < nlists; k++)
 				if (lists[k].kind == 2 && lists[k].owner == users[i].id)
 					users[i].personal_off = lists[k].off;

@@ -29,6 +29,9 @@ struct comp_user {
 	char caller_id[24];
 	char pin_hash[128];
 	uint64_t personal_off;
+	uint32_t inbox_id;             /* the default inbox (lowest id it is a member of), 0 none */
+	int record;                    /* recording of outbound calls: 1 on, 0 off */
+	char record_rule[16];          /* "user", "inbox", "organisation" (whose setting won) */
 };
 
 struct comp_device {

@@ -535,3 +535,36 @@ int ccq_media_delete_call(const char *callid)
 		return -1;
 	return 0;
 }
+
+int ccq_media_ng_command(const char *command, const char *callid, char *why, size_t why_size)
+{
+	struct bbuf b;
+	char cbuf[1024], reply[4096];
+	size_t rlen;
+	const char *v;
+	size_t vn;
+
+	if (!ccq_media_ng_enabled()) {
+		snprintf(why, why_size, "no rtpengine_ng configured");
+		return -1;
+	}
+	b.p = cbuf; b.len = 0; b.cap = sizeof(cbuf); b.err = 0;
+	b_raw(&b, "d", 1);
+	b_kv(&b, "command", command, strlen(command));
+	b_kv(&b, "call-id", callid, strlen(callid));
+	b_raw(&b, "e", 1);
+	if (ng_call(&b, reply, sizeof(reply), &rlen) < 0) {
+		snprintf(why, why_size, "rtpengine unavailable");
+		return -1;
+	}
+	if (b_find(reply, reply + rlen, "result", &v, &vn) < 0 || vn != 2 || memcmp(v, "ok", 2) != 0) {
+		const char *r = "?";
+		size_t rn = 1;
+		b_find(reply, reply + rlen, "error-reason", &r, &rn);
+		snprintf(why, why_size, "rtpengine refused %s: %.*s", command,
+			(int)(rn > 100 ? 100 : rn), r);
+		return -1;
+	}
+	snprintf(why, why_size, "ok");
+	return 0;
+}

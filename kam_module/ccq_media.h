@@ -18,6 +18,9 @@ int ccq_media_ng_enabled(void);
  * hears it). 0 with the file's length in *duration_ms, -1 with why. */
 int ccq_media_play_to(const char *callid, const char *tag, const char *file, long *duration_ms,
 		char *why, size_t why_size);
+/* A call-wide ng command ("start recording", "pause recording", ...):
+ * 0 ok, -1 with why. */
+int ccq_media_ng_command(const char *command, const char *callid, char *why, size_t why_size);
 /* Drop rtpengine's session of a call (a leg ccq ended itself). */
 int ccq_media_delete_call(const char *callid);
 

@@ -136,7 +136,8 @@ struct module_exports exports = {
 enum ccq_pv_key { CCQ_PV_TYPE = 1, CCQ_PV_TXN, CCQ_PV_DIRECTION, CCQ_PV_LINK,
 	CCQ_PV_ACTION, CCQ_PV_CODE, CCQ_PV_REASON, CCQ_PV_INBOX, CCQ_PV_RING_TIMEOUT,
 	CCQ_PV_MAX_WAIT, CCQ_PV_TARGETS, CCQ_PV_ERROR, CCQ_PV_VERDICT, CCQ_PV_RULE,
-	CCQ_PV_NUMBER, CCQ_PV_CALLER_ID, CCQ_PV_EXTENSION, CCQ_PV_CUSTOMER };
+	CCQ_PV_NUMBER, CCQ_PV_CALLER_ID, CCQ_PV_EXTENSION, CCQ_PV_CUSTOMER, CCQ_PV_RECORD,
+	CCQ_PV_REC_META };
 
 /* The last gate decision of this process (valid for the message it was made for). */
 static struct {
@@ -147,6 +148,9 @@ static struct {
 	char reason[64];
 	char number[20];      /* "+E164" */
 	char caller_id[24];
+	int record;           /* recording of this outbound call (doc/recording.md) */
+	char record_rule[16];
+	char rec_meta[96];
 } g_gate;
 
 static struct {
@@ -931,6 +935,15 @@ static int w_ccq_outbound(struct sip_msg *msg, char *p1, char *p2)
 		gate_set(msg, "block", "unknown_device", "Blocked: unknown device", NULL, NULL);
 		return -1;
 	}
+	/* recording is decided alongside (user, default inbox, organisation) */
+	g_gate.record = u->record;
+	snprintf(g_gate.record_rule, sizeof(g_gate.record_rule), "%s", u->record_rule);
+	snprintf(g_gate.rec_meta, sizeof(g_gate.rec_meta), "ccq_org:%u|ccq_inbox:%u|ccq_agent:%s",
+		comp_orgs(s)[u->org].id, u->inbox_id, u->ext);
+	for (char *c = g_gate.rec_meta; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')
+				|| *c == '_' || *c == ':' || *c == '|' || *c == '.' || *c == '-'))
+			*c = '_';
 	cbleg = customer_leg(msg, callid, u, &ru_user, &ct) == 1;
 	if (cbleg) {
 		/* a callback's customer leg: the agent's PIN, if the policy needs
@@ -978,7 +991,7 @@ report:
 		ccq_enc e;
 		uint64_t id = ccq_async_next_id();
 		ccq_enc_init(&e);
-		ccq_enc_request(&e, id, "call.outbound", cbleg ? 9 : 8);
+		ccq_enc_request(&e, id, "call.outbound", cbleg ? 11 : 10);
 		ccq_pack_kv_str(&e.pk, "call_id", callid);
 		ccq_pack_kv_str(&e.pk, "username", user);
 		ccq_pack_kv_str(&e.pk, "domain", domain);
@@ -987,6 +1000,9 @@ report:
 		ccq_pack_kv_str(&e.pk, "rule", g_gate.rule);
 		ccq_pack_kv_str(&e.pk, "reason", g_gate.reason);
 		ccq_pack_kv_uint(&e.pk, "at_ms", now_ms());
+		ccq_pack_kv_uint(&e.pk, "record", (uint64_t)g_gate.record);
+		ccq_pack_kv_str(&e.pk, "record_rule", g_gate.record_rule[0] ? g_gate.record_rule
+			: "organisation");
 		if (cbleg)
 			ccq_pack_kv_uint(&e.pk, "callback_txn", ct.txn);
 		ccq_async_report(&e, id);
@@ -1006,6 +1022,7 @@ static int pv_parse_ccq_name(pv_spec_p sp, str *in)
 		{"targets", CCQ_PV_TARGETS}, {"error", CCQ_PV_ERROR}, {"verdict", CCQ_PV_VERDICT},
 		{"rule", CCQ_PV_RULE}, {"number", CCQ_PV_NUMBER}, {"caller_id", CCQ_PV_CALLER_ID},
 		{"extension", CCQ_PV_EXTENSION}, {"customer", CCQ_PV_CUSTOMER},
+		{"record", CCQ_PV_RECORD}, {"rec_meta", CCQ_PV_REC_META},
 	};
 	if (!sp || !in || in->len <= 0)
 		return -1;
@@ -1020,7 +1037,7 @@ static int pv_parse_ccq_name(pv_spec_p sp, str *in)
 	}
 	LM_ERR("unknown key in $ccq(%.*s): use type, txn, direction, link, action, code, reason,"
 		" inbox, ring_timeout, max_wait, targets, error, verdict, rule, number, caller_id,"
-		" extension or customer\n", in->len, in->s);
+		" extension, customer, record or rec_meta\n", in->len, in->s);
 	return -1;
 }
 
@@ -1029,6 +1046,23 @@ static int pv_get_ccq(struct sip_msg *msg, pv_param_t *param, pv_value_t *res)
 	str s;
 	struct ccq_result *ar = &ccq_async_result;
 	int key = param->pvn.u.isname.name.n;
+
+	/* recording: the gate's decision for an outbound call, else queued's for
+	 * a call it rings */
+	if (key == CCQ_PV_RECORD || key == CCQ_PV_REC_META) {
+		int gate = g_gate.msg_id == msg->id && g_gate.msg_pid == msg->pid && g_gate.verdict[0];
+		if (!gate && !ar->active)
+			return pv_get_null(msg, param, res);
+		if (key == CCQ_PV_RECORD) {
+			s.s = (gate ? g_gate.record : ar->record) ? "on" : "off";
+		} else {
+			s.s = gate ? g_gate.rec_meta : ar->rec_meta;
+			if (!s.s[0])
+				return pv_get_null(msg, param, res);
+		}
+		s.len = strlen(s.s);
+		return pv_get_strval(msg, param, res, &s);
+	}
 
 	/* the gate's own variables, and $ccq(reason) after a gate decision on
 	 * this very message (even inside a resumed route) */
@@ -1400,6 +1434,91 @@ static void ccq_rpc_callback_request(rpc_t *rpc, void *ctx)
 	rpc_ask(rpc, ctx, &e, id);
 }
 
+/* ---- recording of a live call --------------------------------------------- */
+
+static const char *ccq_rpc_record_doc[] = {
+	"Change the recording of a live call: ccq.record start|pause|resume|stop <txn>"
+	" (pause while a card number is read out); the TXN's journey notes it",
+	0
+};
+
+static void ccq_rpc_record(rpc_t *rpc, void *ctx)
+{
+	static const struct { const char *action, *ng, *done; } acts[] = {
+		{ "start", "start recording", "started" },
+		{ "pause", "pause recording", "paused" },
+		{ "resume", "start recording", "resumed" },
+		{ "stop", "stop recording", "stopped" },
+	};
+	str action;
+	int txn = 0, a = -1, ok;
+	char callid[256] = "", why[200];
+	ccq_enc e;
+	ccq_msg r;
+	uint64_t id = ccq_link_next_id();
+	void *th;
+
+	if (rpc->scan(ctx, "Sd", &action, &txn) < 2 || txn <= 0) {
+		rpc->fault(ctx, 400, "usage: ccq.record start|pause|resume|stop <txn>");
+		return;
+	}
+	for (int i = 0; i < 4; i++)
+		if ((size_t)action.len == strlen(acts[i].action)
+				&& strncmp(action.s, acts[i].action, action.len) == 0)
+			a = i;
+	if (a < 0) {
+		rpc->fault(ctx, 400, "the action is start, pause, resume or stop");
+		return;
+	}
+	/* the TXN's live leg */
+	ccq_enc_init(&e);
+	ccq_enc_request(&e, id, "txn.get", 1);
+	ccq_pack_kv_uint(&e.pk, "id", (uint64_t)txn);
+	if (ccq_link_call(&e, id, &r) < 0) {
+		rpc->fault(ctx, 503, "queued is unreachable");
+		return;
+	}
+	if (r.code != 0) {
+		rpc->fault(ctx, r.code == CCQ_E_NOT_FOUND ? 404 : 400, "%s: %.*s", ccq_err_name(r.code),
+			(int)r.errmsg_len, r.errmsg ? r.errmsg : "");
+		ccq_msg_free(&r);
+		return;
+	}
+	if (ccq_map_strcpy(r.body, "live_call_id", callid, sizeof(callid)) != 1 || !callid[0])
+		ccq_map_strcpy(r.body, "call_id", callid, sizeof(callid));
+	{
+		char status[32] = "";
+		ccq_map_strcpy(r.body, "status", status, sizeof(status));
+		ccq_msg_free(&r);
+		if (!callid[0] || strcmp(status, "Ended") == 0 || strcmp(status, "Failed") == 0) {
+			rpc->fault(ctx, 409, "TXN %d has no live call", txn);
+			return;
+		}
+	}
+	ok = ccq_media_ng_command(acts[a].ng, callid, why, sizeof(why)) == 0;
+	LM_NOTICE("recording of TXN %d (call %s) %s by the operator: %s\n", txn, callid,
+		acts[a].done, why);
+	{
+		ccq_enc rep;
+		uint64_t rid = ccq_async_next_id();
+		ccq_enc_init(&rep);
+		ccq_enc_request(&rep, rid, "call.recording", 6);
+		ccq_pack_kv_str(&rep.pk, "call_id", callid);
+		ccq_pack_kv_str(&rep.pk, "action", acts[a].action);
+		ccq_pack_kv_str(&rep.pk, "by", "operator");
+		ccq_pack_kv_bool(&rep.pk, "ok", ok);
+		ccq_pack_kv_str(&rep.pk, "detail", why);
+		ccq_pack_kv_uint(&rep.pk, "at_ms", now_ms());
+		ccq_async_report(&rep, rid);
+	}
+	if (!ok) {
+		rpc->fault(ctx, 502, "%s", why);
+		return;
+	}
+	if (rpc->add(ctx, "{", &th) >= 0)
+		rpc->struct_add(th, "dss", "txn", txn, "call_id", callid, "recording", acts[a].done);
+}
+
 /* ---- compliance RPCs ------------------------------------------------------ */
 
 static const char *ccq_rpc_comp_check_doc[] = {
@@ -1553,6 +1672,7 @@ static rpc_export_t ccq_rpc[] = {
 	{"ccq.txn", ccq_rpc_txn, ccq_rpc_txn_doc, 0},
 	{"ccq.callbacks", ccq_rpc_callbacks, ccq_rpc_callbacks_doc, 0},
 	{"ccq.callback.request", ccq_rpc_callback_request, ccq_rpc_callback_request_doc, 0},
+	{"ccq.record", ccq_rpc_record, ccq_rpc_record_doc, 0},
 	{"ccq.compliance.check", ccq_rpc_comp_check, ccq_rpc_comp_check_doc, 0},
 	{"ccq.pin.unlock", ccq_rpc_pin_unlock, ccq_rpc_pin_unlock_doc, 0},
 	{"ccq.compliance.reload", ccq_rpc_comp_reload, ccq_rpc_comp_reload_doc, 0},
