@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from ccqlab import (CallbackPhone, header_value, parse_token, sign_token,
+from ccqlab import (CallbackPhone, Org, header_value, parse_token, sign_token,
                     udp_listen, wait_until)
 
 CALLER_ID = "+6560001234"            # the extension's caller ID (what the customer sees)
@@ -340,7 +340,12 @@ def test_requests_that_are_refused(running_lab, org):
     code, msg = org.callback_refused("101", txn=hidden, device=desk.phone)
     assert code == "not_found", (code, msg)
     # another organisation's TXN
-    assert lab.txn_count() == before + 1, "a refused request stored a TXN"
+    stranger = Org(lab)
+    stranger.user("100", "Sam Stranger", role="owner", addon=True)
+    foreign = stranger.chat(stranger.inbox("Sales", did=False), as_="100")
+    code, msg = org.callback_refused("101", txn=foreign, device=desk.phone)
+    assert code == "not_found", (code, msg)
+    assert lab.txn_count() == before + 2, "a refused request stored a TXN"
     assert org.callbacks("101") == [], org.callbacks("101")
 
 
