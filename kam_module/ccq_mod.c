@@ -911,6 +911,7 @@ static int w_ccq_outbound(struct sip_msg *msg, char *p1, char *p2)
 	struct comp_verdict v;
 	enum ccq_pin_state ps = CCQ_PIN_ABSENT;
 	int rc, locked, allowed, cbleg = 0;
+	uint32_t inbox_id = 0;
 	struct ccq_token ct;
 
 	memset(&g_gate, 0, sizeof(g_gate));
@@ -961,6 +962,24 @@ static int w_ccq_outbound(struct sip_msg *msg, char *p1, char *p2)
 			ps = CCQ_PIN_VALID;
 		ccq_cb_customer_leg(ct.txn);
 	}
+	/* "**<inbox id>*" first: the call is routed to that inbox instead of
+	 * the extension's default one (doc/compliance.md) */
+	if (ru_user.s && ru_user.len > 3 && ru_user.s[0] == '*' && ru_user.s[1] == '*' && !cbleg) {
+		int k = 2;
+		uint32_t ib = 0;
+		while (k < ru_user.len && k < 12 && ru_user.s[k] >= '0' && ru_user.s[k] <= '9')
+			ib = ib * 10 + (uint32_t)(ru_user.s[k++] - '0');
+		if (k == 2 || k >= ru_user.len || ru_user.s[k] != '*' || !ib) {
+			ccq_comp_put(s);
+			gate_set(msg, "block", "invalid_number", "Blocked: invalid number", NULL,
+				u->caller_id);
+			LM_NOTICE("outbound call %s from %s: bad inbox prefix\n", callid, u->ext);
+			goto report;
+		}
+		inbox_id = ib;
+		ru_user.s += k + 1;
+		ru_user.len -= k + 1;
+	}
 	rc = ccq_gate_split_pin(ru_user.s ? ru_user.s : "", ru_user.s ? (size_t)ru_user.len : 0,
 		PIN_PREFIX, 0, pin, sizeof(pin), num, sizeof(num), &why);
 	if (rc < 0) {
@@ -991,7 +1010,7 @@ report:
 		ccq_enc e;
 		uint64_t id = ccq_async_next_id();
 		ccq_enc_init(&e);
-		ccq_enc_request(&e, id, "call.outbound", cbleg ? 11 : 10);
+		ccq_enc_request(&e, id, "call.outbound", 10 + (cbleg ? 1 : 0) + (inbox_id ? 1 : 0));
 		ccq_pack_kv_str(&e.pk, "call_id", callid);
 		ccq_pack_kv_str(&e.pk, "username", user);
 		ccq_pack_kv_str(&e.pk, "domain", domain);
@@ -1005,6 +1024,8 @@ report:
 			: "organisation");
 		if (cbleg)
 			ccq_pack_kv_uint(&e.pk, "callback_txn", ct.txn);
+		if (inbox_id)
+			ccq_pack_kv_uint(&e.pk, "inbox_id", inbox_id);
 		ccq_async_report(&e, id);
 	}
 	return strcmp(g_gate.verdict, "allow") == 0 ? 1 : -1;
