@@ -20,6 +20,7 @@ TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CCQ_LAB = os.path.join(TOP, "tools", "ccq-lab")
 QUEUED = os.path.join(TOP, "queued", "queued")
 CCQCTL = os.path.join(TOP, "tools", "ccqctl")
+CCQREC = os.path.join(TOP, "tools", "ccqrec")
 # sipp peers that honour Record-Route (sipp's built-in uac/uas do not, so
 # their ACK and BYE never pass a record-routing proxy)
 SCENARIOS = os.path.join(TOP, "tests", "scenarios")
@@ -389,6 +390,8 @@ class Lab:
         self.sipp_dir = os.path.join(root, "sipp")
         self.rtp_range = (rtp_min, rtp_max)
         self.hold_music = os.path.join(root, "kamailio", "hold.wav")
+        # rtpengine's recording dir (pcaps/, tmp/, metadata/; queued's indexed/)
+        self.rec_dir = os.path.join(root, "rtpengine", "recordings")
         self._trunks = set()        # trunk ports provisioned (trunk_port)
         self._basic = None          # the directory of basic()
         self.logs = {
@@ -502,6 +505,56 @@ class Lab:
     def kamcmd(self, *args, timeout=20):
         return subprocess.run(["kamcmd", "-s", "unix:" + self.ctl_sock] + list(args),
                               env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def module_synced(self, timeout=5.0):
+        """Wait (bounded) until the ccq module's snapshot of the database
+        (compliance lists, recording policy) is current: the version
+        ccq.compliance.stats reports reaches SUM(list_version.version)."""
+        want = int(self.sql("SELECT SUM(version) FROM list_version")[0][0])
+        seen = [None]
+
+        def check():
+            out = self.kamcmd("ccq.compliance.stats").stdout
+            m = re.search(r"^\s*version:\s*(\d+)", out, re.M)
+            seen[0] = int(m.group(1)) if m else None
+            return seen[0] is not None and seen[0] >= want
+        assert wait_until(check, timeout, interval=0.05), \
+            "the module's snapshot is version %s after %.1f s (database: %d)" % (
+                seen[0], timeout, want)
+
+    # ---- ccqrec (doc/recording.md)
+    def ccqrec(self, *args, as_=None, timeout=60):
+        """tools/ccqrec against this lab's queued, as the local operator or
+        as user AS_ ("EXT@ORG")."""
+        pre = ["--as", as_] if as_ else []
+        return subprocess.run([CCQREC, "-s", self.queued_sock] + pre + list(args), env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def recording_files(self, call_id):
+        """Every file under the recording dir that rtpengine made for
+        CALL_ID (its name holds the URL-encoded Call-ID)."""
+        from urllib.parse import quote
+        enc = quote(call_id, safe="")
+        out = []
+        for dirpath, _, names in os.walk(self.rec_dir):
+            out += [os.path.join(dirpath, n) for n in names if enc in n or call_id in n]
+        return sorted(out)
+
+    def recording_rows(self, txn_id):
+        """queued's index rows of a TXN's recordings (dicts), oldest first."""
+        cols = ("id", "status", "call_id", "pcap_path", "meta_path", "size_bytes", "sha256",
+                "caller_addr", "agent_addr", "codec", "rec_meta", "detail")
+        rows = self.sql("SELECT %s FROM recording WHERE txn_id = %d ORDER BY id"
+                        % (", ".join("COALESCE(%s, '')" % c for c in cols), int(txn_id)))
+        return [dict(zip(cols, r)) for r in rows]
+
+    def wait_recordings(self, txn_id, count=1, timeout=25):
+        """The index rows of a TXN once it has COUNT of them (bounded: rtpengine
+        writes the metadata delete-delay seconds after the BYE, queued scans
+        every 2 s); what there is otherwise."""
+        return wait_until(lambda: len(self.recording_rows(txn_id)) >= count and
+                          self.recording_rows(txn_id), timeout, interval=0.3) \
+            or self.recording_rows(txn_id)
 
     # ---- MariaDB (as root over the socket)
     def sql(self, query, db="ccq", timeout=30):
@@ -1339,3 +1392,174 @@ def audible(payload, codec_silence=(0xff, 0x7f, 0xd5, 0x55)):
     not just the codecs' silence bytes?"""
     body = payload[12:]
     return len(body) >= 80 and sum(1 for b in body if b not in codec_silence) > len(body) // 4
+
+
+# --------------------------------------------------------------- audio
+# G.711 and WAV files in pure Python, for the recording tests (doc/recording.md):
+# the audio the sipp peers of tests/scenarios/rec_*.xml send, and what
+# `ccqrec fetch` gives back.
+
+def _ulaw_byte(x):
+    sign = 0x80 if x < 0 else 0
+    x = min(abs(int(x)), 32635) + 0x84
+    exp = min(max(x.bit_length() - 8, 0), 7)
+    return ~(sign | (exp << 4) | ((x >> (exp + 3)) & 0x0f)) & 0xff
+
+
+def _ulaw_value(b):
+    b = ~b & 0xff
+    v = ((((b & 0x0f) << 3) + 0x84) << ((b >> 4) & 7)) - 0x84
+    return -v if b & 0x80 else v
+
+
+def _alaw_byte(x):
+    x = int(x)
+    sign = 0x80 if x >= 0 else 0
+    x = min(x if x >= 0 else -x - 1, 32767)
+    if x >= 256:
+        exp = min(x.bit_length() - 8, 7)
+        code = (exp << 4) | ((x >> (exp + 3)) & 0x0f)
+    else:
+        code = x >> 4
+    return (sign | code) ^ 0x55
+
+
+def _alaw_value(b):
+    b ^= 0x55
+    exp, man = (b >> 4) & 7, b & 0x0f
+    v = (man << 4) + 8 if exp == 0 else ((man << 4) + 0x108) << (exp - 1)
+    return v if b & 0x80 else -v
+
+
+G711 = {
+    # law: (WAV format tag, RTP payload type, encoder, decoder)
+    "ulaw": (7, 0, _ulaw_byte, _ulaw_value),
+    "alaw": (6, 8, _alaw_byte, _alaw_value),
+}
+
+
+def g711_encode(samples, law):
+    enc = G711[law][2]
+    return bytes(enc(x) for x in samples)
+
+
+def g711_decode(data, law):
+    table = [G711[law][3](b) for b in range(256)]
+    return [table[b] for b in data]
+
+
+def tone_pattern(freqs, seg_ms, periods, amp=6000, noise=1500, seed=1, rate=8000):
+    """PERIODS times the sequence of sine tones FREQS, SEG_MS each, with a
+    little deterministic noise (so that the pattern matches itself at one
+    alignment only), as 16-bit sample values."""
+    import math
+    import random
+    rnd = random.Random(seed)
+    n = rate * seg_ms // 1000
+    one = []
+    for f in freqs:
+        one += [int(round(amp * math.sin(2 * math.pi * f * i / rate)
+                          + rnd.uniform(-noise, noise))) for i in range(n)]
+    return one * periods
+
+
+def write_g711_wav(path, samples, law):
+    """A mono 8 kHz WAV of G.711 bytes (format tag 7 u-law, 6 A-law) with
+    the plain 44-byte header: what sipp's rtp_stream sends, header skipped."""
+    tag = G711[law][0]
+    data = g711_encode(samples, law)
+    fmt = struct.pack("<HHIIHH", tag, 1, 8000, 8000, 1, 8)
+    with open(path + ".tmp", "wb") as f:
+        f.write(b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE")
+        f.write(b"fmt " + struct.pack("<I", len(fmt)) + fmt)
+        f.write(b"data" + struct.pack("<I", len(data)) + data)
+    os.replace(path + ".tmp", path)
+    return data
+
+
+class Wav:
+    """A PCM WAV file read whole: rate, bits, and one list of sample
+    values per channel."""
+
+    def __init__(self, path):
+        import array
+        with open(path, "rb") as f:
+            raw = f.read()
+        assert raw[:4] == b"RIFF" and raw[8:12] == b"WAVE", "%s is not a WAV file" % path
+        pos, fmt, data = 12, None, None
+        while pos + 8 <= len(raw):
+            cid, size = raw[pos:pos + 4], struct.unpack("<I", raw[pos + 4:pos + 8])[0]
+            body = raw[pos + 8:pos + 8 + size]
+            if cid == b"fmt ":
+                fmt = body
+            elif cid == b"data":
+                data = body
+            pos += 8 + size + (size & 1)
+        assert fmt and data is not None, "%s: no fmt or data chunk" % path
+        self.tag, self.nch, self.rate, _, _, self.bits = struct.unpack("<HHIIHH", fmt[:16])
+        assert self.tag in (1, 0xfffe) and self.bits == 16, \
+            "%s: not 16-bit PCM (format tag %d, %d bits)" % (path, self.tag, self.bits)
+        pcm = array.array("h")
+        pcm.frombytes(data[:len(data) - len(data) % (2 * self.nch)])
+        if struct.pack("=H", 1) != b"\x01\x00":
+            pcm.byteswap()
+        self.channels = [list(pcm[c::self.nch]) for c in range(self.nch)]
+        self.frames = len(self.channels[0]) if self.nch else 0
+
+    def seconds(self):
+        return self.frames / float(self.rate)
+
+
+def goertzel(x, f, rate=8000):
+    """The power of frequency F in the samples X (per sample)."""
+    import math
+    c = 2 * math.cos(2 * math.pi * f / rate)
+    s1 = s2 = 0.0
+    for v in x:
+        s1, s2 = v + c * s1 - s2, s1
+    return (s1 * s1 + s2 * s2 - c * s1 * s2) / max(1, len(x))
+
+
+def rms(x):
+    return (sum(v * v for v in x) / max(1, len(x))) ** 0.5
+
+
+def tone_labels(x, freqs, win=320, floor=300.0, rate=8000):
+    """For each window of WIN samples: None when it is quiet (RMS below
+    FLOOR), else the index in FREQS of the loudest of those frequencies."""
+    out = []
+    for i in range(0, len(x) - win + 1, win):
+        w = x[i:i + win]
+        if rms(w) < floor:
+            out.append(None)
+            continue
+        p = [goertzel(w, f, rate) for f in freqs]
+        out.append(p.index(max(p)))
+    return out
+
+
+def best_match(x, src, probe=160, span=4000, floor=300.0):
+    """Where the looped source SRC best explains the samples X (both lists
+    of values): the normalised correlation (-1..1) of the best alignment,
+    found with a probe of PROBE samples at the first loud part of X and
+    checked over SPAN samples from there. (0.0, None) when X is quiet."""
+    start = next((i for i in range(0, len(x) - probe, probe // 2)
+                  if rms(x[i:i + probe]) >= floor), None)
+    if start is None:
+        return 0.0, None
+    span = min(span, len(x) - start)
+    n = len(src)
+    loop = src + src[:probe + span]
+
+    def ncorr(a, b):
+        num = sum(p * q for p, q in zip(a, b))
+        den = (sum(p * p for p in a) * sum(q * q for q in b)) ** 0.5
+        return num / den if den else 0.0
+    head = x[start:start + probe]
+    scored = sorted(((ncorr(head, loop[o:o + probe]), o) for o in range(n)), reverse=True)[:20]
+    best = (0.0, None)
+    for _, o in scored:
+        c = ncorr(x[start:start + span], loop[o:o + span])
+        if c > best[0]:
+            best = (c, o)
+    return best

@@ -1,0 +1,613 @@
+"""Call recording (issue 6, doc/recording.md) on the real stack.
+
+Both sides of a call talk: the carrier (tests/scenarios/rec_carrier.xml) and
+the agent's phone (rec_agent.xml) send G.711 u-law, the device of a manual
+outbound call (rec_device.xml) and the carrier answering it (rec_trunk.xml)
+A-law, each from a WAV file these tests write into sipp's working directory
+(the lab's sipp dir): a sequence of three tones of 200 ms with a little
+noise, the customer's side on 400/700/1000 Hz, the agent's on
+1500/1900/2300 Hz. rtpengine records what it receives (pcap method),
+queued indexes the files, and `ccqrec fetch` must give the samples back:
+each channel of the stereo WAV correlates with the audio its party sent
+(and not with the other's), the mono mix with both.
+
+The lab deletes a call in rtpengine 2 s after its BYE (CCQ_RTP_DELETE_DELAY),
+when rtpengine writes the metadata file; queued scans for them every 2 s:
+a recording is in the index some 5 s after the call.
+
+Access: members see the recordings of their inboxes' TXNs; owners and admins
+with the add-on all of their organisation's. Every test makes its own
+organisation and calls (the purge acts on one organisation only, as its
+owner).
+"""
+
+import hashlib
+import os
+import random
+import re
+import time
+
+from ccqlab import Org, Wav, best_match, g711_decode, rms, tone_pattern, \
+    wait_until, write_g711_wav
+
+JANE = "+6591234567"                 # the caller ID rec_carrier.xml sends
+CUSTOMER_TONES = (400, 700, 1000)     # the customer's side (left channel)
+AGENT_TONES = (1500, 1900, 2300)      # the agent's side (right channel)
+SEG_MS = 200
+
+# the files the rec_*.xml scenarios play: name -> (law, tones, noise seed)
+FIXTURES = {
+    "rec-carrier.wav": ("ulaw", CUSTOMER_TONES, 11),
+    "rec-agent.wav": ("ulaw", AGENT_TONES, 12),
+    "rec-trunk.wav": ("alaw", CUSTOMER_TONES, 13),
+    "rec-device.wav": ("alaw", AGENT_TONES, 14),
+}
+
+_sources = {}
+
+
+def fixtures(lab):
+    """Write the scenarios' audio into the lab's sipp dir (once per lab dir);
+    returns {file name: one period of it as sipp sends it, decoded}."""
+    os.makedirs(lab.sipp_dir, exist_ok=True)
+    for name, (law, tones, seed) in FIXTURES.items():
+        path = os.path.join(lab.sipp_dir, name)
+        if (path, name) in _sources and os.path.exists(path):
+            continue
+        period = tone_pattern(tones, SEG_MS, 1, seed=seed)
+        data = write_g711_wav(path, period * 2, law)
+        _sources[(path, name)] = g711_decode(data[:len(period)], law)
+        _sources[name] = _sources[(path, name)]
+    return _sources
+
+
+def texts(t):
+    return [e["text"] for e in t["events"]]
+
+
+def kinds(t):
+    return [e["kind"] for e in t["events"]]
+
+
+def event(t, kind):
+    return next((e["text"] for e in t["events"] if e["kind"] == kind), None)
+
+
+def setup(org, record=None):
+    """Inbox Sales (a DID) with agent 101 Alice (desk phone, registered),
+    the owner 100 with the add-on, customer Jane Tan; the organisation's
+    recording set to RECORD ("on"/"off") when given."""
+    ib = org.inbox("Sales", ring_timeout=10, max_wait=20)
+    phone = org.agent(ib, "101", "Alice Lim")
+    phone.register(expires=600)
+    org.user("100", "Olivia Owner", role="owner", addon=True)
+    org.customer("Jane Tan", JANE)
+    org.lab.trunk_port(0)
+    if record:
+        org.ok("recording", "set", "--org", record)
+    return ib, phone
+
+
+def talk(lab, inbox, phone, talk_ms=4000, during=None):
+    """A carrier call to INBOX's DID that PHONE answers, both sides talking
+    for TALK_MS; DURING(txn id) runs while the call is up. Returns
+    (Call-ID, the TXN once Ended)."""
+    fixtures(lab)
+    secs = talk_ms // 1000 + 30
+    ans = lab.sipp("rec_agent.xml", phone.port, timeout=secs, background=True,
+                   name="rec-agent-%s" % phone.username)
+    call = None
+    try:
+        call = lab.carrier(inbox.did, scenario="rec_carrier.xml", duration_ms=talk_ms,
+                           background=True, timeout=secs)
+        ids = lab.wait_txn_for_call(call.call_id, 10)
+        assert ids, "no TXN for the call %s\n%s" % (call.call_id, call.summary())
+        if during:
+            assert wait_until(lambda: lab.txn(ids[-1])["status"] == "Assigned", 10, 0.05), \
+                "the call was not answered:\n%s\n%s" % (call.summary(), ans.summary())
+            during(ids[-1])
+        assert call.wait() == 0, "the carrier's call failed:\n" + call.summary()
+        assert ans.wait(15) == 0, "the agent's phone failed:\n" + ans.summary()
+    finally:
+        ans.stop()
+        if call:
+            call.stop()
+    t = lab.wait_txn_state(call.call_id, lambda t: t["status"] == "Ended", 15)
+    assert t and t["status"] == "Ended" and t["result"] == "answered", t
+    return call.call_id, t
+
+
+def recorded(lab, txn, count=1):
+    """The TXN's index rows once queued has indexed COUNT recordings."""
+    rows = lab.wait_recordings(txn, count)
+    assert len(rows) >= count, \
+        "TXN %d: %d recording(s) indexed, expected %d; files: %r" % (
+            txn, len(rows), count, os.listdir(lab.rec_dir) if os.path.isdir(lab.rec_dir)
+            else "no %s" % lab.rec_dir)
+    return rows
+
+
+def nothing_recorded(lab, call_id, txn):
+    assert lab.recording_files(call_id) == [], \
+        "a call with recording off left files: %r" % lab.recording_files(call_id)
+    assert lab.recording_rows(txn) == [], lab.recording_rows(txn)
+
+
+def fetch(lab, txn, tmp_path, as_, stereo=False, name=None):
+    out = str(tmp_path / (name or "txn%d%s.wav" % (txn, "-stereo" if stereo else "")))
+    args = ["fetch", str(txn), "-o", out] + (["--stereo"] if stereo else [])
+    r = lab.ccqrec(*args, as_=as_)
+    assert r.returncode == 0, "ccqrec %s as %s failed (%d): %s%s" % (
+        " ".join(args), as_, r.returncode, r.stdout, r.stderr)
+    assert os.path.getsize(out) > 44, "ccqrec fetch wrote no audio: " + out
+    return Wav(out)
+
+
+def first_loud(x, win=160, floor=300.0):
+    return next((i for i in range(0, len(x) - win, win) if rms(x[i:i + win]) >= floor), None)
+
+
+def loud_seconds(x, win=160, floor=300.0):
+    return sum(win for i in range(0, len(x) - win + 1, win)
+               if rms(x[i:i + win]) >= floor) / 8000.0
+
+
+def check_stereo(w, customer, agent, talk_s, what):
+    """Left = the customer's audio, right = the agent's, each alone on its
+    channel, both over (about) the whole call, aligned."""
+    assert (w.nch, w.rate, w.bits) == (2, 8000, 16), \
+        "%s: %d channels, %d Hz, %d bits (expected 2, 8000, 16)" % (what, w.nch, w.rate, w.bits)
+    assert talk_s - 1.5 <= w.seconds() <= talk_s + 4, \
+        "%s lasts %.2f s for a call of %.1f s" % (what, w.seconds(), talk_s)
+    left, right = w.channels
+    for side, x, own, other in (("left (customer)", left, customer, agent),
+                                ("right (agent)", right, agent, customer)):
+        c_own, _ = best_match(x, own, span=8000)
+        c_other, _ = best_match(x, other, span=8000)
+        assert c_own >= 0.95, "%s: the %s channel does not carry that party's audio " \
+            "(correlation %.3f with it, %.3f with the other party's)" % (what, side, c_own, c_other)
+        assert c_other <= 0.2, "%s: the %s channel carries the other party's audio too " \
+            "(correlation %.3f)" % (what, side, c_other)
+        assert loud_seconds(x) >= talk_s - 1.5, "%s: the %s channel has only %.2f s of sound " \
+            "for a call of %.1f s" % (what, side, loud_seconds(x), talk_s)
+    a, b = first_loud(left), first_loud(right)
+    assert a is not None and b is not None and abs(a - b) <= 0.5 * 8000, \
+        "%s: the channels are not aligned: sound starts at %s and %s (samples)" % (what, a, b)
+
+
+def check_mono(w, customer, agent, talk_s, what):
+    assert (w.nch, w.rate, w.bits) == (1, 8000, 16), \
+        "%s: %d channels, %d Hz, %d bits (expected 1, 8000, 16)" % (what, w.nch, w.rate, w.bits)
+    assert talk_s - 1.5 <= w.seconds() <= talk_s + 4, \
+        "%s lasts %.2f s for a call of %.1f s" % (what, w.seconds(), talk_s)
+    x = w.channels[0]
+    c1, _ = best_match(x, customer, span=8000)
+    c2, _ = best_match(x, agent, span=8000)
+    # two uncorrelated parties of equal level: each explains about 1/sqrt(2)
+    assert 0.45 <= c1 <= 0.9 and 0.45 <= c2 <= 0.9, \
+        "%s: the mix does not hold both parties (correlation %.3f with the customer's " \
+        "audio, %.3f with the agent's)" % (what, c1, c2)
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def ccqrec_json(lab, *args, as_=None):
+    r = lab.ccqrec("--json", *args, as_=as_)
+    assert r.returncode == 0, "ccqrec --json %s as %s failed (%d): %s%s" % (
+        " ".join(args), as_, r.returncode, r.stdout, r.stderr)
+    import json
+    out = json.loads(r.stdout)
+    return out.get("recordings", out) if isinstance(out, dict) else out
+
+
+def listed_txns(lab, *args, as_=None):
+    return sorted({int(x["txn"]) for x in ccqrec_json(lab, "list", *args, as_=as_)
+                   if x.get("txn") is not None})
+
+
+def refused(lab, args, as_, *words):
+    """A ccqrec command that must fail with a message holding one of WORDS."""
+    r = lab.ccqrec(*args, as_=as_)
+    out = (r.stdout + r.stderr).lower()
+    assert r.returncode != 0 and any(w.lower() in out for w in words), \
+        "ccqrec %s as %s: expected a failure saying %s, got exit %d: %s%s" % (
+            " ".join(args), as_, " or ".join(map(repr, words)), r.returncode, r.stdout, r.stderr)
+    return r.stdout + r.stderr
+
+
+# ------------------------------------------------------------------ tests
+
+def test_policy_commands(running_lab, org):
+    """ccqctl recording set/show: the organisation on/off, an inbox or a
+    user on/off/inherit, what is in force for each and by which rule; only
+    owners and admins with the add-on (and the operator) manage it."""
+    ib, phone = setup(org)
+    org.user("102", "Bob Ong")
+    org.member(ib, "102")
+    show = org.json("recording", "show")
+    assert show["org"] == "off", show
+    org.ok("recording", "set", "--org", "on")
+    org.ok("recording", "set", "--inbox", "Sales", "off")
+    org.ok("recording", "set", "--user", "101", "on")
+    show = org.json("recording", "show")
+    assert show["org"] == "on", show
+    sales = next(i for i in show["inboxes"] if i["name"] == "Sales")
+    assert (sales["setting"], sales["effective"], sales["rule"]) == ("off", "off", "inbox"), sales
+    users = {u["ext"]: u for u in show["users"]}
+    assert (users["101"]["setting"], users["101"]["effective"], users["101"]["rule"]) == \
+        ("on", "on", "user"), users["101"]
+    assert (users["102"]["setting"], users["102"]["effective"], users["102"]["rule"]) == \
+        ("inherit", "off", "inbox"), users["102"]
+    org.ok("recording", "set", "--user", "101", "inherit")
+    org.ok("recording", "set", "--inbox", "Sales", "inherit")
+    users = {u["ext"]: u for u in org.json("recording", "show")["users"]}
+    assert (users["101"]["effective"], users["101"]["rule"]) == ("on", "organisation"), users
+    # the owner with the add-on may; a member may not
+    r = org.ctl("recording", "set", "--org", "off", as_="100")
+    assert r.returncode == 0, r.stdout + r.stderr
+    code, msg = org.error("recording", "set", "--org", "on", as_="102")
+    assert code == "denied", (code, msg)
+    # usage errors: no inherit for the organisation, unknown scopes and values
+    for bad in (["set", "--org", "inherit"], ["set", "--inbox", "Sales", "maybe"],
+                ["set", "--team", "x", "on"], ["set"]):
+        r = org.ctl("recording", *bad)
+        assert r.returncode == 2, "recording %s: exit %d %s%s" % (" ".join(bad), r.returncode,
+                                                                   r.stdout, r.stderr)
+    code, msg = org.error("recording", "set", "--inbox", "Nope", "on")
+    assert code == "not_found", (code, msg)
+
+
+def test_recorded_call_gives_back_the_audio_of_each_party(running_lab, org, tmp_path):
+    """Recording on for the organisation: rtpengine records the call,
+    queued indexes it (TXN, files, size, SHA-256, parties, codec), and
+    `ccqrec fetch` decodes it: stereo with the customer left and the agent
+    right, each channel the samples that party sent; mono with both."""
+    lab = running_lab
+    ib, phone = setup(org, record="on")
+    src = fixtures(lab)
+    cid, t = talk(lab, ib, phone, talk_ms=4000)
+    txn = int(t["id"])
+    rec = event(t, "recording")
+    assert rec == "Recording on (organisation policy)", texts(t)
+    k = kinds(t)
+    assert k.index("recording") < k.index("answered"), list(zip(k, texts(t)))
+
+    rows = recorded(lab, txn)
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert row["status"] == "ok", row
+    assert row["call_id"] == cid, row
+    pcap = row["pcap_path"]
+    assert pcap.startswith(os.path.join(lab.rec_dir, "pcaps") + "/") and os.path.isfile(pcap), row
+    assert int(row["size_bytes"]) == os.path.getsize(pcap), row
+    assert row["sha256"] == sha256(pcap), row
+    assert os.path.isfile(row["meta_path"]), row
+    assert row["codec"].upper().startswith("PCMU"), row
+    assert "ccq_txn:%d" % txn in row["rec_meta"], row
+    assert row["caller_addr"] and row["agent_addr"] and row["caller_addr"] != row["agent_addr"], row
+    # the metadata file left rtpengine's metadata/ for indexed/
+    left = [f for f in lab.recording_files(cid) if "/metadata/" in f or "/tmp/" in f]
+    assert left == [], "metadata not moved away after indexing: %r" % left
+
+    # ccqrec, as the agent (a member of Sales)
+    assert txn in listed_txns(lab, "--txn", str(txn), as_="101@" + org.name)
+    w = fetch(lab, txn, tmp_path, "101@" + org.name, stereo=True)
+    check_stereo(w, src["rec-carrier.wav"], src["rec-agent.wav"], 4.0, "ccqrec fetch --stereo")
+    w = fetch(lab, txn, tmp_path, "101@" + org.name)
+    check_mono(w, src["rec-carrier.wav"], src["rec-agent.wav"], 4.0, "ccqrec fetch (mono)")
+
+
+def test_list_filters(running_lab, org):
+    """ccqrec list by TXN, customer, inbox, agent and date range."""
+    lab = running_lab
+    ib, phone = setup(org, record="on")
+    other = org.inbox("Billing")
+    org.agent(other, "102", "Bob Ong")
+    cid, t = talk(lab, ib, phone, talk_ms=2000)
+    txn = int(t["id"])
+    recorded(lab, txn)
+    owner = "100@" + org.name
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    for args in (["--txn", str(txn)], ["--customer", JANE], ["--inbox", "Sales"],
+                 ["--agent", "101"], ["--from", today], ["--from", today, "--to", today]):
+        assert txn in listed_txns(lab, *args, as_=owner), "ccqrec list %s" % " ".join(args)
+    for args in (["--inbox", "Billing"], ["--agent", "102"], ["--customer", "+6599990000"],
+                 ["--to", "2020-01-01"]):
+        assert txn not in listed_txns(lab, *args, as_=owner), "ccqrec list %s" % " ".join(args)
+
+
+def test_recording_off_leaves_no_files(running_lab, org, tmp_path):
+    """The default (organisation off): no pcap, no metadata, no index row,
+    and ccqrec says there is no recording. The same call once recording is
+    on is recorded: by then a file of the first call would be there too."""
+    lab = running_lab
+    ib, phone = setup(org)
+    cid, t = talk(lab, ib, phone, talk_ms=2000)
+    txn = int(t["id"])
+    assert event(t, "recording") == "Recording off (organisation policy)", texts(t)
+    org.ok("recording", "set", "--org", "on")
+    cid2, t2 = talk(lab, ib, phone, talk_ms=2000)
+    assert event(t2, "recording") == "Recording on (organisation policy)", texts(t2)
+    recorded(lab, int(t2["id"]))
+    nothing_recorded(lab, cid, txn)
+    owner = "100@" + org.name
+    refused(lab, ["fetch", str(txn), "-o", str(tmp_path / "x.wav")], owner, "no recording")
+    refused(lab, ["fetch", "999999999", "-o", str(tmp_path / "y.wav")], owner,
+            "no such txn", "not found")
+    assert txn not in listed_txns(lab, as_=owner)
+
+
+def test_most_specific_setting_wins(running_lab, org):
+    """Organisation on, inbox off: not recorded (inbox policy). The agent's
+    own setting on: recorded (user policy)."""
+    lab = running_lab
+    ib, phone = setup(org, record="on")
+    org.ok("recording", "set", "--inbox", "Sales", "off")
+    cid, t = talk(lab, ib, phone, talk_ms=2000)
+    assert event(t, "recording") == "Recording off (inbox policy)", texts(t)
+    org.ok("recording", "set", "--user", "101", "on")
+    cid2, t2 = talk(lab, ib, phone, talk_ms=2000)
+    assert event(t2, "recording") == "Recording on (user policy)", texts(t2)
+    rows = recorded(lab, int(t2["id"]))
+    assert rows[0]["status"] == "ok", rows
+    nothing_recorded(lab, cid, int(t["id"]))
+    # and the TXN view shows the decision in its timeline
+    r = lab.ccqctl("txn", "show", str(t2["id"]))
+    assert "Recording on (user policy)" in r.stdout, r.stdout
+
+
+def test_access_follows_the_inboxes(running_lab, org, tmp_path):
+    """A member of another inbox is denied the recording (and does not see
+    it listed); the agent (a member of the call's inbox), the owner and an
+    admin with the add-on get it; an admin without the add-on who is no
+    member, and another organisation's owner, do not."""
+    lab = running_lab
+    ib, phone = setup(org, record="on")
+    billing = org.inbox("Billing")
+    org.user("102", "Bob Ong")
+    org.member(billing, "102")
+    org.user("103", "Ada Admin", role="admin", addon=True)
+    org.user("104", "Ned Admin", role="admin")
+    stranger = Org(lab, prefix="rec-stranger")
+    stranger.user("100", "Sam Stranger", role="owner", addon=True)
+    cid, t = talk(lab, ib, phone, talk_ms=2000)
+    txn = int(t["id"])
+    recorded(lab, txn)
+    for who in ("102@" + org.name, "104@" + org.name):
+        out = refused(lab, ["fetch", str(txn), "-o", str(tmp_path / "denied.wav")], who,
+                      "denied", "not allowed", "access")
+        assert not os.path.exists(tmp_path / "denied.wav") or \
+            os.path.getsize(tmp_path / "denied.wav") == 0, out
+        assert txn not in listed_txns(lab, as_=who), who
+    refused(lab, ["fetch", str(txn), "-o", str(tmp_path / "s.wav")], "100@" + stranger.name,
+            "denied", "not allowed", "access", "no such txn", "not found")
+    for who in ("101@" + org.name, "100@" + org.name, "103@" + org.name):
+        w = fetch(lab, txn, tmp_path, who, name="%s.wav" % who.split("@")[0])
+        assert w.nch == 1 and w.seconds() > 1.0, (who, w.nch, w.seconds())
+        assert txn in listed_txns(lab, as_=who), who
+
+
+def test_verify_finds_tampered_and_missing_files(running_lab, org, tmp_path):
+    """ccqrec verify: OK while the pcap is as indexed; a flipped byte is
+    TAMPERED (exit 1), a deleted file MISSING (exit 1); fetch then says
+    the file is missing."""
+    lab = running_lab
+    ib, phone = setup(org, record="on")
+    cid, t = talk(lab, ib, phone, talk_ms=2000)
+    txn = int(t["id"])
+    row = recorded(lab, txn)[0]
+    owner = "100@" + org.name
+    r = lab.ccqrec("verify", str(txn), as_=owner)
+    assert r.returncode == 0 and "OK" in r.stdout.upper(), \
+        "verify of an intact recording: exit %d %s%s" % (r.returncode, r.stdout, r.stderr)
+    pcap = row["pcap_path"]
+    with open(pcap, "r+b") as f:
+        f.seek(os.path.getsize(pcap) // 2)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0xff]))
+    r = lab.ccqrec("verify", str(txn), as_=owner)
+    assert r.returncode == 1 and "TAMPERED" in r.stdout + r.stderr, \
+        "verify of a tampered pcap: exit %d %s%s" % (r.returncode, r.stdout, r.stderr)
+    assert wait_until(lambda: lab.recording_rows(txn)[0]["status"] == "tampered", 5), \
+        lab.recording_rows(txn)
+    os.unlink(pcap)
+    r = lab.ccqrec("verify", str(txn), as_=owner)
+    assert r.returncode == 1 and "MISSING" in r.stdout + r.stderr, \
+        "verify of a deleted pcap: exit %d %s%s" % (r.returncode, r.stdout, r.stderr)
+    assert wait_until(lambda: lab.recording_rows(txn)[0]["status"] == "missing", 5), \
+        lab.recording_rows(txn)
+    refused(lab, ["fetch", str(txn), "-o", str(tmp_path / "gone.wav")], owner, "missing")
+
+
+def test_pause_and_resume_during_a_call(running_lab, org, tmp_path):
+    """kamcmd ccq.record pause/resume TXN while the call is up: each change
+    is a journey line, and what was said while paused is not in the
+    recording. The RPC refuses an unknown TXN and a call that has ended."""
+    lab = running_lab
+    ib, phone = setup(org, record="on")
+    replies = []
+
+    def pause_and_resume(txn):
+        time.sleep(1.0)
+        replies.append(lab.kamcmd("ccq.record", "pause", str(txn)))
+        time.sleep(2.5)
+        replies.append(lab.kamcmd("ccq.record", "resume", str(txn)))
+
+    cid, t = talk(lab, ib, phone, talk_ms=6000, during=pause_and_resume)
+    txn = int(t["id"])
+    for r, done in zip(replies, ("paused", "resumed")):
+        out = r.stdout + r.stderr
+        assert r.returncode == 0 and not out.lstrip().startswith("error") and done in out, \
+            "kamcmd ccq.record (%s): %s" % (done, out)
+    tx = texts(t)
+    assert "Recording paused by the operator" in tx and "Recording resumed by the operator" \
+        in tx, tx
+    assert tx.index("Recording paused by the operator") < \
+        tx.index("Recording resumed by the operator"), tx
+    k = kinds(t)
+    assert k.index("answered") < tx.index("Recording paused by the operator") < k.index("ended"), \
+        list(zip(k, tx))
+    rows = recorded(lab, txn)
+    time.sleep(3)           # a second segment (rtpengine starts a new file on resume)
+    rows = lab.recording_rows(txn)
+    assert all(r["status"] == "ok" for r in rows), rows
+    w = fetch(lab, txn, tmp_path, "100@" + org.name, stereo=True)
+    for side, x in zip(("customer", "agent"), w.channels):
+        s = loud_seconds(x)
+        assert 2.0 <= s <= 6.0 - 1.5, "the %s's channel has %.2f s of sound: the 2.5 s of " \
+            "pause are in the recording of a 6 s call (or too little is)" % (side, s)
+    # the RPC's refusals
+    r = lab.kamcmd("ccq.record", "pause", str(txn))
+    assert "no live call" in r.stdout + r.stderr, r.stdout + r.stderr
+    r = lab.kamcmd("ccq.record", "pause", "999999999")
+    assert (r.stdout + r.stderr).lstrip().startswith("error"), r.stdout + r.stderr
+    r = lab.kamcmd("ccq.record", "rewind", str(txn))
+    assert "start, pause, resume or stop" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_operator_starts_recording_of_an_unrecorded_call(running_lab, org):
+    """Recording off by policy, `kamcmd ccq.record start TXN` mid-call:
+    recorded from then on, and the journey says who started it."""
+    lab = running_lab
+    ib, phone = setup(org)
+    replies = []
+
+    def start(txn):
+        time.sleep(0.5)
+        replies.append(lab.kamcmd("ccq.record", "start", str(txn)))
+
+    cid, t = talk(lab, ib, phone, talk_ms=3000, during=start)
+    out = replies[0].stdout + replies[0].stderr
+    assert "started" in out and not out.lstrip().startswith("error"), out
+    tx = texts(t)
+    assert "Recording off (organisation policy)" in tx, tx
+    assert "Recording started by the operator" in tx, tx
+    rows = recorded(lab, int(t["id"]))
+    assert rows[0]["status"] == "ok", rows
+
+
+class Outbound:
+    """A manual outbound call: the device (rec_device.xml, A-law) dials
+    NUMBER, the carrier on the lab's trunk address (rec_trunk.xml) answers;
+    both talk for TALK_MS."""
+
+    def __init__(self, lab, phone, number, talk_ms=4000):
+        fixtures(lab)
+        self.call_id = "ccqrec-%s@127.0.0.1" % os.urandom(8).hex()
+        tport = int(lab.trunk_addr.rsplit(":", 1)[1])
+        secs = talk_ms // 1000 + 30
+        self.trunk = lab.sipp("rec_trunk.xml", tport, timeout=secs, background=True,
+                              name="rec-trunk")
+        self.trunk.call_id = self.call_id
+        try:
+            self.dev = lab.sipp("rec_device.xml", phone.port, "-s", number, "-key", "user",
+                                phone.username, "-au", phone.username, "-ap", phone.password,
+                                "-cid_str", self.call_id, "-d", str(talk_ms),
+                                remote=lab.sip_addr, timeout=secs, name="rec-dial")
+            self.dev.call_id = self.call_id
+            self.trunk.wait(15)
+        finally:
+            self.trunk.stop()
+        assert self.dev.rc == 0 and self.dev.final_for("2 INVITE") == 200, \
+            "the outbound call was not answered: %r\n%s\n--- carrier:\n%s" % (
+                self.dev.responses(), self.dev.summary(), self.trunk.summary())
+        assert self.trunk.rc == 0, "the carrier's side failed:\n" + self.trunk.summary()
+
+
+def test_manual_outbound_call_is_recorded(running_lab, tmp_path):
+    """A device's call to a customer, with recording on for that user (the
+    organisation off): recorded; the customer (the carrier) on the left,
+    the agent's device on the right, decoded from A-law."""
+    lab = running_lab
+    org = Org(lab, prefix="rec-ob")
+    org.json("user", "create", "101", "Alice Lim", "--caller-id",
+             "+656%07d" % random.randint(0, 9999999))
+    org.inbox("Sales", did=False)
+    org.member("Sales", "101")
+    org.user("100", "Olivia Owner", role="owner", addon=True)
+    phone = org.device("101")
+    phone.register(expires=600)
+    lab.trunk_port(0)
+    org.ok("recording", "set", "--user", "101", "on")
+    lab.module_synced()
+    src = fixtures(lab)
+    number = "+6597%06d" % random.randint(0, 999999)
+    call = Outbound(lab, phone, number[3:], talk_ms=4000)
+    t = lab.wait_txn_state(call.call_id, lambda t: t["status"] == "Ended", 15)
+    assert t and t["status"] == "Ended" and t["direction"] == "outbound", t
+    assert event(t, "recording") == "Recording on (user policy)", texts(t)
+    txn = int(t["id"])
+    row = recorded(lab, txn)[0]
+    assert row["status"] == "ok" and row["codec"].upper().startswith("PCMA"), row
+    w = fetch(lab, txn, tmp_path, "101@" + org.name, stereo=True)
+    check_stereo(w, src["rec-trunk.wav"], src["rec-device.wav"], 4.0,
+                 "ccqrec fetch --stereo (outbound)")
+
+
+def age(lab, txn, days):
+    lab.sql("UPDATE recording SET started_at = started_at - INTERVAL %d DAY, ended_at = "
+            "ended_at - INTERVAL %d DAY, indexed_at = indexed_at - INTERVAL %d DAY "
+            "WHERE txn_id = %d" % (days, days, days, txn))
+
+
+def test_purge_removes_files_and_rows_together(running_lab, org, tmp_path):
+    """ccqrec purge --older-than DAYS: the dry run lists what would go and
+    touches nothing; the purge removes the old recording's files and rows
+    (ccqrec list no longer shows it), and keeps the recent one."""
+    lab = running_lab
+    ib, phone = setup(org, record="on")
+    cid_old, t_old = talk(lab, ib, phone, talk_ms=2000)
+    cid_new, t_new = talk(lab, ib, phone, talk_ms=2000)
+    old, new = int(t_old["id"]), int(t_new["id"])
+    recorded(lab, old)
+    recorded(lab, new)
+    old_files = lab.recording_files(cid_old)
+    assert any(f.endswith(".pcap") for f in old_files), old_files
+    age(lab, old, 3)
+    owner = "100@" + org.name
+
+    r = lab.ccqrec("purge", "--older-than", "2", "--dry-run", as_=owner)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"\b%d\b" % old, r.stdout) and not re.search(r"\b%d\b" % new, r.stdout), \
+        "the dry run should list TXN %d and not %d:\n%s" % (old, new, r.stdout)
+    assert lab.recording_files(cid_old) == old_files, "the dry run deleted files"
+    assert len(lab.recording_rows(old)) == 1 and lab.recording_rows(old)[0]["status"] == "ok", \
+        lab.recording_rows(old)
+
+    r = lab.ccqrec("purge", "--older-than", "2", as_=owner)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for f in old_files:
+        assert not os.path.exists(f), "the purge left %s" % f
+    assert lab.recording_rows(old) == [], lab.recording_rows(old)
+    assert old not in listed_txns(lab, as_=owner) and new in listed_txns(lab, as_=owner)
+    refused(lab, ["fetch", str(old), "-o", str(tmp_path / "old.wav")], owner, "no recording")
+    # the recent one is whole
+    assert lab.recording_rows(new)[0]["status"] == "ok"
+    assert all(os.path.exists(f) for f in lab.recording_files(cid_new))
+    r = lab.ccqrec("verify", str(new), as_=owner)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # a member may not purge
+    org.user("102", "Bob Ong")
+    org.member(ib, "102")
+    refused(lab, ["purge", "--older-than", "2"], "102@" + org.name, "denied", "not allowed",
+            "only")
+
+
+def test_purge_older_than_zero_dry_run_lists_everything(running_lab, org):
+    """--older-than 0 --dry-run: every finished recording of the
+    organisation is listed, nothing is deleted."""
+    lab = running_lab
+    ib, phone = setup(org, record="on")
+    cid, t = talk(lab, ib, phone, talk_ms=2000)
+    txn = int(t["id"])
+    recorded(lab, txn)
+    files = lab.recording_files(cid)
+    time.sleep(1.1)
+    r = lab.ccqrec("purge", "--older-than", "0", "--dry-run", as_="100@" + org.name)
+    assert r.returncode == 0 and re.search(r"\b%d\b" % txn, r.stdout), \
+        "purge --older-than 0 --dry-run: exit %d %s%s" % (r.returncode, r.stdout, r.stderr)
+    assert lab.recording_files(cid) == files and lab.recording_rows(txn)[0]["status"] == "ok"
