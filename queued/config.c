@@ -76,6 +76,7 @@ static const struct key keys[] = {
 	{ "callback_retry_delay", U(callback_retry_delay, 1, 86400) },
 	{ "callback_expiry", U(callback_expiry, 60, 2592000) },
 	{ "schedule_grace", U(schedule_grace, 0, 604800) },
+	{ "recording_dir", S(recording_dir) },
 };
 
 #define ERR(...) do { snprintf(err, errlen, __VA_ARGS__); return -1; } while (0)
@@ -282,6 +283,11 @@ int config_parse(const char *text, const char *name, struct queued_config *c,
 		ERR("%s: set 'mysql_socket' or 'mysql_host'", name);
 	if (!c->sql_dir[0])
 		ERR("%s: required key 'sql_dir' is missing", name);
+	if (c->recording_dir[0] && c->recording_dir[0] != '/')
+		ERR("%s: 'recording_dir' must be an absolute path (rtpengine's --recording-dir), "
+			"not '%s'", name, c->recording_dir);
+	for (size_t l = strlen(c->recording_dir); l > 1 && c->recording_dir[l - 1] == '/'; l--)
+		c->recording_dir[l - 1] = '\0';
 	if (c->callback_secret[0] && c->callback_secret_file[0])
 		ERR("%s: set 'callback_secret' or 'callback_secret_file', not both", name);
 	if (c->callback_secret_file[0] && read_secret_file(c, name, err, errlen) < 0)

@@ -35,6 +35,8 @@ struct queued_config {
 	unsigned callback_retry_delay;   /* seconds between attempts */
 	unsigned callback_expiry;        /* seconds a request lives */
 	unsigned schedule_grace;         /* seconds a due schedule may be late */
+	/* recording (doc/recording.md) */
+	char recording_dir[PATH_MAX];    /* rtpengine's --recording-dir; "" = no indexing */
 };
 
 /* Shortest callback secret accepted (bytes). */

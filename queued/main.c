@@ -15,6 +15,7 @@
 #include "ops.h"
 #include "calls.h"
 #include "callbacks.h"
+#include "recidx.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -132,6 +133,7 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 	server_reconfigure(&g_cfg);
 	db_set_config(&g_cfg);
 	callbacks_reconfigure(&g_cfg);
+	recidx_reconfigure(&g_cfg);
 	LOG_N("configuration reloaded from %s (log level %s, max_frame %u)", g_conf_path,
 		log_level_name(g_cfg.log_level), g_cfg.max_frame);
 }
@@ -244,6 +246,7 @@ int main(int argc, char **argv)
 	}
 	calls_init(loop);
 	callbacks_init(loop, &g_cfg);
+	recidx_init(loop, &g_cfg);
 	write_pid_file();
 
 	ev_signal_init(&s_hup, on_hup, SIGHUP);
@@ -269,6 +272,7 @@ int main(int argc, char **argv)
 	}
 	calls_stop();
 	callbacks_stop();
+	recidx_stop();
 	db_stop();
 	server_close_all();
 	if (g_cfg.pid_file[0])

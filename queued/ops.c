@@ -2,8 +2,9 @@
  * Request handling framework; see ops.h. The operations themselves live
  * in ops_txn.c (transactions and journeys), ops_dir.c (the directory:
  * organisations, users, devices, inboxes, customers, trunks, tokens),
- * ops_call.c (calls), ops_compliance.c (compliance data) and
- * ops_callback.c (callbacks and scheduled calls).
+ * ops_call.c (calls), ops_compliance.c (compliance data),
+ * ops_callback.c (callbacks and scheduled calls) and ops_recording.c
+ * (call recording).
  */
 #include "ccq_config.h"
 #include "ops.h"
@@ -151,11 +152,79 @@ void req_event_time(struct req *r, char *buf, size_t size)
 		snprintf(buf, size, "UTC_TIMESTAMP(3)");
 }
 
+int utc_time_parse(const char *s, int date_only, time_t *t, unsigned *unit)
+{
+	int y, mo, d, h = 0, mi = 0, sec = 0, n;
+	char end = 0;
+	unsigned u;
+	struct tm tm, back;
+
+	n = sscanf(s, "%4d-%2d-%2d %2d:%2d:%2d%c", &y, &mo, &d, &h, &mi, &sec, &end);
+	if (n == 6) {
+		u = 1;
+	} else if (n == 5 && sscanf(s, "%4d-%2d-%2d %2d:%2d%c", &y, &mo, &d, &h, &mi, &end) == 5) {
+		u = 60;
+	} else if (n == 3 && date_only && sscanf(s, "%4d-%2d-%2d%c", &y, &mo, &d, &end) == 3) {
+		u = 86400;
+	} else {
+		return -1;
+	}
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	*t = timegm(&tm);
+	/* 2024-02-30 would roll over to March: refuse it rather than guess */
+	if (*t == (time_t)-1 || !gmtime_r(t, &back) || back.tm_mday != d || back.tm_mon != mo - 1
+			|| back.tm_hour != h || back.tm_min != mi || back.tm_sec != sec)
+		return -1;
+	if (unit)
+		*unit = u;
+	return 0;
+}
+
 int req_rollback(struct req *r, MYSQL *m)
 {
 	if (!r->j.conn_lost)
 		mysql_query(m, "ROLLBACK");
 	return -1;
+}
+
+int str_in(const char *v, const char *const *set)
+{
+	for (; *set; set++)
+		if (strcmp(v, *set) == 0)
+			return 1;
+	return 0;
+}
+
+int text_ok(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return 0;
+	return 1;
+}
+
+int req_exec_qb(struct req *r, MYSQL *m, struct qb *q)
+{
+	int rc = q->oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory") : db_exec(&r->j, m, q->buf, q->len);
+	qb_free(q);
+	return rc;
+}
+
+MYSQL_RES *req_select_qb(struct req *r, MYSQL *m, struct qb *q)
+{
+	MYSQL_RES *res = NULL;
+	if (q->oom)
+		req_fail(r, CCQ_E_INTERNAL, "out of memory");
+	else
+		res = db_select(&r->j, m, q->buf, q->len);
+	qb_free(q);
+	return res;
 }
 
 int sql_u64(struct req *r, MYSQL *m, const char *sql, size_t len, uint64_t *v, int *found)
@@ -169,6 +238,14 @@ int sql_u64(struct req *r, MYSQL *m, const char *sql, size_t len, uint64_t *v, i
 	*v = *found ? strtoull(row[0], NULL, 10) : 0;
 	mysql_free_result(res);
 	return 0;
+}
+
+int sql_u64_qb(struct req *r, MYSQL *m, struct qb *q, uint64_t *v, int *found)
+{
+	int rc = q->oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory")
+		: sql_u64(r, m, q->buf, q->len, v, found);
+	qb_free(q);
+	return rc;
 }
 
 void pack_row(msgpack_packer *pk, MYSQL_RES *res, MYSQL_ROW row, unsigned extra)
@@ -394,7 +471,7 @@ static const struct op_def ops_core[] = {
 };
 
 static const struct op_def *const op_tables[] = { ops_core, ops_txn, ops_dir, ops_call,
-	ops_compliance, ops_callback };
+	ops_compliance, ops_callback, ops_recording };
 
 int ops_submit_internal(const struct op_def *op, ccq_enc *enc, void (*done)(void))
 {

@@ -11,6 +11,7 @@
 #define QUEUED_OPS_H
 
 #include <stdint.h>
+#include <time.h>
 #include <mysql.h>
 #include <ev.h>
 #include "ccq_wire.h"
@@ -95,12 +96,35 @@ int req_update_journey(struct req *r, MYSQL *m, uint64_t txn, const char *sql,
  * outage or a queued restart keeps its real time.
  */
 void req_event_time(struct req *r, char *buf, size_t size);
+/*
+ * "YYYY-MM-DD HH:MM[:SS]" (UTC; also "YYYY-MM-DD" with date_only) -> Unix
+ * seconds. unit (may be NULL): the span of the last field given, in seconds
+ * (86400, 60 or 1). -1 if s is not such a time (2024-02-30 is not).
+ */
+int utc_time_parse(const char *s, int date_only, time_t *t, unsigned *unit);
 /* Roll the current transaction back (unless the connection is gone); -1. */
 int req_rollback(struct req *r, MYSQL *m);
+
+/* Run the statement in q (then freed); -1 with the request failed. */
+int req_exec_qb(struct req *r, MYSQL *m, struct qb *q);
+/* Run the SELECT in q (then freed): its rows, or NULL with the request failed. */
+MYSQL_RES *req_select_qb(struct req *r, MYSQL *m, struct qb *q);
+/*
+ * The organisation a request is about: argument "org" (a name), else the
+ * acting user's (ops_dir.c). country (3 bytes) may be NULL.
+ */
+int req_org(struct req *r, MYSQL *m, uint32_t *org_id, char *country);
+
+/* Is v one of the strings of set (NULL-terminated)? */
+int str_in(const char *v, const char *const *set);
+/* Visible text: no control characters. */
+int text_ok(const char *s);
 
 /* Run a SELECT returning one integer (first column of the first row);
  * 0 with *found = 0 when there is no row. */
 int sql_u64(struct req *r, MYSQL *m, const char *sql, size_t len, uint64_t *v, int *found);
+/* The same for the SELECT in q (then freed). */
+int sql_u64_qb(struct req *r, MYSQL *m, struct qb *q, uint64_t *v, int *found);
 
 /* Pack a result row as a map; integer columns as integers, NULL as nil.
  * extra: map entries the caller packs after. */
@@ -122,5 +146,6 @@ extern const struct op_def ops_dir[];
 extern const struct op_def ops_call[];
 extern const struct op_def ops_compliance[];
 extern const struct op_def ops_callback[];
+extern const struct op_def ops_recording[];
 
 #endif

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "calls.h"
 #include "callbacks.h"
+#include "recording.h"
 #include "ccq_e164.h"
 
 #include <stdio.h>
@@ -156,6 +157,7 @@ struct ring_pick {
 	char ext[33], name[101], devices[400];
 	int ntargets;
 	char targets[8][200];
+	struct rec_decision rec;     /* recording of the call to this agent */
 };
 
 /*
@@ -225,21 +227,31 @@ static int pick_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, str
 		if (journey(r, m, txn, "ringing", text) < 0)
 			return -1;
 	}
+	if (rec_decide(r, m, txn, uid, &p->rec) < 0)
+		return -1;
 	return 1;
+}
+
+/* The part of a ring decision about the agent: targets, and recording. */
+static void pack_ring_targets(msgpack_packer *pk, const struct ring_pick *p)
+{
+	ccq_pack_str(pk, "targets");
+	msgpack_pack_array(pk, (size_t)p->ntargets);
+	for (int i = 0; i < p->ntargets; i++)
+		ccq_pack_str(pk, p->targets[i]);
+	ccq_pack_kv_uint(pk, "record", (uint64_t)p->rec.record);
+	ccq_pack_kv_str(pk, "rec_meta", p->rec.meta);
 }
 
 static void pack_ring(msgpack_packer *pk, uint64_t txn, const char *inbox, unsigned ring_timeout,
 		const struct ring_pick *p)
 {
-	msgpack_pack_map(pk, 5);
+	msgpack_pack_map(pk, 7);
 	ccq_pack_kv_str(pk, "action", "ring");
 	ccq_pack_kv_uint(pk, "txn", txn);
 	ccq_pack_kv_str(pk, "inbox", inbox);
 	ccq_pack_kv_uint(pk, "ring_timeout", ring_timeout);
-	ccq_pack_str(pk, "targets");
-	msgpack_pack_array(pk, (size_t)p->ntargets);
-	for (int i = 0; i < p->ntargets; i++)
-		ccq_pack_str(pk, p->targets[i]);
+	pack_ring_targets(pk, p);
 }
 
 /* Queue the call (or end it in the missed-call flow if it may not wait). */
@@ -515,7 +527,8 @@ static int attach_transfer(struct req *r, MYSQL *m, const char *call_id, const c
 	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Assigning', agent_id = %llu, device_id = NULL "
 		"WHERE id = %llu", (unsigned long long)tuid, (unsigned long long)txn);
 	snprintf(text, sizeof(text), "Ringing %s - %s - %s (transfer)", p.ext, p.name, p.devices);
-	if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey(r, m, txn, "ringing", text) < 0)
+	if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey(r, m, txn, "ringing", text) < 0
+			|| rec_decide(r, m, txn, tuid, &p.rec) < 0)
 		goto fail;
 	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
 		return -1;
@@ -1063,11 +1076,8 @@ static int run_device_contact(struct req *r, MYSQL *m)
 	qb_str(&qq, m, user, strlen(user));
 	qb_add(&qq, " AND domain = ");
 	qb_str(&qq, m, domain, strlen(domain));
-	if (qq.oom || sql_u64(r, m, qq.buf, qq.len, &dev, &found) < 0) {
-		qb_free(&qq);
-		return qq.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory") : -1;
-	}
-	qb_free(&qq);
+	if (sql_u64_qb(r, m, &qq, &dev, &found) < 0)
+		return -1;
 	if (!found)
 		return req_fail(r, CCQ_E_NOT_FOUND, "no device %s@%s", user, domain);
 	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
@@ -1128,9 +1138,9 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 {
 	char call_id[256], user[65], domain[129], number[24], verdict[8], rule[24], reason[64];
 	char q[1600], text[400], at[64], ext[33] = "", name[101] = "", caller[24] = "";
-	char inbox_name[101] = "", cust[101] = "", device[140] = "";
+	char inbox_name[101] = "", cust[101] = "", device[140] = "", rec_rule[16];
 	uint64_t uid = 0, dev = 0, org = 0, inbox = 0, txn, cust_id = 0, cb_txn = 0;
-	int found, blocked;
+	int found, blocked, record;
 	struct qb qq;
 	MYSQL_RES *res;
 	MYSQL_ROW row;
@@ -1146,7 +1156,8 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 			|| arg_str(r, "verdict", verdict, sizeof(verdict), 1) < 0
 			|| arg_str(r, "rule", rule, sizeof(rule), 0) < 0
 			|| arg_str(r, "reason", reason, sizeof(reason), 0) < 0
-			|| arg_uint(r, "callback_txn", &cb_txn, 0, UINT64_MAX) < 0)
+			|| arg_uint(r, "callback_txn", &cb_txn, 0, UINT64_MAX) < 0
+			|| rec_outbound_args(r, &record, rec_rule, sizeof(rec_rule)) < 0)
 		return -1;
 	blocked = strcmp(verdict, "allow") != 0;
 	req_event_time(r, at, sizeof(at));
@@ -1156,6 +1167,9 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 			return -1;
 		if (callbacks_customer_leg(r, m, cb_txn, call_id, user, domain, number, blocked, rule,
 				reason, at) < 0)
+			goto fail;
+		/* the module decided recording from its snapshot (a blocked call is not made) */
+		if (record >= 0 && !blocked && rec_journey(r, m, cb_txn, record, rec_rule, at) < 0)
 			goto fail;
 		if (db_exec(&r->j, m, "COMMIT", 6) < 0)
 			return -1;
@@ -1265,6 +1279,8 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 		snprintf(text, sizeof(text), "Compliance check passed; dialling %s%s%s%s", number,
 			cust[0] ? " (" : "", cust, cust[0] ? ")" : "");
 		if (journey_at(r, m, txn, "dialling", text, at) < 0)
+			goto fail;
+		if (record >= 0 && rec_journey(r, m, txn, record, rec_rule, at) < 0)
 			goto fail;
 	}
 	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
@@ -1477,7 +1493,7 @@ static void after_sweep(struct req *r)
 	for (int i = 0; i < out->n; i++) {
 		ccq_enc e;
 		ccq_enc_init(&e);
-		msgpack_pack_map(&e.pk, out->item[i].missed ? 6 : 6);
+		msgpack_pack_map(&e.pk, out->item[i].missed ? 6 : 8);
 		ccq_pack_kv_str(&e.pk, "call_id", out->item[i].call_id);
 		ccq_pack_kv_uint(&e.pk, "txn", out->item[i].txn);
 		ccq_pack_kv_str(&e.pk, "inbox", out->item[i].inbox);
@@ -1488,13 +1504,9 @@ static void after_sweep(struct req *r)
 			calls_notify("call.missed", out->item[i].org_id, out->item[i].inbox_id,
 				out->item[i].txn, out->item[i].text, "", "", out->item[i].inbox);
 		} else {
-			const struct ring_pick *p = &out->item[i].pick;
 			ccq_pack_kv_str(&e.pk, "action", "ring");
 			ccq_pack_kv_uint(&e.pk, "ring_timeout", out->item[i].ring_timeout);
-			ccq_pack_str(&e.pk, "targets");
-			msgpack_pack_array(&e.pk, (size_t)p->ntargets);
-			for (int k = 0; k < p->ntargets; k++)
-				ccq_pack_str(&e.pk, p->targets[k]);
+			pack_ring_targets(&e.pk, &out->item[i].pick);
 		}
 		calls_resume(out->item[i].call_id, &e);
 		ccq_enc_free(&e);

@@ -108,34 +108,6 @@ static size_t cut_utf8(const char *s, size_t max)
 	return n;
 }
 
-/* Visible text without control characters. */
-static int text_ok(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			return 0;
-	return 1;
-}
-
-static int exec_qb(struct req *r, MYSQL *m, struct qb *q)
-{
-	int rc = q->oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory") : db_exec(&r->j, m, q->buf, q->len);
-	qb_free(q);
-	return rc;
-}
-
-/* Run the SELECT in q (then freed): its rows, or NULL with the request failed. */
-static MYSQL_RES *select_qb(struct req *r, MYSQL *m, struct qb *q)
-{
-	MYSQL_RES *res = NULL;
-	if (q->oom)
-		req_fail(r, CCQ_E_INTERNAL, "out of memory");
-	else
-		res = db_select(&r->j, m, q->buf, q->len);
-	qb_free(q);
-	return res;
-}
-
 static int exec_sql(struct req *r, MYSQL *m, const char *q)
 {
 	return db_exec(&r->j, m, q, strlen(q));
@@ -340,7 +312,7 @@ static int cb_close(struct req *r, MYSQL *m, const struct cb_row *c, const char 
 	qb_add(&q, "UPDATE callback_request SET status = '%s', reason = ", status);
 	qb_str(&q, m, reason, reason ? cut_utf8(reason, 255) : 0);
 	qb_add(&q, ", updated_at = UTC_TIMESTAMP(3) WHERE id = %llu", (unsigned long long)c->id);
-	if (exec_qb(r, m, &q) < 0)
+	if (req_exec_qb(r, m, &q) < 0)
 		return -1;
 	qb_init(&q);
 	qb_add(&q, "UPDATE txn SET status = '%s', result = '%s', failure_reason = ", txn_status,
@@ -348,7 +320,7 @@ static int cb_close(struct req *r, MYSQL *m, const struct cb_row *c, const char 
 	qb_str(&q, m, failed ? reason : NULL, failed && reason ? cut_utf8(reason, 255) : 0);
 	qb_add(&q, ", ended_at = COALESCE(ended_at, %s), updated_at = UTC_TIMESTAMP(3) "
 		"WHERE id = %llu", at ? at : "UTC_TIMESTAMP(3)", (unsigned long long)c->txn);
-	if (exec_qb(r, m, &q) < 0 || req_journey(r, m, c->txn, kind, text, at) < 0
+	if (req_exec_qb(r, m, &q) < 0 || req_journey(r, m, c->txn, kind, text, at) < 0
 			|| link_origin(r, m, c->txn, c->origin) < 0)
 		return -1;
 	want_kick(r);
@@ -394,7 +366,7 @@ static int cb_attempt_failed(struct req *r, MYSQL *m, const struct cb_row *c, co
 			s.retry_delay);
 		qb_str(&qq, m, reason, cut_utf8(reason, 255));
 		qb_add(&qq, ", updated_at = UTC_TIMESTAMP(3) WHERE id = %llu", (unsigned long long)c->id);
-		if (exec_qb(r, m, &qq) < 0)
+		if (req_exec_qb(r, m, &qq) < 0)
 			return -1;
 		snprintf(q, sizeof(q), "UPDATE txn SET status = 'Waiting', updated_at = UTC_TIMESTAMP(3) "
 			"WHERE id = %llu", (unsigned long long)c->txn);
@@ -535,7 +507,7 @@ static int cb_create(struct req *r, MYSQL *m, const struct cb_new *n, struct cb_
 		"UTC_TIMESTAMP(3) FROM user WHERE id = %u",
 		n->x.org_id, n->inbox_id ? "" : "NULL + ", n->inbox_id, n->customer_id ? "" : "NULL + ",
 		n->customer_id, n->number, n->x.id);
-	if (exec_qb(r, m, &q) < 0)
+	if (req_exec_qb(r, m, &q) < 0)
 		return -1;
 	out->txn = mysql_insert_id(m);
 	if (n->due_ms)
@@ -555,7 +527,7 @@ static int cb_create(struct req *r, MYSQL *m, const struct cb_new *n, struct cb_
 		strcmp(status, "overflow") == 0 ? "queued" : status, n->due_ms ? due : "NULL", when,
 		s.attempts, when, s.expiry, n->pin_ok ? 1 : 0, n->created_by ? "" : "NULL + ",
 		(unsigned long long)n->created_by);
-	if (exec_qb(r, m, &q) < 0)
+	if (req_exec_qb(r, m, &q) < 0)
 		return -1;
 	out->cb = mysql_insert_id(m);
 	if (n->due_ms) {
@@ -851,7 +823,7 @@ static int org_by_name(struct req *r, MYSQL *m, const char *name, uint32_t *id, 
 	qb_init(&q);
 	qb_add(&q, "SELECT id, default_country FROM org WHERE name = ");
 	qb_str(&q, m, name, strlen(name));
-	if (!(res = select_qb(r, m, &q)))
+	if (!(res = req_select_qb(r, m, &q)))
 		return -1;
 	if ((row = mysql_fetch_row(res))) {
 		*id = (uint32_t)strtoul(row[0], NULL, 10);
@@ -925,7 +897,7 @@ static int new_customer(struct req *r, MYSQL *m, uint32_t org, const char *name,
 	qb_add(&q, "INSERT INTO customer (org_id, name, created_at) VALUES (%u, ", org);
 	qb_str(&q, m, name, cut_utf8(name, 100));
 	qb_add(&q, ", UTC_TIMESTAMP(3))");
-	if (exec_qb(r, m, &q) < 0)
+	if (req_exec_qb(r, m, &q) < 0)
 		return -1;
 	*id = mysql_insert_id(m);
 	snprintf(q2, sizeof(q2), "INSERT INTO customer_number (customer_id, org_id, number, verified) "
@@ -1000,26 +972,11 @@ static int parse_at(struct req *r, uint64_t *ms)
 	if (o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
 		*ms = o->via.u64;
 	} else if (o && o->type == MSGPACK_OBJECT_STR && o->via.str.size < 32) {
-		char buf[32], end = 0;
-		int y, mo, d, h, mi, sec = 0, n;
-		struct tm tm, back;
+		char buf[32];
 		time_t t;
 		memcpy(buf, o->via.str.ptr, o->via.str.size);
 		buf[o->via.str.size] = '\0';
-		n = sscanf(buf, "%4d-%2d-%2d %2d:%2d:%2d%c", &y, &mo, &d, &h, &mi, &sec, &end);
-		if (n == 5)
-			n = sscanf(buf, "%4d-%2d-%2d %2d:%2d%c", &y, &mo, &d, &h, &mi, &end) == 5 ? 6 : 0;
-		memset(&tm, 0, sizeof(tm));
-		tm.tm_year = y - 1900;
-		tm.tm_mon = mo - 1;
-		tm.tm_mday = d;
-		tm.tm_hour = h;
-		tm.tm_min = mi;
-		tm.tm_sec = sec;
-		t = n == 6 ? timegm(&tm) : (time_t)-1;
-		/* 2024-02-30 would roll over to March: refuse it rather than guess */
-		if (t == (time_t)-1 || !gmtime_r(&t, &back) || back.tm_mday != d || back.tm_mon != mo - 1
-				|| back.tm_hour != h || back.tm_min != mi || back.tm_sec != sec)
+		if (utc_time_parse(buf, 0, &t, NULL) < 0)
 			return req_fail(r, CCQ_E_BAD_REQUEST, "'%s' is not a time: give 'YYYY-MM-DD "
 				"HH:MM[:SS]' (UTC)", buf);
 		*ms = (uint64_t)t * 1000;
@@ -1059,7 +1016,7 @@ static int inbox_lookup(struct req *r, MYSQL *m, struct cb_new *n, const char *n
 	if (assigned)
 		qb_add(&q, " AND id IN (SELECT inbox_id FROM inbox_member WHERE user_id = %u)",
 			n->x.id);
-	if (!(res = select_qb(r, m, &q)))
+	if (!(res = req_select_qb(r, m, &q)))
 		return -1;
 	if ((row = mysql_fetch_row(res))) {
 		n->inbox_id = (uint32_t)strtoul(row[0], NULL, 10);
@@ -1498,7 +1455,7 @@ static int run_callback_note(struct req *r, MYSQL *m)
 	qb_add(&q, "UPDATE callback_request SET note = ");
 	qb_str(&q, m, note, strlen(note));
 	qb_add(&q, ", updated_at = UTC_TIMESTAMP(3) WHERE id = %llu", (unsigned long long)c.id);
-	if (exec_qb(r, m, &q) < 0 || req_journey(r, m, c.txn, "note", text, NULL) < 0)
+	if (req_exec_qb(r, m, &q) < 0 || req_journey(r, m, c.txn, "note", text, NULL) < 0)
 		return req_rollback(r, m);
 	if (commit(r, m) < 0)
 		return -1;
@@ -1579,7 +1536,7 @@ static int run_callback_list(struct req *r, MYSQL *m)
 		"LEFT JOIN customer cu ON cu.id = c.customer_id LEFT JOIN device d ON d.id = c.device_id "
 		"LEFT JOIN inbox i ON i.id = c.inbox_id WHERE 1 = 1%s ORDER BY %s LIMIT %llu", where, order,
 		(unsigned long long)limit);
-	if (!(res = select_qb(r, m, &q)))
+	if (!(res = req_select_qb(r, m, &q)))
 		return -1;
 	req_reply_rows(r, res, "callbacks");
 	return 0;
@@ -1756,7 +1713,7 @@ int callbacks_customer_leg(struct req *r, MYSQL *m, uint64_t txn, const char *ca
 		qb_str(&q, m, user, strlen(user));
 		qb_add(&q, " AND d.domain = ");
 		qb_str(&q, m, domain, strlen(domain));
-		if (!(res = select_qb(r, m, &q)))
+		if (!(res = req_select_qb(r, m, &q)))
 			return -1;
 		if ((row = mysql_fetch_row(res))) {
 			dev = strtoull(row[0], NULL, 10);
@@ -1778,7 +1735,7 @@ int callbacks_customer_leg(struct req *r, MYSQL *m, uint64_t txn, const char *ca
 		qb_add(&q, "INSERT INTO txn_leg (call_id, txn_id, kind, created_at) VALUES (");
 		qb_str(&q, m, call_id, strlen(call_id));
 		qb_add(&q, ", %llu, 'customer', %s)", (unsigned long long)txn, at);
-		if (exec_qb(r, m, &q) < 0)
+		if (req_exec_qb(r, m, &q) < 0)
 			return -1;
 		/* a leg of an attempt the proxy gave up on too early (a transfer
 		 * timeout, a retry pending) still reaches the customer: it goes on */
@@ -1795,7 +1752,7 @@ int callbacks_customer_leg(struct req *r, MYSQL *m, uint64_t txn, const char *ca
 			qb_add(&q, ", number = '%s'", strspn(number + 1, "0123456789") == strlen(number + 1)
 				? number : c.number);
 		qb_add(&q, " WHERE id = %llu", (unsigned long long)txn);
-		if (exec_qb(r, m, &q) < 0)
+		if (req_exec_qb(r, m, &q) < 0)
 			return -1;
 		number_label(label, sizeof(label), number[0] == '+' ? number : c.number,
 			cust_id ? cust : c.customer);

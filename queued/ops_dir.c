@@ -75,15 +75,6 @@ static int digest_hex(const EVP_MD *md, const char *s, size_t n, char *out)
 	return 0;
 }
 
-/* Visible printable text without control characters. */
-static int text_ok(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			return 0;
-	return 1;
-}
-
 /* Extension keys and SIP user names: letters, digits, '.', '_', '-', '+'. */
 static int token_ok(const char *s)
 {
@@ -100,7 +91,7 @@ static int token_ok(const char *s)
  * acting user's. Only the operator may name another organisation; a user
  * naming one gets not_found (nothing leaks).
  */
-static int req_org(struct req *r, MYSQL *m, uint32_t *org_id, char *country)
+int req_org(struct req *r, MYSQL *m, uint32_t *org_id, char *country)
 {
 	char name[101] = "", esc[210], q[400];
 	MYSQL_RES *res;

@@ -48,14 +48,6 @@ static void txn_cond(char *buf, size_t size, const struct who *w)
 
 /* ---- txn.create (used by the Kamailio module) -------------------------- */
 
-static int one_of(const char *v, const char *const *set)
-{
-	for (; *set; set++)
-		if (strcmp(v, *set) == 0)
-			return 1;
-	return 0;
-}
-
 static int run_txn_create(struct req *r, MYSQL *m)
 {
 	static const char *const dirs[] = { "inbound", "outbound", "internal", NULL };
@@ -77,10 +69,10 @@ static int run_txn_create(struct req *r, MYSQL *m)
 			|| arg_str(r, "type", type, sizeof(type), 1) < 0
 			|| arg_str(r, "source", source, sizeof(source), 0) < 0)
 		return -1;
-	if (!one_of(direction, dirs))
+	if (!str_in(direction, dirs))
 		return req_fail(r, CCQ_E_BAD_REQUEST,
 			"argument 'direction' must be inbound, outbound or internal");
-	if (!one_of(type, types))
+	if (!str_in(type, types))
 		return req_fail(r, CCQ_E_BAD_REQUEST,
 			"argument 'type' must be direct, callback or outbound");
 

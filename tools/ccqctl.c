@@ -180,7 +180,10 @@ static void usage(FILE *f)
 		"                          callbacks: open and scheduled by default\n"
 		"  callback schedule --inbox I [--txn ID] [--device D] [--number N] --at TIME\n"
 		"                          a scheduled call (TIME: 'YYYY-MM-DD HH:MM[:SS]' UTC)\n"
-		"  callback cancel ID | callback move ID --at TIME | callback note ID TEXT\n",
+		"  callback cancel ID | callback move ID --at TIME | callback note ID TEXT\n"
+		"  recording set --org on|off | --inbox NAME on|off|inherit | --user EXT on|off|inherit\n"
+		"                          call recording policy (the most specific setting wins)\n"
+		"  recording show          the organisation's recording policy\n",
 		DEFAULT_SOCK);
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		fprintf(f, "  %s %s\n", cmds[i].words, cmds[i].help);
@@ -1214,6 +1217,86 @@ static int cmd_callback(int argc, char **argv)
 	return 0;
 }
 
+/* ---- recording policy ---------------------------------------------------------- */
+
+static const char *const rec_usage =
+	"ccqctl: usage:\n"
+	"  recording set --org on|off\n"
+	"  recording set --inbox NAME on|off|inherit\n"
+	"  recording set --user EXT on|off|inherit\n"
+	"  recording show\n"
+	"(the organisation: -o ORG; the local operator must give it)\n";
+
+/* The scope of "recording set" (org, inbox, user), or NULL: a usage error. */
+static const char *rec_set_scope(int argc, char **argv)
+{
+	const char *value = argv[argc - 1];
+	if (strcmp(value, "on") && strcmp(value, "off") && strcmp(value, "inherit"))
+		return NULL;
+	if (argc == 3 && strcmp(argv[1], "--org") == 0)
+		return strcmp(value, "inherit") ? "org" : NULL;
+	if (argc == 4 && strcmp(argv[1], "--inbox") == 0)
+		return "inbox";
+	if (argc == 4 && strcmp(argv[1], "--user") == 0)
+		return "user";
+	return NULL;
+}
+
+static int rec_args_ok(int argc, char **argv)
+{
+	if (argc == 2 && strcmp(argv[1], "show") == 0)
+		return 1;
+	return argc >= 4 && strcmp(argv[1], "set") == 0 && rec_set_scope(argc - 1, argv + 1);
+}
+
+static int cmd_recording(int argc, char **argv)
+{
+	static const char *const inbox_cols[] = { "name", "setting", "effective", "rule", NULL };
+	static const char *const user_cols[] = { "ext", "name", "setting", "effective", "rule",
+		"inbox", NULL };
+	struct kvs kv = { 0 };
+	ccq_msg r;
+	char buf[64];
+	int rc;
+
+	if (strcmp(argv[0], "show") == 0) {
+		const msgpack_object *in, *us;
+		if ((rc = kv_call("recording.show", &kv, &r)) != 0)
+			return rc;
+		in = ccq_map_get(r.body, "inboxes");
+		us = ccq_map_get(r.body, "users");
+		if (g_json) {
+			json_obj(r.body);
+			putchar('\n');
+		} else {
+			printf("Organisation: recording %s\n\n", field(r.body, "org", buf, sizeof(buf)));
+			if (in && in->type == MSGPACK_OBJECT_ARRAY)
+				print_table(in, inbox_cols);
+			putchar('\n');
+			if (us && us->type == MSGPACK_OBJECT_ARRAY)
+				print_table(us, user_cols);
+		}
+		ccq_msg_free(&r);
+		return 0;
+	}
+	kv_add(&kv, "scope", 's', rec_set_scope(argc, argv));
+	if (argc == 4)
+		kv_add(&kv, "name", 's', argv[2]);
+	kv_add(&kv, "value", 's', argv[argc - 1]);
+	if ((rc = kv_call("recording.set", &kv, &r)) != 0)
+		return rc;
+	if (g_json) {
+		json_obj(r.body);
+		putchar('\n');
+	} else if (argc == 4) {
+		printf("recording of %s %s: %s\n", argv[1] + 2, argv[2], argv[3]);
+	} else {
+		printf("recording of the organisation: %s\n", argv[2]);
+	}
+	ccq_msg_free(&r);
+	return 0;
+}
+
 static int authenticate(const char *token)
 {
 	ccq_enc e;
@@ -1307,6 +1390,12 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			special = 7;
+		} else if (strcmp(argv[0], "recording") == 0) {
+			if (!rec_args_ok(argc, argv)) {
+				fputs(rec_usage, stderr);
+				return 2;
+			}
+			special = 8;
 		}
 		for (size_t i = 0; !special && i < sizeof(cmds) / sizeof(cmds[0]); i++) {
 			char w[64], *save = NULL, *tok;
@@ -1345,6 +1434,7 @@ int main(int argc, char **argv)
 		case 5: rc = cmd_list(argc - 1, argv + 1); break;
 		case 6: rc = cmd_pin(argc - 1, argv + 1); break;
 		case 7: rc = cmd_callback(argc - 1, argv + 1); break;
+		case 8: rc = cmd_recording(argc - 1, argv + 1); break;
 		default: rc = run_spec(best, argc - best_words, argv + best_words);
 		}
 	}

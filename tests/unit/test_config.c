@@ -40,6 +40,8 @@ static void test_minimal_and_defaults(void **state)
 	assert_int_equal(c.callback_retry_delay, 300);
 	assert_int_equal(c.callback_expiry, 86400);
 	assert_int_equal(c.schedule_grace, 3600);
+	/* recordings are not indexed until recording_dir is set */
+	assert_string_equal(c.recording_dir, "");
 }
 
 static void test_all_keys(void **state)
@@ -72,7 +74,8 @@ static void test_all_keys(void **state)
 		"callback_attempts = 5\n"
 		"callback_retry_delay = 60\n"
 		"callback_expiry = 3600\n"
-		"schedule_grace = 0\n";
+		"schedule_grace = 0\n"
+		"recording_dir = /var/spool/rtpengine\n";
 	(void)state;
 	assert_int_equal(parse(text, &c, err, sizeof(err)), 0);
 	assert_int_equal(c.listen_unix_mode, 0600);
@@ -92,6 +95,7 @@ static void test_all_keys(void **state)
 	assert_int_equal(c.callback_retry_delay, 60);
 	assert_int_equal(c.callback_expiry, 3600);
 	assert_int_equal(c.schedule_grace, 0);
+	assert_string_equal(c.recording_dir, "/var/spool/rtpengine");
 }
 
 struct bad_case {
@@ -135,6 +139,8 @@ static void test_bad_values(void **state)
 		{ MINIMAL "callback_secret_file = " TEST_DATA_DIR "/callback-empty.secret\n", "is empty" },
 		{ MINIMAL "callback_secret_file = " TEST_DATA_DIR "/callback-short.secret\n",
 			"callback-short.secret is shorter than 16" },
+		{ MINIMAL "recording_dir = spool/rtpengine\n", "'recording_dir' must be an absolute path" },
+		{ MINIMAL "recording_dir = /a\nrecording_dir = /b\n", "'recording_dir' is set twice" },
 	};
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -194,6 +200,26 @@ static void test_callback_secret_file(void **state)
 	assert_string_equal(c.callback_secret_file, TEST_DATA_DIR "/callback.secret");
 }
 
+static void test_recording_dir(void **state)
+{
+	struct queued_config c;
+	char err[512] = "";
+	(void)state;
+	/* trailing slashes go: queued adds /metadata, /indexed and /pcaps */
+	assert_int_equal(parse(MINIMAL "recording_dir = /var/spool/rtpengine//\n", &c, err,
+		sizeof(err)), 0);
+	assert_string_equal(c.recording_dir, "/var/spool/rtpengine");
+	assert_int_equal(parse(MINIMAL "recording_dir = /\n", &c, err, sizeof(err)), 0);
+	assert_string_equal(c.recording_dir, "/");
+	/* empty: no indexing */
+	assert_int_equal(parse(MINIMAL "recording_dir =\n", &c, err, sizeof(err)), 0);
+	assert_string_equal(c.recording_dir, "");
+	/* from a file too */
+	config_defaults(&c, "/x");
+	assert_int_equal(config_load(TEST_DATA_DIR "/recording.conf", &c, err, sizeof(err)), 0);
+	assert_string_equal(c.recording_dir, "/var/spool/rtpengine");
+}
+
 static void test_log_levels(void **state)
 {
 	(void)state;
@@ -213,6 +239,7 @@ int main(void)
 		cmocka_unit_test(test_too_long_value),
 		cmocka_unit_test(test_load_files),
 		cmocka_unit_test(test_callback_secret_file),
+		cmocka_unit_test(test_recording_dir),
 		cmocka_unit_test(test_log_levels),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
