@@ -1517,6 +1517,12 @@ static void ccq_rpc_record(rpc_t *rpc, void *ctx)
 		}
 	}
 	ok = ccq_media_ng_command(acts[a].ng, callid, why, sizeof(why)) == 0;
+	if (!ok && a == 1 && strstr(why, "Unrecognized command")) {
+		/* rtpengine before 11 has no "pause recording": stop it; "resume" is
+		 * "start recording" either way, which continues the same call's
+		 * recording */
+		ok = ccq_media_ng_command("stop recording", callid, why, sizeof(why)) == 0;
+	}
 	LM_NOTICE("recording of TXN %d (call %s) %s by the operator: %s\n", txn, callid,
 		acts[a].done, why);
 	{
