@@ -1139,7 +1139,8 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 	char call_id[256], user[65], domain[129], number[24], verdict[8], rule[24], reason[64];
 	char q[1600], text[400], at[64], ext[33] = "", name[101] = "", caller[24] = "";
 	char inbox_name[101] = "", cust[101] = "", device[140] = "", rec_rule[16];
-	uint64_t uid = 0, dev = 0, org = 0, inbox = 0, txn, cust_id = 0, cb_txn = 0;
+	char inbox_note[300] = "";
+	uint64_t uid = 0, dev = 0, org = 0, inbox = 0, txn, cust_id = 0, cb_txn = 0, want = 0;
 	int found, blocked, record;
 	struct qb qq;
 	MYSQL_RES *res;
@@ -1157,6 +1158,7 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 			|| arg_str(r, "rule", rule, sizeof(rule), 0) < 0
 			|| arg_str(r, "reason", reason, sizeof(reason), 0) < 0
 			|| arg_uint(r, "callback_txn", &cb_txn, 0, UINT64_MAX) < 0
+			|| arg_uint(r, "inbox_id", &want, 0, UINT32_MAX) < 0
 			|| rec_outbound_args(r, &record, rec_rule, sizeof(rec_rule)) < 0)
 		return -1;
 	blocked = strcmp(verdict, "allow") != 0;
@@ -1201,6 +1203,23 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 	mysql_free_result(res);
 	if (!uid)
 		return req_fail(r, CCQ_E_NOT_FOUND, "no device %s@%s", user, domain);
+	if (want && want != inbox) {
+		/* dialled with **<inbox id>*: that inbox if the extension may work in
+		 * it (a member, or an owner/admin with the add-on of the same org) */
+		uint64_t ok = 0;
+		int f = 0;
+		snprintf(q, sizeof(q), "SELECT i.id FROM inbox i JOIN user u ON u.id = %llu "
+			"WHERE i.id = %llu AND i.org_id = u.org_id AND (EXISTS (SELECT 1 FROM inbox_member im "
+			"WHERE im.inbox_id = i.id AND im.user_id = u.id) OR (u.role IN ('owner','admin') "
+			"AND u.cc_addon = 1))", (unsigned long long)uid, (unsigned long long)want);
+		if (sql_u64(r, m, q, strlen(q), &ok, &f) < 0)
+			return -1;
+		if (f)
+			inbox = want;
+		else
+			snprintf(inbox_note, sizeof(inbox_note), "Inbox %llu is not one of extension %s's "
+				"inboxes", (unsigned long long)want, ext);
+	}
 	if (inbox) {
 		snprintf(q, sizeof(q), "SELECT name FROM inbox WHERE id = %llu", (unsigned long long)inbox);
 		if (!(res = db_select(&r->j, m, q, strlen(q))))
@@ -1261,6 +1280,11 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 	snprintf(text, sizeof(text), "Outgoing call initiated from Extension %s - %s", ext, name);
 	if (journey_at(r, m, txn, "initiated", text, at) < 0)
 		goto fail;
+	if (inbox_note[0]) {
+		snprintf(text, sizeof(text), "%s: the default inbox is used", inbox_note);
+		if (journey_at(r, m, txn, "inbox_refused", text, at) < 0)
+			goto fail;
+	}
 	if (inbox_name[0]) {
 		snprintf(text, sizeof(text), "Call routed to Inbox [%s]", inbox_name);
 		if (journey_at(r, m, txn, "routed", text, at) < 0)

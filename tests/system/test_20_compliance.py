@@ -901,6 +901,40 @@ class TestOutboundCalls:
         ats = [e["at"] for e in t["events"]]
         assert ats == sorted(ats), ats
 
+    def test_inbox_prefix_chooses_the_inbox(self, running_lab):
+        """**<inbox id>* before the number routes the call to that inbox (one
+        of the extension's); an inbox that is not theirs falls back to the
+        default one and the journey says so; the prefix never reaches the
+        trunk; a malformed prefix is an invalid number."""
+        lab = running_lab
+        org, phone, cid = outbound_org(lab)
+        mine = org.json("inbox", "create", "Support")["id"]
+        org.member("Support", "101")
+        other = org.json("inbox", "create", "Secret")["id"]
+        number = fresh_number()
+        call = Call(lab, phone, "**%d*%s" % (mine, national(number)))
+        call.assert_answered()
+        inv = call.trunk_invite()
+        assert re.search(r"^INVITE sip:%s@" % re.escape(number), inv, re.M), inv
+        t = call.txn(("Ended",))
+        assert t["inbox"] == "Support", t
+        assert "Call routed to Inbox [Support]" in texts(t), texts(t)
+        # not one of the extension's inboxes: the default one (Sales)
+        call = Call(lab, phone, "**%d*%s" % (other, national(number)))
+        call.assert_answered()
+        t = call.txn(("Ended",))
+        assert t["inbox"] == "Sales", t
+        tx = texts(t)
+        assert any(x.startswith("Inbox %d is not one of extension 101's inboxes" % other)
+                   for x in tx), tx
+        assert "Call routed to Inbox [Sales]" in tx, tx
+        # with a PIN after it (policy none: the PIN is removed and ignored)
+        call = Call(lab, phone, "**%d**1234*%s" % (mine, national(number)))
+        call.assert_answered()
+        assert call.txn(("Ended",))["inbox"] == "Support"
+        for bad in ("**%d" % mine, "**x*" + national(number), "**0*" + national(number)):
+            Call(lab, phone, bad).assert_blocked("Blocked: invalid number")
+
     def test_answered_by_number_when_no_customer(self, running_lab):
         lab = running_lab
         org, phone, cid = outbound_org(lab)
