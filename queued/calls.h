@@ -35,6 +35,10 @@ void calls_pretty_number(const char *e164, char *out, size_t size);
 int calls_missed(struct req *r, MYSQL *m, uint64_t txn, uint32_t org, uint32_t inbox,
 		const char *inbox_name, const char *number, msgpack_packer **pkp);
 
+/* Settings from the configuration (start and SIGHUP). */
+struct queued_config;
+void calls_reconfigure(const struct queued_config *cfg);
+
 extern const struct op_def calls_sweep_op;
 extern const struct op_def calls_janitor_op;
 

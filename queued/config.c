@@ -33,6 +33,7 @@ void config_defaults(struct queued_config *c, const char *default_sql_dir)
 	c->callback_retry_delay = 300;
 	c->callback_expiry = 86400;
 	c->schedule_grace = 3600;
+	c->max_call_duration = 14400;
 }
 
 enum kind { K_STR, K_UINT, K_OCTAL, K_LOG, K_LOGLEVEL, K_SIZE };
@@ -76,6 +77,7 @@ static const struct key keys[] = {
 	{ "callback_retry_delay", U(callback_retry_delay, 1, 86400) },
 	{ "callback_expiry", U(callback_expiry, 60, 2592000) },
 	{ "schedule_grace", U(schedule_grace, 0, 604800) },
+	{ "max_call_duration", U(max_call_duration, 0, 604800) },
 	{ "recording_dir", S(recording_dir) },
 };
 

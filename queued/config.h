@@ -35,6 +35,8 @@ struct queued_config {
 	unsigned callback_retry_delay;   /* seconds between attempts */
 	unsigned callback_expiry;        /* seconds a request lives */
 	unsigned schedule_grace;         /* seconds a due schedule may be late */
+	unsigned max_call_duration;      /* seconds after which an answered call with no
+	                                  * end reported is ended by the janitor (0 never) */
 	/* recording (doc/recording.md) */
 	char recording_dir[PATH_MAX];    /* rtpengine's --recording-dir; "" = no indexing */
 };

@@ -134,6 +134,7 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 	db_set_config(&g_cfg);
 	callbacks_reconfigure(&g_cfg);
 	recidx_reconfigure(&g_cfg);
+	calls_reconfigure(&g_cfg);
 	LOG_N("configuration reloaded from %s (log level %s, max_frame %u)", g_conf_path,
 		log_level_name(g_cfg.log_level), g_cfg.max_frame);
 }
@@ -245,6 +246,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	calls_init(loop);
+	calls_reconfigure(&g_cfg);
 	callbacks_init(loop, &g_cfg);
 	recidx_init(loop, &g_cfg);
 	write_pid_file();

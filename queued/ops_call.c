@@ -1629,6 +1629,52 @@ const struct op_def ops_call[] = {
  * wait in their extension's queue as long as their request lives: the
  * callback dispatcher looks after them (ops_callback.c).
  */
+/* max_call_duration, read by the worker (set on the loop at start and reload) */
+static volatile unsigned g_max_call_duration = 14400;
+
+void calls_reconfigure(const struct queued_config *cfg)
+{
+	g_max_call_duration = cfg->max_call_duration;
+}
+
+/*
+ * An answered call whose end never came (a BYE lost with a proxy restart)
+ * would hold its agent's call slot for ever: after max_call_duration it is
+ * ended, and the journey says why.
+ */
+static int janitor_answered(struct req *r, MYSQL *m)
+{
+	char q[800], text[200];
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	unsigned max = g_max_call_duration;
+
+	if (!max)
+		return 0;
+	snprintf(q, sizeof(q), "SELECT t.id FROM txn t WHERE t.kind = 'call' "
+		"AND t.status IN ('Assigned','Transferring') "
+		"AND COALESCE(t.answered_at, t.updated_at) < UTC_TIMESTAMP(3) - INTERVAL %u SECOND "
+		"AND t.updated_at < UTC_TIMESTAMP(3) - INTERVAL %u SECOND LIMIT 100", max, max);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	snprintf(text, sizeof(text), "No end of the call reported within %u s (call state lost); "
+		"ended", max);
+	while ((row = mysql_fetch_row(res))) {
+		unsigned long long id = strtoull(row[0], NULL, 10);
+		snprintf(q, sizeof(q), "UPDATE txn SET status = 'Ended', result = COALESCE(result, "
+			"'answered'), failure_reason = 'call state lost', ended_at = UTC_TIMESTAMP(3), "
+			"updated_at = UTC_TIMESTAMP(3) WHERE id = %llu AND status IN ('Assigned','Transferring')",
+			id);
+		if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey(r, m, id, "lost", text) < 0) {
+			mysql_free_result(res);
+			return -1;
+		}
+		LOG_W("txn %llu: answered, but no end reported within %u s; marked Ended", id, max);
+	}
+	mysql_free_result(res);
+	return 0;
+}
+
 static int run_janitor(struct req *r, MYSQL *m)
 {
 	char q[800];
@@ -1655,6 +1701,8 @@ static int run_janitor(struct req *r, MYSQL *m)
 		LOG_W("txn %llu: no news of its call for too long; marked Failed", id);
 	}
 	mysql_free_result(res);
+	if (janitor_answered(r, m) < 0)
+		return -1;
 	msgpack_pack_nil(req_reply(r));
 	return 0;
 }

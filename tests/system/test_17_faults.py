@@ -97,3 +97,35 @@ def test_mysql_briefly_unavailable_loses_nothing(running_lab, org):
         call.stop()
         ans.stop()
     assert_whole(lab, call.call_id, 2, 4, timeout=30)
+
+
+def test_answered_call_without_an_end_is_ended_after_max_call_duration(running_lab, org):
+    """An answered call whose BYE never reached the proxy (lost with a proxy
+    restart) must not hold its agent's call slot for ever: after
+    max_call_duration (4 h) queued's janitor ends it and says why; a call
+    answered recently is left alone."""
+    lab = running_lab
+    setup_agent(org)
+    uid = int(lab.sql("SELECT u.id FROM user u JOIN org o ON o.id = u.org_id "
+                      "WHERE o.name = '%s' AND u.ext_key = '101'" % org.name)[0][0])
+    oid = int(lab.sql("SELECT id FROM org WHERE name = '%s'" % org.name)[0][0])
+
+    def fake_call(hours_ago):
+        lab.sql("INSERT INTO txn (org_id, agent_id, kind, direction, call_type, status, "
+                "created_at, updated_at, answered_at) VALUES (%d, %d, 'call', 'inbound', "
+                "'direct', 'Assigned', UTC_TIMESTAMP(3) - INTERVAL %d MINUTE, "
+                "UTC_TIMESTAMP(3) - INTERVAL %d MINUTE, UTC_TIMESTAMP(3) - INTERVAL %d MINUTE)"
+                % (oid, uid, hours_ago * 60, hours_ago * 60, hours_ago * 60))
+        return int(lab.sql("SELECT MAX(id) FROM txn WHERE agent_id = %d" % uid)[0][0])
+
+    old, recent = fake_call(5), fake_call(1)
+
+    def status(t):
+        return lab.sql("SELECT status, COALESCE(failure_reason, '') FROM txn WHERE id = %d" % t)[0]
+
+    # the janitor runs every 30 s
+    assert wait_until(lambda: status(old)[0] == "Ended", 45), status(old)
+    assert status(old)[1] == "call state lost", status(old)
+    text = lab.sql("SELECT text FROM txn_event WHERE txn_id = %d AND kind = 'lost'" % old)
+    assert text and text[0][0].startswith("No end of the call reported within 14400 s"), text
+    assert status(recent)[0] == "Assigned", status(recent)

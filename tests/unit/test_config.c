@@ -40,6 +40,7 @@ static void test_minimal_and_defaults(void **state)
 	assert_int_equal(c.callback_retry_delay, 300);
 	assert_int_equal(c.callback_expiry, 86400);
 	assert_int_equal(c.schedule_grace, 3600);
+	assert_int_equal(c.max_call_duration, 14400);
 	/* recordings are not indexed until recording_dir is set */
 	assert_string_equal(c.recording_dir, "");
 }
@@ -75,6 +76,7 @@ static void test_all_keys(void **state)
 		"callback_retry_delay = 60\n"
 		"callback_expiry = 3600\n"
 		"schedule_grace = 0\n"
+		"max_call_duration = 600\n"
 		"recording_dir = /var/spool/rtpengine\n";
 	(void)state;
 	assert_int_equal(parse(text, &c, err, sizeof(err)), 0);
@@ -95,6 +97,7 @@ static void test_all_keys(void **state)
 	assert_int_equal(c.callback_retry_delay, 60);
 	assert_int_equal(c.callback_expiry, 3600);
 	assert_int_equal(c.schedule_grace, 0);
+	assert_int_equal(c.max_call_duration, 600);
 	assert_string_equal(c.recording_dir, "/var/spool/rtpengine");
 }
 
