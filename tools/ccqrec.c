@@ -58,8 +58,8 @@ static const char *const usage_text =
 	"  -V, --version       print the version\n"
 	"\n"
 	"Commands:\n"
-	"  list [--txn ID] [--customer NUMBER|ID] [--inbox NAME] [--agent EXT]\n"
-	"       [--from DATE] [--to DATE] [--limit N]\n"
+	"  list [--txn ID] [--customer NUMBER|ID] [--customer-id ID] [--inbox NAME]\n"
+	"       [--agent EXT] [--from DATE] [--to DATE] [--status S] [--limit N]\n"
 	"                      recordings you may see (DATE: 'YYYY-MM-DD[ HH:MM[:SS]]' UTC)\n"
 	"  fetch TXN [-o FILE] [--stereo] [--id REC]\n"
 	"                      a TXN's recording as WAV (8 kHz, 16-bit): both parties\n"
@@ -1278,8 +1278,8 @@ static int cmd_purge(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!have_days || days == 0 || days > 36500) {
-		fprintf(stderr, "usage: ccqrec purge --older-than DAYS [--dry-run]   (DAYS: 1 to "
+	if (!have_days || days > 36500) {
+		fprintf(stderr, "usage: ccqrec purge --older-than DAYS [--dry-run]   (DAYS: 0 to "
 			"36500)\n");
 		return 2;
 	}
