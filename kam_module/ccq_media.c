@@ -476,6 +476,20 @@ static int b_find_int(const char *p, const char *end, const char *key, long *out
 	return -1;
 }
 
+/* 0 when rtpengine's reply says ok; -1 with its error-reason in why. */
+static int ng_result(const char *reply, size_t rlen, const char *command, char *why,
+		size_t why_size)
+{
+	const char *v, *r = "?";
+	size_t vn, rn = 1;
+
+	if (b_find(reply, reply + rlen, "result", &v, &vn) == 0 && vn == 2 && memcmp(v, "ok", 2) == 0)
+		return 0;
+	b_find(reply, reply + rlen, "error-reason", &r, &rn);
+	snprintf(why, why_size, "rtpengine refused %s: %.*s", command, (int)(rn > 100 ? 100 : rn), r);
+	return -1;
+}
+
 int ccq_media_ng_enabled(void)
 {
 	return g_ng_addr[0] != '\0';
@@ -487,8 +501,6 @@ int ccq_media_play_to(const char *callid, const char *tag, const char *file, lon
 	struct bbuf b;
 	char cbuf[2048], reply[4096];
 	size_t rlen;
-	const char *v;
-	size_t vn;
 
 	*duration_ms = 0;
 	if (!ccq_media_ng_enabled()) {
@@ -506,13 +518,8 @@ int ccq_media_play_to(const char *callid, const char *tag, const char *file, lon
 		snprintf(why, why_size, "rtpengine unavailable");
 		return -1;
 	}
-	if (b_find(reply, reply + rlen, "result", &v, &vn) < 0 || vn != 2 || memcmp(v, "ok", 2) != 0) {
-		const char *r = "?";
-		size_t rn = 1;
-		b_find(reply, reply + rlen, "error-reason", &r, &rn);
-		snprintf(why, why_size, "rtpengine refused play media: %.*s", (int)(rn > 100 ? 100 : rn), r);
+	if (ng_result(reply, rlen, "play media", why, why_size) < 0)
 		return -1;
-	}
 	if (b_find_int(reply, reply + rlen, "duration", duration_ms) < 0 || *duration_ms < 0)
 		*duration_ms = 0;
 	return 0;
@@ -520,20 +527,8 @@ int ccq_media_play_to(const char *callid, const char *tag, const char *file, lon
 
 int ccq_media_delete_call(const char *callid)
 {
-	struct bbuf b;
-	char cbuf[1024], reply[4096];
-	size_t rlen;
-
-	if (!ccq_media_ng_enabled())
-		return -1;
-	b.p = cbuf; b.len = 0; b.cap = sizeof(cbuf); b.err = 0;
-	b_raw(&b, "d", 1);
-	b_kv(&b, "command", "delete", 6);
-	b_kv(&b, "call-id", callid, strlen(callid));
-	b_raw(&b, "e", 1);
-	if (ng_call(&b, reply, sizeof(reply), &rlen) < 0)
-		return -1;
-	return 0;
+	char why[160];
+	return ccq_media_ng_command("delete", callid, why, sizeof(why));
 }
 
 int ccq_media_ng_command(const char *command, const char *callid, char *why, size_t why_size)
@@ -541,8 +536,6 @@ int ccq_media_ng_command(const char *command, const char *callid, char *why, siz
 	struct bbuf b;
 	char cbuf[1024], reply[4096];
 	size_t rlen;
-	const char *v;
-	size_t vn;
 
 	if (!ccq_media_ng_enabled()) {
 		snprintf(why, why_size, "no rtpengine_ng configured");
@@ -557,14 +550,8 @@ int ccq_media_ng_command(const char *command, const char *callid, char *why, siz
 		snprintf(why, why_size, "rtpengine unavailable");
 		return -1;
 	}
-	if (b_find(reply, reply + rlen, "result", &v, &vn) < 0 || vn != 2 || memcmp(v, "ok", 2) != 0) {
-		const char *r = "?";
-		size_t rn = 1;
-		b_find(reply, reply + rlen, "error-reason", &r, &rn);
-		snprintf(why, why_size, "rtpengine refused %s: %.*s", command,
-			(int)(rn > 100 ? 100 : rn), r);
+	if (ng_result(reply, rlen, command, why, why_size) < 0)
 		return -1;
-	}
 	snprintf(why, why_size, "ok");
 	return 0;
 }

@@ -1548,6 +1548,36 @@ static void ccq_rpc_record(rpc_t *rpc, void *ctx)
 
 /* ---- compliance RPCs ------------------------------------------------------ */
 
+/*
+ * The snapshot and the user "<ext>[@<org>]" names, for the RPCs; NULL (and
+ * the fault sent) when there is none. Release the snapshot with
+ * ccq_comp_put().
+ */
+static const struct comp_user *rpc_user(rpc_t *rpc, void *ctx, str *who, struct comp_snap **sp)
+{
+	char w[160], *at;
+	const struct comp_user *u;
+
+	if (who->len <= 0 || who->len >= (int)sizeof(w)) {
+		rpc->fault(ctx, 400, "the extension is <ext>[@<org>]");
+		return NULL;
+	}
+	snprintf(w, sizeof(w), "%.*s", who->len, who->s);
+	if (!(*sp = ccq_comp_get())) {
+		rpc->fault(ctx, 503, "no compliance data loaded yet (is db_url set and MySQL reachable?)");
+		return NULL;
+	}
+	at = strchr(w, '@');
+	if (at)
+		*at++ = '\0';
+	if (!(u = comp_user_by_ext(*sp, at, w))) {
+		ccq_comp_put(*sp);
+		*sp = NULL;
+		rpc->fault(ctx, 404, "no such extension (add @<organisation> if it is ambiguous)");
+	}
+	return u;
+}
+
 static const char *ccq_rpc_comp_check_doc[] = {
 	"Dry run of the outbound compliance gate: ccq.compliance.check <ext>[@<org>] <number>"
 	" [valid|wrong] (a PIN dialled and valid or wrong; omit it for none). Nothing is"
@@ -1558,7 +1588,7 @@ static const char *ccq_rpc_comp_check_doc[] = {
 static void ccq_rpc_comp_check(rpc_t *rpc, void *ctx)
 {
 	str who, num, pin = STR_NULL;
-	char w[160], *at, n[80];
+	char n[80];
 	struct comp_snap *s;
 	const struct comp_user *u;
 	struct comp_verdict v;
@@ -1579,21 +1609,9 @@ static void ccq_rpc_comp_check(rpc_t *rpc, void *ctx)
 	}
 	if (rpc->scan(ctx, "*.S", &pin) == 1 && pin.len > 0)
 		ps = (pin.len == 5 && strncmp(pin.s, "valid", 5) == 0) ? CCQ_PIN_VALID : CCQ_PIN_WRONG;
-	snprintf(w, sizeof(w), "%.*s", who.len, who.s);
 	snprintf(n, sizeof(n), "%.*s", num.len, num.s);
-	if (!(s = ccq_comp_get())) {
-		rpc->fault(ctx, 503, "no compliance data loaded yet (is db_url set and MySQL reachable?)");
+	if (!(u = rpc_user(rpc, ctx, &who, &s)))
 		return;
-	}
-	at = strchr(w, '@');
-	if (at)
-		*at++ = '\0';
-	u = comp_user_by_ext(s, at, w);
-	if (!u) {
-		ccq_comp_put(s);
-		rpc->fault(ctx, 404, "no such extension (add @<organisation> if it is ambiguous)");
-		return;
-	}
 	/* the dry run sees the user's lockout as a call would (read only) */
 	locked = pin_lock_update(u->id, 0, 0);
 	ccq_comp_check(s, u, n, strlen(n), ps, locked, &v);
@@ -1620,30 +1638,17 @@ static const char *ccq_rpc_pin_unlock_doc[] = {
 static void ccq_rpc_pin_unlock(rpc_t *rpc, void *ctx)
 {
 	str who;
-	char w[160], *at;
 	struct comp_snap *s;
 	const struct comp_user *u;
 	void *th;
 	int was;
 
-	if (rpc->scan(ctx, ".S", &who) < 1 || who.len <= 0 || who.len >= (int)sizeof(w)) {
+	if (rpc->scan(ctx, ".S", &who) < 1) {
 		rpc->fault(ctx, 400, "usage: ccq.pin.unlock <ext>[@<org>]");
 		return;
 	}
-	snprintf(w, sizeof(w), "%.*s", who.len, who.s);
-	if (!(s = ccq_comp_get())) {
-		rpc->fault(ctx, 503, "no compliance data loaded yet");
+	if (!(u = rpc_user(rpc, ctx, &who, &s)))
 		return;
-	}
-	at = strchr(w, '@');
-	if (at)
-		*at++ = '\0';
-	u = comp_user_by_ext(s, at, w);
-	if (!u) {
-		ccq_comp_put(s);
-		rpc->fault(ctx, 404, "no such extension (add @<organisation> if it is ambiguous)");
-		return;
-	}
 	was = pin_lock_clear(u->id);
 	LM_NOTICE("extension %s: outbound lockout lifted by an operator (was %s)\n", u->ext,
 		was ? "locked" : "not locked");
