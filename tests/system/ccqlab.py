@@ -1396,8 +1396,8 @@ def audible(payload, codec_silence=(0xff, 0x7f, 0xd5, 0x55)):
 
 # --------------------------------------------------------------- audio
 # G.711 and WAV files in pure Python, for the recording tests (doc/recording.md):
-# the audio the sipp peers of tests/scenarios/rec_*.xml send, and what
-# `ccqrec fetch` gives back.
+# the audio the sipp peers of tests/scenarios/rec_*.xml send (raw G.711), and
+# what `ccqrec fetch` gives back (WAV).
 
 def _ulaw_byte(x):
     sign = 0x80 if x < 0 else 0
@@ -1432,23 +1432,23 @@ def _alaw_value(b):
 
 
 G711 = {
-    # law: (WAV format tag, RTP payload type, encoder, decoder)
-    "ulaw": (7, 0, _ulaw_byte, _ulaw_value),
-    "alaw": (6, 8, _alaw_byte, _alaw_value),
+    # law: (RTP payload type, encoder, decoder)
+    "ulaw": (0, _ulaw_byte, _ulaw_value),
+    "alaw": (8, _alaw_byte, _alaw_value),
 }
 
 
 def g711_encode(samples, law):
-    enc = G711[law][2]
+    enc = G711[law][1]
     return bytes(enc(x) for x in samples)
 
 
 def g711_decode(data, law):
-    table = [G711[law][3](b) for b in range(256)]
+    table = [G711[law][2](b) for b in range(256)]
     return [table[b] for b in data]
 
 
-def tone_pattern(freqs, seg_ms, periods, amp=6000, noise=1500, seed=1, rate=8000):
+def tone_pattern(freqs, seg_ms, periods, amp=5000, noise=2500, seed=1, rate=8000):
     """PERIODS times the sequence of sine tones FREQS, SEG_MS each, with a
     little deterministic noise (so that the pattern matches itself at one
     alignment only), as 16-bit sample values."""
@@ -1463,16 +1463,12 @@ def tone_pattern(freqs, seg_ms, periods, amp=6000, noise=1500, seed=1, rate=8000
     return one * periods
 
 
-def write_g711_wav(path, samples, law):
-    """A mono 8 kHz WAV of G.711 bytes (format tag 7 u-law, 6 A-law) with
-    the plain 44-byte header: what sipp's rtp_stream sends, header skipped."""
-    tag = G711[law][0]
+def write_g711(path, samples, law):
+    """A file of raw G.711 bytes (8 kHz mono), what sipp's rtp_stream plays
+    (sipp 3.6.1 sends a WAV header as sound: no header). Returns the bytes."""
     data = g711_encode(samples, law)
-    fmt = struct.pack("<HHIIHH", tag, 1, 8000, 8000, 1, 8)
     with open(path + ".tmp", "wb") as f:
-        f.write(b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE")
-        f.write(b"fmt " + struct.pack("<I", len(fmt)) + fmt)
-        f.write(b"data" + struct.pack("<I", len(data)) + data)
+        f.write(data)
     os.replace(path + ".tmp", path)
     return data
 
@@ -1538,28 +1534,27 @@ def tone_labels(x, freqs, win=320, floor=300.0, rate=8000):
     return out
 
 
-def best_match(x, src, probe=160, span=4000, floor=300.0):
+def best_match(x, src, probe=160, span=4000, floor=300.0, candidates=300):
     """Where the looped source SRC best explains the samples X (both lists
-    of values): the normalised correlation (-1..1) of the best alignment,
-    found with a probe of PROBE samples at the first loud part of X and
-    checked over SPAN samples from there. (0.0, None) when X is quiet."""
-    start = next((i for i in range(0, len(x) - probe, probe // 2)
-                  if rms(x[i:i + probe]) >= floor), None)
+    of values): the normalised correlation (-1..1) of the best alignment
+    and its offset in SRC. The alignments that best fit a probe of PROBE
+    samples at the first loud part of X are checked over 800 samples, the
+    best of those over SPAN. (0.0, None) when X is quiet."""
+    start = next((i for i in range(0, len(x) - probe, probe // 4)
+                  if rms(x[i:i + probe // 4]) >= floor), None)
     if start is None:
         return 0.0, None
     span = min(span, len(x) - start)
     n = len(src)
-    loop = src + src[:probe + span]
+    loop = src * (2 + (probe + span) // n)
 
     def ncorr(a, b):
         num = sum(p * q for p, q in zip(a, b))
         den = (sum(p * p for p in a) * sum(q * q for q in b)) ** 0.5
         return num / den if den else 0.0
     head = x[start:start + probe]
-    scored = sorted(((ncorr(head, loop[o:o + probe]), o) for o in range(n)), reverse=True)[:20]
-    best = (0.0, None)
-    for _, o in scored:
-        c = ncorr(x[start:start + span], loop[o:o + span])
-        if c > best[0]:
-            best = (c, o)
-    return best
+    scored = sorted(((ncorr(head, loop[o:o + probe]), o) for o in range(n)),
+                    reverse=True)[:candidates]
+    mid = min(800, span)
+    c, o = max((ncorr(x[start:start + mid], loop[o:o + mid]), o) for _, o in scored)
+    return ncorr(x[start:start + span], loop[o:o + span]), (o - start) % n
