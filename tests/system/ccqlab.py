@@ -389,6 +389,7 @@ class Lab:
         self.env["CCQ_QUEUED_SOCK"] = self.queued_sock
         self.sipp_dir = os.path.join(root, "sipp")
         self.rtp_range = (rtp_min, rtp_max)
+        self.ng_port = ng_port
         self.hold_music = os.path.join(root, "kamailio", "hold.wav")
         # rtpengine's recording dir (pcaps/, tmp/, metadata/; queued's indexed/)
         self.rec_dir = os.path.join(root, "rtpengine", "recordings")
@@ -521,6 +522,21 @@ class Lab:
         assert wait_until(check, timeout, interval=0.05), \
             "the module's snapshot is version %s after %.1f s (database: %d)" % (
                 seen[0], timeout, want)
+
+    # ---- rtpengine's ng control protocol (bencode over UDP)
+    def ng(self, command, timeout=5.0):
+        """Send one ng command (a dict) to the lab's rtpengine; its reply as
+        a dict of strings (bencode decoded)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.settimeout(timeout)
+        cookie = uuid.uuid4().hex[:12].encode()
+        try:
+            sock.sendto(cookie + b" " + bencode(command), ("127.0.0.1", self.ng_port))
+            data = sock.recv(65535)
+        finally:
+            sock.close()
+        assert data.startswith(cookie + b" "), "bad ng reply %r" % data[:80]
+        return bdecode(data[len(cookie) + 1:])
 
     # ---- ccqrec (doc/recording.md)
     def ccqrec(self, *args, as_=None, timeout=60):
@@ -1392,6 +1408,42 @@ def audible(payload, codec_silence=(0xff, 0x7f, 0xd5, 0x55)):
     not just the codecs' silence bytes?"""
     body = payload[12:]
     return len(body) >= 80 and sum(1 for b in body if b not in codec_silence) > len(body) // 4
+
+
+# --------------------------------------------------------------- bencode
+def bencode(v):
+    if isinstance(v, bool):
+        v = int(v)
+    if isinstance(v, int):
+        return b"i%de" % v
+    if isinstance(v, str):
+        v = v.encode()
+    if isinstance(v, bytes):
+        return b"%d:%s" % (len(v), v)
+    if isinstance(v, (list, tuple)):
+        return b"l" + b"".join(bencode(x) for x in v) + b"e"
+    if isinstance(v, dict):
+        return b"d" + b"".join(bencode(k) + bencode(v[k]) for k in sorted(v)) + b"e"
+    raise TypeError("cannot bencode %r" % type(v))
+
+
+def bdecode(data):
+    """A bencoded value (strings decoded as UTF-8)."""
+    def dec(i):
+        c = data[i:i + 1]
+        if c == b"i":
+            j = data.index(b"e", i)
+            return int(data[i + 1:j]), j + 1
+        if c in (b"l", b"d"):
+            out, i = [], i + 1
+            while data[i:i + 1] != b"e":
+                x, i = dec(i)
+                out.append(x)
+            return (dict(zip(out[::2], out[1::2])) if c == b"d" else out), i + 1
+        j = data.index(b":", i)
+        n = int(data[i:j])
+        return data[j + 1:j + 1 + n].decode("utf-8", "replace"), j + 1 + n
+    return dec(0)[0]
 
 
 # --------------------------------------------------------------- audio

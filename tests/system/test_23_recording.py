@@ -423,6 +423,60 @@ def test_verify_finds_tampered_and_missing_files(running_lab, org, tmp_path):
     refused(lab, ["fetch", str(txn), "-o", str(tmp_path / "gone.wav")], owner, "missing")
 
 
+def test_indexer_flags_a_recording_whose_pcap_is_gone(running_lab, org, tmp_path):
+    """The pcap deleted between the call's end and the indexer's run: the
+    recording is indexed as missing (with the reason), not dropped; ccqrec
+    lists it so and fetch says the file is missing."""
+    lab = running_lab
+    ib, phone = prepare(org, record="on")
+    cid, t = talk(lab, ib, phone, talk_ms=2000)
+    txn = int(t["id"])
+    # rtpengine writes the metadata delete-delay (2 s) after the BYE
+    pcaps = [f for f in lab.recording_files(cid) if f.endswith(".pcap")]
+    assert pcaps, "no pcap for %s: %r" % (cid, lab.recording_files(cid))
+    assert not lab.recording_rows(txn), "indexed before the test could remove the pcap"
+    for f in pcaps:
+        os.unlink(f)
+    row = recorded(lab, txn)[0]
+    assert row["status"] == "missing" and "missing" in row["detail"], row
+    owner = "100@" + org.name
+    listed = [x for x in ccqrec_json(lab, "list", "--txn", str(txn), as_=owner)]
+    assert [x["status"] for x in listed] == ["missing"], listed
+    refused(lab, ["fetch", str(txn), "-o", str(tmp_path / "gone.wav")], owner, "missing")
+
+
+def test_recording_without_a_txn_is_kept_for_the_operator(running_lab, org):
+    """A recording rtpengine made for a Call-ID no TXN has (here: a call set
+    up on rtpengine's control port directly) is indexed as no_txn: the
+    local operator sees it, an organisation's owner does not."""
+    lab = running_lab
+    prepare(org)
+    cid = "ccqrec-orphan-%s@127.0.0.1" % os.urandom(6).hex()
+    sdp = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+           "m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+    r = lab.ng({"command": "offer", "call-id": cid, "from-tag": "orphan-a", "sdp": sdp % 40000,
+                "record call": "yes", "metadata": "ccq_txn:0|test:orphan"})
+    assert r.get("result") == "ok", r
+    r = lab.ng({"command": "answer", "call-id": cid, "from-tag": "orphan-a",
+                "to-tag": "orphan-b", "sdp": sdp % 40002})
+    assert r.get("result") == "ok", r
+    r = lab.ng({"command": "delete", "call-id": cid, "from-tag": "orphan-a"})
+    assert r.get("result") == "ok", r
+
+    def row():
+        rows = lab.sql("SELECT id, status, COALESCE(txn_id, ''), COALESCE(org_id, '') "
+                       "FROM recording WHERE call_id = '%s'" % cid)
+        return rows[0] if rows else None
+    got = wait_until(row, 25, interval=0.3)
+    assert got, "the orphan recording was not indexed: %r" % lab.recording_files(cid)
+    rid, status, txn, org_id = got
+    assert (status, txn, org_id) == ("no_txn", "", ""), got
+    ids = [str(x["id"]) for x in ccqrec_json(lab, "list", "--status", "no_txn")]
+    assert rid in ids, "the operator does not see recording %s: %r" % (rid, ids)
+    ids = [str(x["id"]) for x in ccqrec_json(lab, "list", as_="100@" + org.name)]
+    assert rid not in ids, "an organisation's owner sees a recording without TXN"
+
+
 def test_pause_and_resume_during_a_call(running_lab, org, tmp_path):
     """kamcmd ccq.record pause/resume TXN while the call is up: each change
     is a journey line, and what was said while paused is not in the
