@@ -1586,6 +1586,13 @@ def tone_labels(x, freqs, win=320, floor=300.0, rate=8000):
     return out
 
 
+def ncorr(a, b):
+    """Normalised correlation of two equally long lists of samples (-1..1)."""
+    num = sum(p * q for p, q in zip(a, b))
+    den = (sum(p * p for p in a) * sum(q * q for q in b)) ** 0.5
+    return num / den if den else 0.0
+
+
 def best_match(x, src, probe=160, span=4000, floor=300.0, candidates=300):
     """Where the looped source SRC best explains the samples X (both lists
     of values): the normalised correlation (-1..1) of the best alignment
@@ -1599,11 +1606,6 @@ def best_match(x, src, probe=160, span=4000, floor=300.0, candidates=300):
     span = min(span, len(x) - start)
     n = len(src)
     loop = src * (2 + (probe + span) // n)
-
-    def ncorr(a, b):
-        num = sum(p * q for p, q in zip(a, b))
-        den = (sum(p * p for p in a) * sum(q * q for q in b)) ** 0.5
-        return num / den if den else 0.0
     head = x[start:start + probe]
     scored = sorted(((ncorr(head, loop[o:o + probe]), o) for o in range(n)),
                     reverse=True)[:candidates]
