@@ -753,6 +753,20 @@ static int layout(ccq_pcap *p, const struct ccq_pcap_opts *o, char *err, size_t 
 	return 0;
 }
 
+int64_t ccq_pcap_start_ns(const ccq_pcap *p)
+{
+	const struct ccq_pcap_stream *a = NULL;
+	/* the earliest stream anchors the timeline exactly (the others are
+	 * rounded to a sample): its first packet by capture time lies at
+	 * base_ + ts0_ */
+	for (unsigned i = 0; i < p->nstreams; i++)
+		if (!a || p->streams[i].cap_ns_ < a->cap_ns_)
+			a = &p->streams[i];
+	if (!a)
+		return 0;
+	return a->cap_ns_ - (a->base_ + a->ts0_) * 125000;
+}
+
 int ccq_pcap_open(ccq_pcap *p, const uint8_t *buf, size_t len,
 		const struct ccq_pcap_opts *o, char *err, size_t errlen)
 {

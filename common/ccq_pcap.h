@@ -118,6 +118,14 @@ int ccq_pcap_open(ccq_pcap *p, const uint8_t *buf, size_t len,
 void ccq_pcap_free(ccq_pcap *p);
 
 /*
+ * The capture time of the timeline's first sample, in nanoseconds since the
+ * epoch: the pcap's time of the first stream's first packet, moved by where
+ * that packet lies on the timeline. The timeline ends frames samples later
+ * (frames * 125000 ns). 0 if no stream. For joining the segments of a call.
+ */
+int64_t ccq_pcap_start_ns(const ccq_pcap *p);
+
+/*
  * Produce the audio in blocks: mono (every stream summed, clipped) or
  * stereo (the caller's streams left, the agent's right, interleaved).
  * sink gets consecutive blocks of frames; a non-zero return from it stops

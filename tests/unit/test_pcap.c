@@ -443,6 +443,8 @@ static void test_reordered_and_duplicated(void **state)
 	assert_int_equal(cp.streams[0].lost, 0);
 	assert_int_equal(cp.streams[0].packets, 12);
 	assert_int_equal(cp.frames, 12 * 160);
+	/* packet 0, captured 20 ms after packet 1, is the timeline's start */
+	assert_int_equal(ccq_pcap_start_ns(&cp), (int64_t)(T0 - 20 * MS));
 	assert_int_equal(ccq_pcap_render_mem(&cp, 1, &pcm, err, sizeof(err)), 0);
 	for (long t = 0; t < 12 * 160; t++)
 		assert_int_equal(pcm[t], g711(8, ramp(t)));
@@ -494,7 +496,20 @@ static void test_alignment_by_capture_time(void **state)
 		sizeof(err)), 0);
 	assert_int_equal(cp.streams[1].start, 4000);
 	assert_int_equal(cp.frames, 4000 + 1600);
+	assert_int_equal(ccq_pcap_start_ns(&cp), (int64_t)T0);
 	expect_stereo(&cp, &CALLER, 0, 1600, &AGENT, 4000, 1600);
+	ccq_pcap_free(&cp);
+	free(p.b);
+
+	/* the agent's stream first: it anchors the timeline at its capture time */
+	pb_init(&p, 101, 0, 0);
+	for (long i = 0; i < 10; i++) {
+		add(&p, &AGENT, i, T0 + 300 * MS + (uint64_t)i * 20 * MS);
+		add(&p, &CALLER, i, T0 + 700 * MS + (uint64_t)i * 20 * MS);
+	}
+	assert_int_equal(open_pb(&cp, &p, NULL, NULL, err, sizeof(err)), 0);
+	assert_int_equal(ccq_pcap_start_ns(&cp), (int64_t)(T0 + 300 * MS));
+	assert_int_equal(cp.frames, 3200 + 1600);
 	ccq_pcap_free(&cp);
 	free(p.b);
 }
