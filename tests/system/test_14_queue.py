@@ -7,7 +7,7 @@ import re
 import time
 from datetime import datetime
 
-from ccqlab import wait_until
+from ccqlab import RtpCapture, audible, wait_until
 
 JANE = "+6591234567"
 
@@ -202,3 +202,24 @@ def test_caller_hangs_up_while_ringing(running_lab, org):
     assert t["events"][-1]["text"] == "Caller hung up while ringing", t["events"]
     # Alice is free again: no call left on her
     assert org.json("me", as_="101")["calls"] == []
+
+
+def test_queued_caller_hears_the_hold_music(running_lab, org):
+    """The music is not just announced: while the caller waits, rtpengine
+    sends RTP with sound (not codec silence) to the caller's media port."""
+    lab = running_lab
+    assert lab.queued_code() == 183, "the lab has no hold music (%s)" % lab.hold_music
+    ib = org.inbox("Sales", ring_timeout=5, max_wait=4)
+    org.agent(ib, "101", "Alice Lim")                  # never registers
+    lo, hi = lab.rtp_range
+    cap = RtpCapture((1024, 65535), (lo, hi), secs=20)
+    try:
+        call = lab.carrier(ib.did, scenario="carrier_reject.xml", timeout=20)
+    finally:
+        packets = cap.stop()
+    assert call.rc == 0, call.summary()
+    assert call.final() == 480, call.responses()
+    heard = [p for p in packets if audible(p[3])]
+    # 20 ms packets for about 4 s of waiting
+    assert len(heard) >= 100, "only %d RTP packets with sound (of %d) reached the caller while " \
+        "it waited" % (len(heard), len(packets))
