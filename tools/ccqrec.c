@@ -16,6 +16,7 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@
 #define META_MAX (1024 * 1024)   /* the metadata (SDPs) read for codec names */
 #define FORGET_BATCH 500
 #define VERIFY_ALL_LIMIT 1000
+#define WHY_MAX 4800             /* why a segment is left out: a path and a reason */
 
 static int g_json;
 static int g_timeout_ms = 5000;
@@ -539,24 +541,102 @@ static void human_summary(FILE *f, const struct decode_req *d, const ccq_pcap *p
 	}
 }
 
+/* Where the WAV goes: a file written beside the target and renamed into
+ * place when complete, or standard output. */
+struct wav_out {
+	const char *path;       /* the target, or "-" */
+	FILE *f;
+	int to_stdout;
+	char tmp[4096];
+};
+
+/* 0, or 1 (said). */
+static int out_open(struct wav_out *o, const char *path)
+{
+	int fd;
+	o->path = path;
+	o->f = NULL;
+	o->to_stdout = strcmp(path, "-") == 0;
+	if (o->to_stdout) {
+		o->f = stdout;
+		return 0;
+	}
+	if (snprintf(o->tmp, sizeof(o->tmp), "%s.XXXXXX", path) >= (int)sizeof(o->tmp)) {
+		fprintf(stderr, "ccqrec: output path too long\n");
+		return 1;
+	}
+	fd = mkstemp(o->tmp);
+	if (fd < 0 || !(o->f = fdopen(fd, "wb"))) {
+		fprintf(stderr, "ccqrec: cannot write %s: %s\n", path, strerror(errno));
+		if (fd >= 0) {
+			close(fd);
+			unlink(o->tmp);
+		}
+		return 1;
+	}
+	return 0;
+}
+
+static const char *out_name(const struct wav_out *o)
+{
+	return o->to_stdout ? "standard output" : o->path;
+}
+
+/* Give up: the temporary file goes. */
+static void out_abort(struct wav_out *o)
+{
+	if (!o->to_stdout && o->f) {
+		fclose(o->f);
+		unlink(o->tmp);
+	}
+	o->f = NULL;
+}
+
+/* Flush, and move the file into place. 0, or 1 (said). */
+static int out_finish(struct wav_out *o)
+{
+	if (fflush(o->f) != 0 || ferror(o->f)) {
+		fprintf(stderr, "ccqrec: cannot write %s: %s\n", out_name(o), strerror(errno));
+		out_abort(o);
+		return 1;
+	}
+	if (!o->to_stdout) {
+		int rc = fclose(o->f);
+		o->f = NULL;
+		if (rc != 0 || rename(o->tmp, o->path) < 0) {
+			fprintf(stderr, "ccqrec: cannot write %s: %s\n", o->path, strerror(errno));
+			unlink(o->tmp);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int refuse_terminal(const char *out)
+{
+	if (strcmp(out, "-") == 0 && isatty(1)) {
+		fprintf(stderr, "ccqrec: not writing WAV audio to a terminal: give -o FILE (or "
+			"redirect standard output)\n");
+		return 1;
+	}
+	return 0;
+}
+
 /* Decode d->pcap to d->out. 0, or 1 (said). */
 static int decode_to_wav(const struct decode_req *d)
 {
 	struct mapped m;
 	struct ccq_pcap_opts o = { 0 };
+	struct wav_out w;
 	ccq_pcap p;
-	char err[512], tmp[4096];
+	char err[512];
 	char *meta = NULL;
 	size_t metalen = 0;
 	unsigned ch = d->stereo ? 2 : 1;
-	int to_stdout = strcmp(d->out, "-") == 0, fd = -1, rc = 1;
-	FILE *f = NULL;
+	int rc = 1;
 
-	if (to_stdout && isatty(1)) {
-		fprintf(stderr, "ccqrec: not writing WAV audio to a terminal: give -o FILE (or "
-			"redirect standard output)\n");
+	if (refuse_terminal(d->out))
 		return 1;
-	}
 	if (map_file(d->pcap, &m) < 0) {
 		if (errno == ENOENT)
 			fprintf(stderr, "ccqrec: the recording's file is missing: %s\n", d->pcap);
@@ -588,49 +668,429 @@ static int decode_to_wav(const struct decode_req *d)
 	}
 	for (const char *n = p.notes, *e; *n && (e = strchr(n, '\n')); n = e + 1)
 		fprintf(stderr, "ccqrec: note: %.*s\n", (int)(e - n), n);
-	if (to_stdout) {
-		f = stdout;
-	} else {
-		/* written beside the target, renamed into place when complete */
-		if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", d->out) >= (int)sizeof(tmp)) {
-			fprintf(stderr, "ccqrec: output path too long\n");
-			goto out;
-		}
-		fd = mkstemp(tmp);
-		if (fd < 0 || !(f = fdopen(fd, "wb"))) {
-			fprintf(stderr, "ccqrec: cannot write %s: %s\n", d->out, strerror(errno));
-			if (fd >= 0) {
-				close(fd);
-				unlink(tmp);
-			}
-			goto out;
-		}
-	}
-	if (ccq_pcap_write_wav(&p, ch, f, err, sizeof(err)) < 0 || fflush(f) != 0 || ferror(f)) {
-		fprintf(stderr, "ccqrec: cannot write %s: %s\n", to_stdout ? "standard output" : d->out,
-			ferror(f) ? strerror(errno) : err);
-		if (!to_stdout) {
-			fclose(f);
-			unlink(tmp);
-		}
+	if (out_open(&w, d->out))
+		goto out;
+	if (ccq_pcap_write_wav(&p, ch, w.f, err, sizeof(err)) < 0 || ferror(w.f)) {
+		fprintf(stderr, "ccqrec: cannot write %s: %s\n", out_name(&w),
+			ferror(w.f) ? strerror(errno) : err);
+		out_abort(&w);
 		goto out;
 	}
-	if (!to_stdout) {
-		if (fclose(f) != 0 || rename(tmp, d->out) < 0) {
-			fprintf(stderr, "ccqrec: cannot write %s: %s\n", d->out, strerror(errno));
-			unlink(tmp);
-			goto out;
-		}
-	}
-	if (g_json && !to_stdout)
+	if (out_finish(&w))
+		goto out;
+	if (g_json && !w.to_stdout)
 		json_summary(d, &p, ch);
 	else
-		human_summary(to_stdout ? stderr : stdout, d, &p, ch);
+		human_summary(w.to_stdout ? stderr : stdout, d, &p, ch);
 	rc = 0;
 out:
 	ccq_pcap_free(&p);
 	free(meta);
 	unmap_file(&m);
+	return rc;
+}
+
+/* ---- a whole call: its segments joined ------------------------------------------ */
+
+/*
+ * A TXN has a recording per segment when the operator paused it (rtpengine
+ * 10.5 has no pause: the module stops recording and starts it again, and
+ * each start is a new pcap and metadata file). `fetch TXN` joins the 'ok'
+ * ones on one timeline, in time order, with silence for the gaps.
+ */
+struct segment {
+	uint64_t id;
+	char pcap[4096], meta[4096], caller[96], agent[96], sha[80];
+	int has_meta, has_caller, has_agent, has_sha;
+	int64_t start_ns;     /* capture time of its first sample */
+	uint64_t frames;      /* its length */
+	uint64_t at;          /* where it starts in the joined WAV */
+	uint64_t gap;         /* silence before it (after the previous segment) */
+	unsigned nstreams;
+};
+
+struct joined {
+	uint64_t txn;
+	unsigned ch;
+	struct segment *seg;
+	size_t nseg;
+	int bad;              /* a recording was left out: exit 1 at the end */
+	char **left_out;      /* why, one line per recording left out (JSON) */
+	uint64_t *left_id;
+	size_t nleft;
+};
+
+/* Say (on stderr) and keep for the summary that recording id is left out. */
+static void leave_out(struct joined *j, uint64_t id, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void leave_out(struct joined *j, uint64_t id, const char *fmt, ...)
+{
+	char why[WHY_MAX];
+	va_list ap;
+	char **n;
+	uint64_t *ni;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "ccqrec: warning: TXN %llu: recording %llu left out of the WAV: %s\n",
+		(unsigned long long)j->txn, (unsigned long long)id, why);
+	j->bad = 1;
+	n = realloc(j->left_out, (j->nleft + 1) * sizeof(*n));
+	if (n)
+		j->left_out = n;
+	ni = realloc(j->left_id, (j->nleft + 1) * sizeof(*ni));
+	if (ni)
+		j->left_id = ni;
+	if (n && ni && (n[j->nleft] = strdup(why)) != NULL) {
+		ni[j->nleft] = id;
+		j->nleft++;
+	}
+}
+
+/*
+ * Open segment s's pcap (mapped into m) for decoding. 0, or -1 with the
+ * reason in why. check_sha: compare the file with the index's hash.
+ */
+static int seg_open(const struct segment *s, struct mapped *m, ccq_pcap *p, char **meta,
+		int check_sha, char *why, size_t whylen)
+{
+	struct ccq_pcap_opts o = { 0 };
+	size_t metalen = 0;
+	char err[512], hex[65];
+
+	*meta = NULL;
+	memset(p, 0, sizeof(*p));
+	if (map_file(s->pcap, m) < 0) {
+		if (errno == ENOENT)
+			snprintf(why, whylen, "its file is missing: %s", s->pcap);
+		else
+			snprintf(why, whylen, "cannot read %s: %s", s->pcap, strerror(errno));
+		return -1;
+	}
+	if (check_sha && s->has_sha) {
+		if (sha256_file(s->pcap, hex) < 0) {
+			snprintf(why, whylen, "cannot read %s: %s", s->pcap, strerror(errno));
+			unmap_file(m);
+			return -1;
+		}
+		if (strcasecmp(hex, s->sha) != 0) {
+			snprintf(why, whylen, "%s does not match the SHA-256 stored when it was "
+				"indexed: it has changed since (tampered? see ccqrec verify; fetch it "
+				"anyway with --id %llu)", s->pcap, (unsigned long long)s->id);
+			unmap_file(m);
+			return -1;
+		}
+	}
+	if (s->has_meta)
+		*meta = read_small(s->meta, &metalen);
+	o.caller = s->has_caller ? s->caller : NULL;
+	o.agent = s->has_agent ? s->agent : NULL;
+	o.rtpmap = *meta;
+	o.rtpmap_len = metalen;
+	if (ccq_pcap_open(p, m->p, m->len, &o, err, sizeof(err)) < 0) {
+		snprintf(why, whylen, "%s: %s", s->pcap, err);
+		ccq_pcap_free(p);
+		free(*meta);
+		*meta = NULL;
+		unmap_file(m);
+		return -1;
+	}
+	return 0;
+}
+
+static void seg_close(struct mapped *m, ccq_pcap *p, char *meta)
+{
+	ccq_pcap_free(p);
+	free(meta);
+	unmap_file(m);
+}
+
+static int seg_cmp(const void *a, const void *b)
+{
+	const struct segment *x = a, *y = b;
+	if (x->start_ns != y->start_ns)
+		return x->start_ns < y->start_ns ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+struct wav_sink {
+	FILE *f;
+	uint64_t frames;      /* written so far (of this segment) */
+};
+
+static int wav_put(void *ctx, const int16_t *frames, size_t n, unsigned channels)
+{
+	struct wav_sink *w = ctx;
+	uint8_t b[4096];
+	size_t k = n * channels, at = 0;
+	while (at < k) {
+		size_t c = k - at < sizeof(b) / 2 ? k - at : sizeof(b) / 2;
+		for (size_t i = 0; i < c; i++) {
+			uint16_t v = (uint16_t)frames[at + i];
+			b[2 * i] = (uint8_t)v;
+			b[2 * i + 1] = (uint8_t)(v >> 8);
+		}
+		if (fwrite(b, 2, c, w->f) != c)
+			return -1;
+		at += c;
+	}
+	w->frames += n;
+	return 0;
+}
+
+/* n frames of silence. 0, or -1. */
+static int wav_silence(FILE *f, uint64_t n, unsigned ch)
+{
+	static const uint8_t zero[4096];
+	uint64_t bytes = n * ch * 2;
+	while (bytes) {
+		size_t c = bytes < sizeof(zero) ? (size_t)bytes : sizeof(zero);
+		if (fwrite(zero, 1, c, f) != c)
+			return -1;
+		bytes -= c;
+	}
+	return 0;
+}
+
+static void joined_summary(const struct joined *j, const struct wav_out *w, uint64_t total)
+{
+	if (g_json && !w->to_stdout) {
+		printf("{\"txn\":%llu,\"file\":", (unsigned long long)j->txn);
+		jcstr(w->path);
+		printf(",\"channels\":%u,\"rate\":%u,\"frames\":%llu,\"seconds\":%.3f,"
+			"\"segments\":[", j->ch, CCQ_PCAP_RATE, (unsigned long long)total,
+			(double)total / CCQ_PCAP_RATE);
+		for (size_t i = 0; i < j->nseg; i++) {
+			const struct segment *s = &j->seg[i];
+			printf("%s{\"recording\":%llu,\"pcap\":", i ? "," : "", (unsigned long long)s->id);
+			jcstr(s->pcap);
+			printf(",\"start_s\":%.3f,\"seconds\":%.3f,\"gap_before_s\":%.3f,\"streams\":%u}",
+				(double)s->at / CCQ_PCAP_RATE, (double)s->frames / CCQ_PCAP_RATE,
+				(double)s->gap / CCQ_PCAP_RATE, s->nstreams);
+		}
+		printf("],\"left_out\":[");
+		for (size_t i = 0; i < j->nleft; i++) {
+			printf("%s{\"recording\":%llu,\"why\":", i ? "," : "",
+				(unsigned long long)j->left_id[i]);
+			jcstr(j->left_out[i]);
+			printf("}");
+		}
+		printf("]}\n");
+		return;
+	}
+	FILE *f = w->to_stdout ? stderr : stdout;
+	fprintf(f, "TXN %llu: wrote %s: %s, 8 kHz, %.1f s", (unsigned long long)j->txn,
+		out_name(w), j->ch == 2 ? "stereo (caller left, agent right)" : "mono (mixed)",
+		(double)total / CCQ_PCAP_RATE);
+	if (j->nseg > 1)
+		fprintf(f, ": %zu recordings joined, silence between them", j->nseg);
+	fputc('\n', f);
+	for (size_t i = 0; i < j->nseg; i++) {
+		const struct segment *s = &j->seg[i];
+		fprintf(f, "  recording %llu  from %.2f s to %.2f s", (unsigned long long)s->id,
+			(double)s->at / CCQ_PCAP_RATE, (double)(s->at + s->frames) / CCQ_PCAP_RATE);
+		if (i)
+			fprintf(f, " (after %.2f s of silence)", (double)s->gap / CCQ_PCAP_RATE);
+		fprintf(f, "  %s\n", s->pcap);
+	}
+	if (j->nleft)
+		fprintf(f, "  %zu recording%s left out (see the warnings)\n", j->nleft,
+			j->nleft == 1 ? "" : "s");
+}
+
+/*
+ * Every 'ok' recording of the TXN (recs) to one WAV at out. Two passes, so
+ * memory stays one segment's: the first opens each pcap for its times and
+ * length (the WAV header needs the total, also on standard output), the
+ * second decodes each into the file in turn. 0, or 1 (said).
+ */
+static int fetch_joined(uint64_t txn, const msgpack_object *recs, const char *out, int stereo)
+{
+	struct joined j = { .txn = txn, .ch = stereo ? 2 : 1 };
+	const uint64_t max_frames = (uint64_t)CCQ_PCAP_DEFAULT_MAX_SECONDS * CCQ_PCAP_RATE;
+	struct wav_out w = { 0 };
+	uint64_t total = 0;
+	uint8_t hdr[44];
+	char why[WHY_MAX], st[32], detail[512];
+	size_t keep = 0;
+	int rc = 1;
+
+	if (refuse_terminal(out))
+		return 1;
+	j.seg = calloc(recs->via.array.size ? recs->via.array.size : 1, sizeof(*j.seg));
+	if (!j.seg) {
+		fprintf(stderr, "ccqrec: out of memory\n");
+		return 1;
+	}
+	for (uint32_t i = 0; i < recs->via.array.size; i++) {
+		const msgpack_object *x = &recs->via.array.ptr[i];
+		struct segment *s = &j.seg[j.nseg];
+		s->id = ufield(x, "id");
+		if (!sfield(x, "status", st, sizeof(st)) || strcmp(st, "ok") != 0) {
+			if (!sfield(x, "detail", detail, sizeof(detail))
+					&& !sfield(x, "pcap_path", detail, sizeof(detail)))
+				snprintf(detail, sizeof(detail), "no file");
+			leave_out(&j, s->id, "it is %s (%s); fetch it anyway with --id %llu",
+				sfield(x, "status", st, sizeof(st)) ? st : "of no status", detail,
+				(unsigned long long)s->id);
+			continue;
+		}
+		if (!sfield(x, "pcap_path", s->pcap, sizeof(s->pcap)) || !s->pcap[0]) {
+			leave_out(&j, s->id, "it has no file");
+			continue;
+		}
+		s->has_meta = sfield(x, "meta_path", s->meta, sizeof(s->meta)) != NULL;
+		s->has_caller = sfield(x, "caller_addr", s->caller, sizeof(s->caller)) != NULL;
+		s->has_agent = sfield(x, "agent_addr", s->agent, sizeof(s->agent)) != NULL;
+		s->has_sha = sfield(x, "sha256", s->sha, sizeof(s->sha)) && s->sha[0];
+		s->has_caller = s->has_caller && s->caller[0];
+		s->has_agent = s->has_agent && s->agent[0];
+		j.nseg++;
+	}
+	/* The metadata of a segment started after a pause has no SDPs, so its
+	 * row names no parties: the call's parties are the same (rtpengine
+	 * keeps the media ports), so it borrows them from the nearest segment
+	 * before it that names both (else after it), for the same mapping. */
+	for (size_t i = 0; i < j.nseg; i++) {
+		struct segment *s = &j.seg[i];
+		const struct segment *from = NULL;
+		if (s->has_caller || s->has_agent)
+			continue;
+		for (size_t k = i; k-- > 0 && !from;)
+			if (j.seg[k].has_caller && j.seg[k].has_agent)
+				from = &j.seg[k];
+		for (size_t k = i + 1; k < j.nseg && !from; k++)
+			if (j.seg[k].has_caller && j.seg[k].has_agent)
+				from = &j.seg[k];
+		if (!from)
+			continue;
+		memcpy(s->caller, from->caller, sizeof(s->caller));
+		memcpy(s->agent, from->agent, sizeof(s->agent));
+		s->has_caller = s->has_agent = 1;
+		fprintf(stderr, "ccqrec: note: recording %llu names no parties: those of recording "
+			"%llu are used (caller %s, agent %s)\n", (unsigned long long)s->id,
+			(unsigned long long)from->id, s->caller, s->agent);
+	}
+
+	/* pass 1: each segment's place in time and length */
+	for (size_t i = 0; i < j.nseg; i++) {
+		struct segment *s = &j.seg[i];
+		struct mapped m;
+		ccq_pcap p;
+		char *meta;
+		if (seg_open(s, &m, &p, &meta, 1, why, sizeof(why)) < 0) {
+			leave_out(&j, s->id, "%s", why);
+			continue;
+		}
+		for (const char *n = p.notes, *e; *n && (e = strchr(n, '\n')); n = e + 1)
+			fprintf(stderr, "ccqrec: note: recording %llu: %.*s\n",
+				(unsigned long long)s->id, (int)(e - n), n);
+		/* The segments are placed by the pcap's own capture times (the
+		 * first packet's, and the timeline's length after it), not by the
+		 * index's started_at/ended_at: those are rtpengine's metadata times
+		 * (whole seconds, and the call's, not the audio's); the capture
+		 * times are the audio's. */
+		s->start_ns = ccq_pcap_start_ns(&p);
+		s->frames = p.frames;
+		s->nstreams = p.nstreams;
+		seg_close(&m, &p, meta);
+		j.seg[keep++] = *s;
+	}
+	j.nseg = keep;
+	if (j.nseg == 0) {
+		fprintf(stderr, "ccqrec: TXN %llu: no usable recording (see above)\n",
+			(unsigned long long)txn);
+		goto out;
+	}
+	qsort(j.seg, j.nseg, sizeof(*j.seg), seg_cmp);
+	for (size_t i = 0; i < j.nseg; i++) {
+		struct segment *s = &j.seg[i];
+		if (i) {
+			const struct segment *q = &j.seg[i - 1];
+			int64_t end_ns = q->start_ns + (int64_t)q->frames * 125000;
+			if (s->start_ns > end_ns) {
+				uint64_t g = (uint64_t)(s->start_ns - end_ns) / 125000;
+				s->gap = g > max_frames ? max_frames + 1 : g;
+			} else if (s->start_ns < end_ns) {
+				fprintf(stderr, "ccqrec: note: recording %llu starts %.2f s before recording "
+					"%llu ends: placed after it\n", (unsigned long long)s->id,
+					(double)(end_ns - s->start_ns) / 1e9, (unsigned long long)q->id);
+			}
+		}
+		s->at = total + s->gap;
+		total = s->at + s->frames;
+		if (total > max_frames) {
+			fprintf(stderr, "ccqrec: TXN %llu: the recordings joined would last %llu h %02llu "
+				"min or more (recording %llu starts %.0f s after the first), longer than the "
+				"limit of %u h: refused; fetch them one by one with --id\n",
+				(unsigned long long)txn, (unsigned long long)(total / CCQ_PCAP_RATE / 3600),
+				(unsigned long long)(total / CCQ_PCAP_RATE % 3600 / 60),
+				(unsigned long long)s->id,
+				(double)(s->start_ns - j.seg[0].start_ns) / 1e9,
+				CCQ_PCAP_DEFAULT_MAX_SECONDS / 3600);
+			goto out;
+		}
+	}
+	if (ccq_wav_header(hdr, total, j.ch) < 0) {
+		fprintf(stderr, "ccqrec: TXN %llu: %llu samples do not fit in a WAV file\n",
+			(unsigned long long)txn, (unsigned long long)total);
+		goto out;
+	}
+
+	/* pass 2: the audio */
+	if (out_open(&w, out))
+		goto out;
+	if (fwrite(hdr, 1, sizeof(hdr), w.f) != sizeof(hdr))
+		goto write_failed;
+	for (size_t i = 0; i < j.nseg; i++) {
+		const struct segment *s = &j.seg[i];
+		struct wav_sink ws = { w.f, 0 };
+		struct mapped m;
+		ccq_pcap p;
+		char *meta, err[512];
+		if (wav_silence(w.f, s->gap, j.ch) < 0)
+			goto write_failed;
+		if (seg_open(s, &m, &p, &meta, 0, why, sizeof(why)) < 0) {
+			fprintf(stderr, "ccqrec: TXN %llu: recording %llu: %s (it changed while "
+				"fetching)\n", (unsigned long long)txn, (unsigned long long)s->id, why);
+			out_abort(&w);
+			goto out;
+		}
+		if (p.frames != s->frames || ccq_pcap_start_ns(&p) != s->start_ns) {
+			fprintf(stderr, "ccqrec: TXN %llu: recording %llu changed while fetching: %s\n",
+				(unsigned long long)txn, (unsigned long long)s->id, s->pcap);
+			seg_close(&m, &p, meta);
+			out_abort(&w);
+			goto out;
+		}
+		if (ccq_pcap_render(&p, j.ch, wav_put, &ws, err, sizeof(err)) != 0
+				|| ws.frames != s->frames) {
+			seg_close(&m, &p, meta);
+			if (ferror(w.f))
+				goto write_failed;
+			fprintf(stderr, "ccqrec: TXN %llu: recording %llu: %s\n", (unsigned long long)txn,
+				(unsigned long long)s->id, err);
+			out_abort(&w);
+			goto out;
+		}
+		seg_close(&m, &p, meta);
+	}
+	if (out_finish(&w))
+		goto out;
+	joined_summary(&j, &w, total);
+	rc = j.bad ? 1 : 0;
+	goto out;
+write_failed:
+	fprintf(stderr, "ccqrec: cannot write %s: %s\n", out_name(&w), strerror(errno));
+	out_abort(&w);
+out:
+	for (size_t i = 0; i < j.nleft; i++)
+		free(j.left_out[i]);
+	free(j.left_out);
+	free(j.left_id);
+	free(j.seg);
 	return rc;
 }
 
@@ -785,7 +1245,7 @@ static int cmd_fetch(int argc, char **argv)
 	struct decode_req d = { 0 };
 	const char *txn_s = NULL;
 	uint64_t want_id = 0;
-	char out[64], path[4096], meta[4096], caller[96], agent[96], sha[80], st[32];
+	char out[64], path[4096], meta[4096], caller[96], agent[96], sha[80];
 	const msgpack_object *recs, *pick = NULL;
 	ccq_msg r;
 	int rc;
@@ -825,32 +1285,25 @@ static int cmd_fetch(int argc, char **argv)
 		ccq_msg_free(&r);
 		return 1;
 	}
-	for (uint32_t i = 0; i < recs->via.array.size && !pick; i++) {
-		const msgpack_object *x = &recs->via.array.ptr[i];
-		if (want_id ? ufield(x, "id") == want_id
-				: (sfield(x, "status", st, sizeof(st)) && strcmp(st, "ok") == 0))
-			pick = x;
+	if (!d.out) {
+		snprintf(out, sizeof(out), "txn-%llu.wav", (unsigned long long)d.txn);
+		d.out = out;
 	}
+	if (!want_id) {
+		/* the whole call: every segment (a pause makes one each) joined */
+		rc = fetch_joined(d.txn, recs, d.out, d.stereo);
+		ccq_msg_free(&r);
+		return rc;
+	}
+	for (uint32_t i = 0; i < recs->via.array.size && !pick; i++)
+		if (ufield(&recs->via.array.ptr[i], "id") == want_id)
+			pick = &recs->via.array.ptr[i];
 	if (!pick) {
-		const msgpack_object *x = &recs->via.array.ptr[0];
-		if (want_id)
-			fprintf(stderr, "ccqrec: TXN %llu has no recording %llu\n",
-				(unsigned long long)d.txn, (unsigned long long)want_id);
-		else
-			fprintf(stderr, "ccqrec: TXN %llu: no usable recording: recording %llu is %s "
-				"(%s); fetch it anyway with --id %llu\n", (unsigned long long)d.txn,
-				(unsigned long long)ufield(x, "id"),
-				sfield(x, "status", st, sizeof(st)) ? st : "?",
-				sfield(x, "detail", path, sizeof(path)) ? path
-				: sfield(x, "pcap_path", path, sizeof(path)) ? path : "no file",
-				(unsigned long long)ufield(x, "id"));
+		fprintf(stderr, "ccqrec: TXN %llu has no recording %llu\n",
+			(unsigned long long)d.txn, (unsigned long long)want_id);
 		ccq_msg_free(&r);
 		return 1;
 	}
-	if (!want_id && recs->via.array.size > 1)
-		fprintf(stderr, "ccqrec: note: TXN %llu has %u recordings; fetching recording %llu "
-			"(choose one with --id)\n", (unsigned long long)d.txn, recs->via.array.size,
-			(unsigned long long)ufield(pick, "id"));
 	d.rec = ufield(pick, "id");
 	if (!sfield(pick, "pcap_path", path, sizeof(path))) {
 		fprintf(stderr, "ccqrec: TXN %llu: recording %llu has no file\n",
@@ -864,10 +1317,6 @@ static int cmd_fetch(int argc, char **argv)
 	d.agent = sfield(pick, "agent_addr", agent, sizeof(agent));
 	d.want_sha = sfield(pick, "sha256", sha, sizeof(sha));
 	ccq_msg_free(&r);
-	if (!d.out) {
-		snprintf(out, sizeof(out), "txn-%llu.wav", (unsigned long long)d.txn);
-		d.out = out;
-	}
 	return decode_to_wav(&d);
 }
 

@@ -204,6 +204,65 @@ def check_mono(w, stereo, talk_s, what):
         "channel, %.3f with the agent's)" % (what, c1, c2)
 
 
+def silent_runs(w, win=80, floor=30.0):
+    """The runs of windows of WIN samples in which every channel is quiet
+    (RMS below FLOOR), as (first sample, samples), longest first."""
+    runs, start = [], None
+    n = len(w.channels[0]) // win * win
+    for i in range(0, n + win, win):
+        quiet = i < n and all(rms(x[i:i + win]) < floor for x in w.channels)
+        if quiet and start is None:
+            start = i
+        elif not quiet and start is not None:
+            runs.append((start, i - start))
+            start = None
+    return sorted(runs, key=lambda r: -r[1])
+
+
+def check_paused_call(w, rows, seg_s, sound, src, said=""):
+    """The joined WAV of a 6 s call paused for 2.5 s: as long as its
+    segments (SEG_S seconds in all) plus the pause, the pause near-zero in
+    both channels, each party on its channel before and after it, as much
+    sound as the segments (SOUND: per channel, summed over them)."""
+    what = "ccqrec fetch --stereo of a paused call (%d recordings, %r; it said: %s)" % (
+        len(rows), [(r["id"], r["caller_addr"], r["agent_addr"]) for r in rows], said)
+    assert (w.nch, w.rate, w.bits) == (2, 8000, 16), (w.nch, w.rate, w.bits)
+    assert 6.0 - 1.5 <= w.seconds() <= 6.0 + 4, \
+        "%s lasts %.2f s for a call of 6 s" % (what, w.seconds())
+    runs = silent_runs(w)
+    assert runs, "%s: no silence in it" % what
+    gap_at, gap_n = runs[0]
+    gap_s = gap_n / 8000.0
+    assert 1.5 <= gap_s <= 3.5, \
+        "%s: the longest silence is %.2f s at %.2f s, for a pause of 2.5 s (silent runs: %r)" % (
+            what, gap_s, gap_at / 8000.0, [(a / 8000.0, n / 8000.0) for a, n in runs[:5]])
+    if len(rows) > 1:
+        # the segments' audio and the pause between them, nothing lost or added
+        assert abs(w.seconds() - seg_s - gap_s) <= 0.5, \
+            "%s lasts %.2f s: its segments %.2f s and a gap of %.2f s" % (
+                what, w.seconds(), seg_s, gap_s)
+        assert all(v == 0 for x in w.channels
+                   for v in x[gap_at + 160:gap_at + gap_n - 160]), \
+            "%s: the pause (%.2f s at %.2f s) is not silence" % (what, gap_s, gap_at / 8000.0)
+    # (per channel the segments fetched alone may differ: one without the
+    # parties' addresses in its row guesses them, the joined fetch borrows
+    # them from another segment)
+    loud = sum(loud_seconds(x) for x in w.channels)
+    assert abs(loud - sum(sound)) <= 0.3, \
+        "%s: %.2f s of sound in its channels, %.2f s in its segments'" % (what, loud, sum(sound))
+    customer, agent = src["rec-carrier.ulaw"], src["rec-agent.ulaw"]
+    for part, a, b in (("before the pause", 0, gap_at), ("after the pause", gap_at + gap_n, None)):
+        left, right = (x[a:b] for x in w.channels)
+        assert len(left) >= 0.5 * 8000, "%s: only %.2f s %s" % (what, len(left) / 8000.0, part)
+        for side, x, own, other in (("left (customer)", left, customer, agent),
+                                    ("right (agent)", right, agent, customer)):
+            c_own, _ = best_match(x, own, span=4000)
+            c_other, _ = best_match(x, other, span=4000)
+            assert c_own >= 0.95 and c_other <= 0.2, \
+                "%s, %s: the %s channel correlates %.3f with its party's audio, %.3f with " \
+                "the other's" % (what, part, side, c_own, c_other)
+
+
 def sha256(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -528,15 +587,44 @@ def test_pause_and_resume_during_a_call(running_lab, org, tmp_path):
     time.sleep(3)
     rows = lab.recording_rows(txn)
     assert rows and all(r["status"] == "ok" for r in rows), rows
-    sound = [0.0, 0.0]
+    owner = "100@" + org.name
+    sound, seg_s = [0.0, 0.0], 0.0
     for i, row in enumerate(rows):
-        w = fetch(lab, txn, tmp_path, "100@" + org.name, stereo=True, name="seg%d.wav" % i,
+        w = fetch(lab, txn, tmp_path, owner, stereo=True, name="seg%d.wav" % i,
                   extra=["--id", row["id"]] if len(rows) > 1 else [])
+        seg_s += w.seconds()
         for c, x in enumerate(w.channels):
             sound[c] += loud_seconds(x)
     for side, s in zip(("customer", "agent"), sound):
         assert 2.0 <= s <= 6.0 - 1.5, "the %s's side has %.2f s of sound in the recording(s) " \
             "of a 6 s call paused for 2.5 s: the pause is in it, or too little is" % (side, s)
+
+    # a plain fetch joins the segments: one WAV of the whole call, the pause
+    # silent between them
+    out = str(tmp_path / "whole.wav")
+    r = lab.ccqrec("fetch", str(txn), "-o", out, "--stereo", as_=owner)
+    assert r.returncode == 0, "ccqrec fetch %d --stereo: exit %d %s%s" % (
+        txn, r.returncode, r.stdout, r.stderr)
+    check_paused_call(Wav(out), rows, seg_s, sound, fixtures(lab), r.stdout + r.stderr)
+    whole = Wav(out)
+    if len(rows) > 1:
+        # a segment changed since it was indexed: the others are fetched,
+        # the warning names it, the exit status is 1
+        bad = rows[-1]
+        with open(bad["pcap_path"], "r+b") as f:
+            f.seek(os.path.getsize(bad["pcap_path"]) // 2)
+            b = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([b[0] ^ 0xff]))
+        out = str(tmp_path / "partial.wav")
+        r = lab.ccqrec("fetch", str(txn), "-o", out, "--stereo", as_=owner)
+        assert r.returncode == 1 and "recording %s left out" % bad["id"] in r.stderr, \
+            "fetch with recording %s tampered: exit %d %s%s" % (bad["id"], r.returncode,
+                                                               r.stdout, r.stderr)
+        part = Wav(out)
+        assert part.nch == 2 and 0.5 <= part.seconds() <= whole.seconds() - 1.0, \
+            "fetch without the tampered segment: %.2f s (the whole call %.2f s)" % (
+                part.seconds(), whole.seconds())
     # the RPC's refusals
     r = lab.kamcmd("ccq.record", "pause", str(txn))
     assert "no live call" in r.stdout + r.stderr, r.stdout + r.stderr
