@@ -34,6 +34,7 @@
 #include "ccq_comp.h"
 #include "ccq_gate.h"
 #include "ccq_cb.h"
+#include "ccq_api.h"
 #include "core/locking.h"
 #include "core/mem/shm_mem.h"
 #include <openssl/evp.h>
@@ -58,6 +59,7 @@ static void mod_destroy(void);
 static int w_ccq_classify(struct sip_msg *msg, char *p1, char *p2);
 static int w_ccq_classify_mode(struct sip_msg *msg, char *mode, char *p2);
 static int w_ccq_callback_handle(struct sip_msg *msg, char *p1, char *p2);
+static int bind_ccq(ccq_api_t *api);
 static int w_ccq_route_call(struct sip_msg *msg, char *route, char *p2);
 static int w_ccq_ring_failed(struct sip_msg *msg, char *route, char *p2);
 static int w_ccq_wait(struct sip_msg *msg, char *route, char *p2);
@@ -77,6 +79,7 @@ static cmd_export_t cmds[] = {
 	{"ccq_classify", (cmd_function)w_ccq_classify, 0, 0, 0, REQUEST_ROUTE},
 	{"ccq_classify", (cmd_function)w_ccq_classify_mode, 1, fixup_spve_null, 0, REQUEST_ROUTE},
 	{"ccq_callback_handle", (cmd_function)w_ccq_callback_handle, 0, 0, 0, REQUEST_ROUTE},
+	{"bind_ccq", (cmd_function)bind_ccq, 0, 0, 0, 0},
 	{"ccq_route_call", (cmd_function)w_ccq_route_call, 1, fixup_route_name, 0, REQUEST_ROUTE},
 	{"ccq_ring_failed", (cmd_function)w_ccq_ring_failed, 1, fixup_route_name, 0,
 		REQUEST_ROUTE | FAILURE_ROUTE},
@@ -445,7 +448,7 @@ static int w_ccq_route_call(struct sip_msg *msg, char *route, char *p2)
 		return -1;
 	}
 	if (call_id_of(msg, callid, sizeof(callid)) < 0 || parse_from_header(msg) < 0
-			|| parse_sip_msg_uri(msg) < 0) {
+			|| !parse_from_uri(msg) || parse_sip_msg_uri(msg) < 0) {
 		LM_WARN("INVITE from %s with a broken Call-ID, From or request URI\n",
 			ip_addr2a(&msg->rcv.src_ip));
 		return -1;
@@ -915,7 +918,9 @@ static int w_ccq_outbound(struct sip_msg *msg, char *p1, char *p2)
 	struct ccq_token ct;
 
 	memset(&g_gate, 0, sizeof(g_gate));
-	if (parse_from_header(msg) < 0 || parse_sip_msg_uri(msg) < 0
+	/* parse_from_uri(): the From URI's parts, whether or not auth_check()
+	 * or sanity_check() parsed them already (a KEMI script may call us first) */
+	if (parse_from_header(msg) < 0 || !parse_from_uri(msg) || parse_sip_msg_uri(msg) < 0
 			|| call_id_of(msg, callid, sizeof(callid)) < 0) {
 		gate_set(msg, "block", "invalid_number", "Blocked: invalid request", NULL, NULL);
 		return -1;
@@ -1029,6 +1034,11 @@ report:
 		ccq_async_report(&e, id);
 	}
 	return strcmp(g_gate.verdict, "allow") == 0 ? 1 : -1;
+}
+
+static int ki_ccq_outbound(struct sip_msg *msg)
+{
+	return w_ccq_outbound(msg, NULL, NULL);
 }
 
 /* ---- $ccq(key) -------------------------------------------------------- */
@@ -1548,6 +1558,49 @@ static void ccq_rpc_record(rpc_t *rpc, void *ctx)
 
 /* ---- compliance RPCs ------------------------------------------------------ */
 
+/* ---- the API for other modules (ccq_api.h) ------------------------------- */
+
+static int api_gate_check(const char *ext, const char *org, const char *number, int pin,
+		struct ccq_gate_answer *a)
+{
+	struct comp_snap *s;
+	const struct comp_user *u;
+	struct comp_verdict v;
+	enum ccq_pin_state ps = pin == CCQ_API_PIN_VALID ? CCQ_PIN_VALID
+		: pin == CCQ_API_PIN_WRONG ? CCQ_PIN_WRONG : CCQ_PIN_ABSENT;
+
+	memset(a, 0, sizeof(*a));
+	if (!(s = ccq_comp_get()))
+		return -1;
+	if (!(u = comp_user_by_ext(s, org && org[0] ? org : NULL, ext))) {
+		ccq_comp_put(s);
+		return -2;
+	}
+	/* the lockout as a call would see it (read only) */
+	a->locked = pin_lock_update(u->id, 0, 0);
+	ccq_comp_check(s, u, number, strlen(number), ps, a->locked, &v);
+	ccq_comp_put(s);
+	a->allowed = v.res.verdict == CCQ_GATE_ALLOW;
+	a->pin_needed = v.res.pin_needed;
+	a->international = v.res.international;
+	snprintf(a->rule, sizeof(a->rule), "%s", ccq_gate_rule_name(v.res.rule));
+	snprintf(a->reason, sizeof(a->reason), "%s", ccq_gate_rule_reason(v.res.rule));
+	snprintf(a->number, sizeof(a->number), "%s%s", v.number[0] ? "+" : "", v.number);
+	snprintf(a->country, sizeof(a->country), "%s", v.res.country ? v.res.country : "");
+	snprintf(a->why, sizeof(a->why), "%s", v.why ? v.why : "");
+	return a->allowed ? 1 : 0;
+}
+
+static int bind_ccq(ccq_api_t *api)
+{
+	if (!api) {
+		LM_ERR("bind_ccq: no API structure\n");
+		return -1;
+	}
+	api->gate_check = api_gate_check;
+	return 0;
+}
+
 /*
  * The snapshot and the user "<ext>[@<org>]" names, for the RPCs; NULL (and
  * the fault sent) when there is none. Release the snapshot with
@@ -1588,13 +1641,10 @@ static const char *ccq_rpc_comp_check_doc[] = {
 static void ccq_rpc_comp_check(rpc_t *rpc, void *ctx)
 {
 	str who, num, pin = STR_NULL;
-	char n[80];
-	struct comp_snap *s;
-	const struct comp_user *u;
-	struct comp_verdict v;
-	enum ccq_pin_state ps = CCQ_PIN_ABSENT;
+	char n[80], w[160], *org;
+	struct ccq_gate_answer a;
+	int ps = CCQ_API_PIN_NONE, rc;
 	void *th;
-	int locked;
 
 	/* ".": a digits-only extension (kamcmd sends it as an integer) is taken
 	 * as text; the number must arrive as text: kamcmd turns "+6591234567"
@@ -1608,25 +1658,33 @@ static void ccq_rpc_comp_check(rpc_t *rpc, void *ctx)
 		return;
 	}
 	if (rpc->scan(ctx, "*.S", &pin) == 1 && pin.len > 0)
-		ps = (pin.len == 5 && strncmp(pin.s, "valid", 5) == 0) ? CCQ_PIN_VALID : CCQ_PIN_WRONG;
+		ps = (pin.len == 5 && strncmp(pin.s, "valid", 5) == 0) ? CCQ_API_PIN_VALID
+			: CCQ_API_PIN_WRONG;
 	snprintf(n, sizeof(n), "%.*s", num.len, num.s);
-	if (!(u = rpc_user(rpc, ctx, &who, &s)))
+	if (who.len <= 0 || who.len >= (int)sizeof(w)) {
+		rpc->fault(ctx, 400, "the extension is <ext>[@<org>]");
 		return;
-	/* the dry run sees the user's lockout as a call would (read only) */
-	locked = pin_lock_update(u->id, 0, 0);
-	ccq_comp_check(s, u, n, strlen(n), ps, locked, &v);
-	if (rpc->add(ctx, "{", &th) >= 0) {
-		char e164[24];
-		snprintf(e164, sizeof(e164), "%s%s", v.number[0] ? "+" : "", v.number);
-		rpc->struct_add(th, "ssssssdd", "verdict",
-			v.res.verdict == CCQ_GATE_ALLOW ? "allow" : "block",
-			"rule", ccq_gate_rule_name(v.res.rule), "reason", ccq_gate_rule_reason(v.res.rule),
-			"number", e164[0] ? e164 : "-", "country", v.res.country ? v.res.country : "-",
-			"why", v.why ? v.why : "-", "international", v.res.international,
-			"pin_needed", v.res.pin_needed);
-		rpc->struct_add(th, "d", "locked", locked);
 	}
-	ccq_comp_put(s);
+	snprintf(w, sizeof(w), "%.*s", who.len, who.s);
+	if ((org = strchr(w, '@')))
+		*org++ = '\0';
+	/* the same evaluation other modules get through bind_ccq (ccq_api.h) */
+	rc = api_gate_check(w, org, n, ps, &a);
+	if (rc == -1) {
+		rpc->fault(ctx, 503, "no compliance data loaded yet (is db_url set and MySQL reachable?)");
+		return;
+	}
+	if (rc == -2) {
+		rpc->fault(ctx, 404, "no such extension (add @<organisation> if it is ambiguous)");
+		return;
+	}
+	if (rpc->add(ctx, "{", &th) >= 0) {
+		rpc->struct_add(th, "ssssssdd", "verdict", a.allowed ? "allow" : "block",
+			"rule", a.rule, "reason", a.reason, "number", a.number[0] ? a.number : "-",
+			"country", a.country[0] ? a.country : "-", "why", a.why[0] ? a.why : "-",
+			"international", a.international, "pin_needed", a.pin_needed);
+		rpc->struct_add(th, "d", "locked", a.locked);
+	}
 }
 
 static const char *ccq_rpc_pin_unlock_doc[] = {
@@ -1724,6 +1782,11 @@ static sr_kemi_t sr_kemi_ccq_exports[] = {
 	{ str_init("ccq"), str_init("ccq_classify_mode"),
 		SR_KEMIP_INT, ki_ccq_classify_mode,
 		{ SR_KEMIP_STR, SR_KEMIP_NONE, SR_KEMIP_NONE,
+			SR_KEMIP_NONE, SR_KEMIP_NONE, SR_KEMIP_NONE }
+	},
+	{ str_init("ccq"), str_init("ccq_outbound"),
+		SR_KEMIP_INT, ki_ccq_outbound,
+		{ SR_KEMIP_NONE, SR_KEMIP_NONE, SR_KEMIP_NONE,
 			SR_KEMIP_NONE, SR_KEMIP_NONE, SR_KEMIP_NONE }
 	},
 	{ str_init("ccq"), str_init("ccq_callback_handle"),
