@@ -687,6 +687,26 @@ void ccq_cb_dial(const msgpack_object *body)
 	report(&g_sh->s[i], "agent_ringing", 0, NULL, callid);
 }
 
+/*
+ * Our leg to the agent is gone (our BYE answered or timed out, or the phone
+ * hung up after the transfer): done; then wait for the customer leg until
+ * 20 s after the 202, or fail the attempt if that time has passed.
+ */
+static void leg_gone(int i, long long now)
+{
+	struct cb_slot *s = &g_sh->s[i];
+
+	report(s, "done", 0, NULL, NULL);
+	if (s->customer_seen || !s->referred_at) {
+		slot_free(i);
+	} else if (s->referred_at + 20000 > now) {
+		set_state(i, CB_WAIT_LEG, s->referred_at + 20000);
+	} else {
+		report(s, "transfer_timeout", 0, NULL, NULL);
+		slot_free(i);
+	}
+}
+
 static int slot_by_txn(uint64_t txn)
 {
 	for (int i = 0; i < CB_SLOTS; i++)
@@ -758,11 +778,7 @@ void ccq_cb_on_chan(const void *p, size_t n)
 	case W_BYE:
 		if (s->state != CB_BYE)
 			return;
-		report(s, "done", 0, NULL, NULL);
-		if (!s->customer_seen && s->referred_at)
-			set_state(i, CB_WAIT_LEG, s->referred_at + 20000);
-		else
-			slot_free(i);
+		leg_gone(i, mono_ms());
 		return;
 	case W_AGENT_BYE:
 		if (s->state == CB_PROMPT || s->state == CB_REFERRING) {
@@ -773,11 +789,7 @@ void ccq_cb_on_chan(const void *p, size_t n)
 		} else if (s->state == CB_TRANSFERRING || s->state == CB_BYE) {
 			/* the phone left our leg itself after starting the new call */
 			ccq_media_delete_call(s->callid);
-			report(s, "done", 0, NULL, NULL);
-			if (!s->customer_seen && s->referred_at)
-				set_state(i, CB_WAIT_LEG, s->referred_at + 20000);
-			else
-				slot_free(i);
+			leg_gone(i, mono_ms());
 		}
 		return;
 	}
@@ -811,14 +823,7 @@ void ccq_cb_tick(void)
 			send_bye(i);
 			break;
 		case CB_BYE:
-			report(s, "done", 0, NULL, NULL);
-			if (!s->customer_seen && s->referred_at && s->referred_at + 20000 > now)
-				set_state(i, CB_WAIT_LEG, s->referred_at + 20000);
-			else if (!s->customer_seen && s->referred_at) {
-				report(s, "transfer_timeout", 0, NULL, NULL);
-				slot_free(i);
-			} else
-				slot_free(i);
+			leg_gone(i, now);
 			break;
 		case CB_WAIT_LEG:
 			report(s, "transfer_timeout", 0, NULL, NULL);

@@ -190,25 +190,35 @@ static int b_skip(const char *p, const char *end, const char **next)
 	return b_skip_str(p, end, next, NULL, NULL);
 }
 
-static int b_find(const char *p, const char *end, const char *key, const char **v, size_t *vn)
+/* The raw value of key in the top-level dictionary (any type); -1 if absent. */
+static int b_value(const char *p, const char *end, const char *key, const char **val)
 {
 	size_t kl = strlen(key);
 	if (p >= end || *p != 'd')
 		return -1;
 	p++;
 	while (p < end && *p != 'e') {
-		const char *k, *val;
+		const char *k, *v;
 		size_t kn;
 		if (b_skip_str(p, end, &p, &k, &kn) < 0)
 			return -1;
-		val = p;
+		v = p;
 		if (b_skip(p, end, &p) < 0)
 			return -1;
 		if (kn == kl && memcmp(k, key, kl) == 0) {
-			return b_skip_str(val, end, &val, v, vn);
+			*val = v;
+			return 0;
 		}
 	}
 	return -1;
+}
+
+static int b_find(const char *p, const char *end, const char *key, const char **v, size_t *vn)
+{
+	const char *val;
+	if (b_value(p, end, key, &val) < 0)
+		return -1;
+	return b_skip_str(val, end, &val, v, vn);
 }
 
 /* ---- the ng exchange ------------------------------------------------------ */
@@ -456,24 +466,11 @@ int ccq_media_unhold(struct sip_msg *msg)
 /* An integer value of the top-level dictionary; -1 when absent. */
 static int b_find_int(const char *p, const char *end, const char *key, long *out)
 {
-	size_t kl = strlen(key);
-	if (p >= end || *p != 'd')
+	const char *val;
+	if (b_value(p, end, key, &val) < 0 || *val != 'i')
 		return -1;
-	p++;
-	while (p < end && *p != 'e') {
-		const char *k, *val;
-		size_t kn;
-		if (b_skip_str(p, end, &p, &k, &kn) < 0)
-			return -1;
-		val = p;
-		if (b_skip(p, end, &p) < 0)
-			return -1;
-		if (kn == kl && memcmp(k, key, kl) == 0 && *val == 'i') {
-			*out = strtol(val + 1, NULL, 10);
-			return 0;
-		}
-	}
-	return -1;
+	*out = strtol(val + 1, NULL, 10);
+	return 0;
 }
 
 /* 0 when rtpengine's reply says ok; -1 with its error-reason in why. */

@@ -424,11 +424,10 @@ class Lab:
         return self.lab("down", timeout=180)
 
     def start(self, *components, timeout=120):
-        """`ccq-lab up COMPONENT...` without the install and build steps:
-        only start what is not running (e.g. queued after stop_queued)."""
-        env = dict(self.env, CCQ_LAB_SKIP_BUILD="1", CCQ_LAB_SKIP_INSTALL="1")
-        r = subprocess.run([CCQ_LAB, "up"] + list(components), env=env, cwd=TOP,
-                           capture_output=True, text=True, timeout=timeout)
+        """`ccq-lab up COMPONENT...`: only start what is not running (e.g.
+        queued after stop_queued); the install and build checks find nothing
+        to do after the session's first `up`."""
+        r = self.lab("up", *components, timeout=timeout)
         if r.returncode != 0:
             raise AssertionError("ccq-lab up %s failed (exit %d)\n%s%s" % (
                 " ".join(components), r.returncode, r.stdout, r.stderr))
