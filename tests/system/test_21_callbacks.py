@@ -764,12 +764,21 @@ def test_operator_requests_a_callback_with_kamcmd(running_lab, org):
         m = re.search(r"\btxn:\s*(\d+)", out)
         assert m, "the RPC's reply names no TXN: %s" % out
         cb = int(m.group(1))
+        # the extension's open requests, through kamcmd, show it while it runs
+        r = lab.kamcmd("ccq.callbacks", "s:101@" + org.name)
+        out = r.stdout + r.stderr
+        assert not out.lstrip().startswith("error") and re.search(r"\btxn:\s*%d\b" % cb, out), out
         cbp.refer_to(timeout=30)
         assert cbp.wait(40) == (0, 0), cbp.summary()
         assert customer.wait(20) == 0, customer.summary()
     finally:
         stop_all(cbp, customer)
     check_trunk_invite(lab, customer.received("INVITE ")[0], desk.number)
+    out = lab.kamcmd("ccq.stats").stdout
+    assert re.search(r"callback_legs:\s*\d+", out), out
+    # once connected and ended it is no longer open
+    assert wait_until(lambda: not re.search(
+        r"\btxn:\s*%d\b" % cb, lab.kamcmd("ccq.callbacks", "s:101@" + org.name).stdout), 30)
     assert int(parse_token(cbp.marker())["txn"]) == cb
     t = wait_ended(lab, cb)
     assert t["type"] == "callback" and t["result"] == "answered", t
