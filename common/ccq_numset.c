@@ -60,6 +60,33 @@ _Static_assert(sizeof(struct ns_hdr) == HDR_BYTES, "numset header is 64 bytes");
 _Static_assert(offsetof(struct ns_hdr, checksum) == 56, "checksum at 56 (documented)");
 _Static_assert(offsetof(struct ns_hdr, bucket_bits) == 32, "bucket_bits at 32 (documented)");
 
+static const uint8_t ovl_magic[8] = { 'C', 'C', 'Q', 'N', 'S', 'O', 'V', 'L' };
+
+struct ns_ovl {
+	uint8_t magic[8];
+	uint32_t version;
+	uint32_t endian;       /* ENDIAN_MARK */
+	uint64_t total_bytes;  /* header + the two delta images */
+	const void *base;      /* an image, or NULL */
+	uint64_t adds_off;     /* from the overlay's start; 0 = none */
+	uint64_t removes_off;
+	uint64_t count;        /* numbers of base + adds - removes */
+	uint32_t prefix_count; /* prefixes of base + adds - removes */
+	uint16_t prefix_lens;  /* of base and adds */
+	uint16_t reserved;
+};
+
+_Static_assert(sizeof(struct ns_ovl) == HDR_BYTES, "overlay header is 64 bytes");
+
+static inline const struct ns_ovl *ovl_of(const void *image)
+{
+	const struct ns_ovl *o = image;
+
+	if (!o || memcmp(o->magic, ovl_magic, sizeof(ovl_magic)) != 0)
+		return NULL;
+	return o;
+}
+
 /* OFF[L] for L = 0..16; OFF[16] is the size of the key space. */
 static const uint64_t key_off[17] = {
 	0, 0, UINT64_C(10), UINT64_C(110), UINT64_C(1110), UINT64_C(11110),
@@ -503,21 +530,30 @@ static inline const struct ns_hdr *hdr_of(const void *image)
 size_t ccq_numset_count(const void *image)
 {
 	const struct ns_hdr *h = hdr_of(image);
+	const struct ns_ovl *o;
 
+	if (!h && (o = ovl_of(image)))
+		return (size_t)o->count;
 	return h ? h->count : 0;
 }
 
 size_t ccq_numset_prefix_count(const void *image)
 {
 	const struct ns_hdr *h = hdr_of(image);
+	const struct ns_ovl *o;
 
+	if (!h && (o = ovl_of(image)))
+		return o->prefix_count;
 	return h ? h->prefix_count : 0;
 }
 
 size_t ccq_numset_bytes(const void *image)
 {
 	const struct ns_hdr *h = hdr_of(image);
+	const struct ns_ovl *o;
 
+	if (!h && (o = ovl_of(image)))
+		return (size_t)o->total_bytes;
 	return h ? (size_t)h->total_bytes : 0;
 }
 
@@ -599,30 +635,181 @@ static int exact_lookup(const struct ns_hdr *h, uint64_t x)
 	}
 }
 
-static int prefix_lookup(const struct ns_hdr *h, const uint64_t *pv, unsigned n)
+/* 1 if the image holds the prefix entry whose (plain) key is key. */
+static int has_prefix_key(const struct ns_hdr *h, uint64_t key)
 {
 	const uint64_t *p = (const uint64_t *)((const uint8_t *)h + h->prefix_off);
-	unsigned l;
+	size_t lo = 0, hi = h->prefix_count;
 
-	for (l = 1; l <= n; l++) {
-		uint64_t key;
-		size_t lo = 0, hi = h->prefix_count;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
 
-		if (!(h->prefix_lens & (1u << l)))
-			continue;
-		key = key_off[l] + pv[l];
-		while (lo < hi) {
-			size_t mid = lo + (hi - lo) / 2;
-
-			if (p[mid] == key)
-				return 1;
-			if (p[mid] < key)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
+		if (p[mid] == key)
+			return 1;
+		if (p[mid] < key)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
 	return 0;
+}
+
+static int prefix_lookup(const struct ns_hdr *h, const uint64_t *pv, unsigned n)
+{
+	unsigned l;
+
+	for (l = 1; l <= n; l++)
+		if ((h->prefix_lens & (1u << l)) && has_prefix_key(h, key_off[l] + pv[l]))
+			return 1;
+	return 0;
+}
+
+/* ---- overlay ------------------------------------------------------------ */
+
+static inline const struct ns_hdr *ovl_sub(const struct ns_ovl *o, uint64_t off)
+{
+	return off ? (const struct ns_hdr *)((const uint8_t *)o + off) : NULL;
+}
+
+static inline int has_exact(const struct ns_hdr *h, uint64_t x)
+{
+	return h && h->count && exact_lookup(h, x);
+}
+
+static inline int has_prefix(const struct ns_hdr *h, uint64_t key)
+{
+	return h && h->prefix_count && has_prefix_key(h, key);
+}
+
+static int ovl_contains(const struct ns_ovl *o, const struct ccq_numset_query *q)
+{
+	const struct ns_hdr *b = hdr_of(o->base), *a = ovl_sub(o, o->adds_off);
+	const struct ns_hdr *r = ovl_sub(o, o->removes_off);
+	unsigned l;
+
+	if (has_exact(a, q->x) || (has_exact(b, q->x) && !has_exact(r, q->x)))
+		return 1;
+	for (l = 1; l <= q->len; l++) {
+		uint64_t key;
+
+		if (!(o->prefix_lens & (1u << l)))
+			continue;
+		key = key_off[l] + q->pv[l];
+		if (has_prefix(a, key) || (has_prefix(b, key) && !has_prefix(r, key)))
+			return 1;
+	}
+	return 0;
+}
+
+static size_t builder_image_size(ccq_numset_builder *b)
+{
+	return b && ccq_numset_builder_count(b) ? align8(ccq_numset_builder_size(b)) : 0;
+}
+
+size_t ccq_numset_overlay_size(ccq_numset_builder *adds, ccq_numset_builder *removes)
+{
+	return HDR_BYTES + builder_image_size(adds) + builder_image_size(removes);
+}
+
+/* 1 if the sorted arrays a[na] and b[nb] share a value. */
+static int sorted_overlap(const uint64_t *a, size_t na, const uint64_t *b, size_t nb)
+{
+	size_t i = 0, j = 0;
+
+	while (i < na && j < nb) {
+		if (a[i] == b[j])
+			return 1;
+		if (a[i] < b[j])
+			i++;
+		else
+			j++;
+	}
+	return 0;
+}
+
+int ccq_numset_overlay_write(void *dst, size_t dstlen, const void *base,
+		ccq_numset_builder *adds, ccq_numset_builder *removes)
+{
+	struct ns_ovl o;
+	const struct ns_hdr *bh = hdr_of(base);
+	uint8_t *out = dst;
+	size_t asz, rsz, i;
+	int64_t count, pcount;
+	int rc;
+
+	if (!dst || (base && !bh))
+		return -CCQ_NUMSET_E_INVALID;
+	if ((uintptr_t)dst % CCQ_NUMSET_ALIGN)
+		return -CCQ_NUMSET_E_ALIGN;
+	if ((adds && (rc = prepare(adds)) < 0) || (removes && (rc = prepare(removes)) < 0))
+		return rc;
+	if (adds && removes && (sorted_overlap(adds->x, adds->nx, removes->x, removes->nx)
+			|| sorted_overlap(adds->p, adds->np, removes->p, removes->np)))
+		return -CCQ_NUMSET_E_INVALID;
+	asz = builder_image_size(adds);
+	rsz = builder_image_size(removes);
+	if (dstlen < HDR_BYTES + asz + rsz)
+		return -CCQ_NUMSET_E_SMALL;
+	memset(&o, 0, sizeof(o));
+	memcpy(o.magic, ovl_magic, sizeof(o.magic));
+	o.version = CCQ_NUMSET_VERSION;
+	o.endian = ENDIAN_MARK;
+	o.total_bytes = HDR_BYTES + asz + rsz;
+	o.base = bh;
+	count = bh ? bh->count : 0;
+	pcount = bh ? bh->prefix_count : 0;
+	o.prefix_lens = bh ? bh->prefix_lens : 0;
+	if (asz) {
+		o.adds_off = HDR_BYTES;
+		if ((rc = ccq_numset_builder_finish(adds, out + o.adds_off, asz)) < 0)
+			return rc;
+		o.prefix_lens |= ((const struct ns_hdr *)(out + o.adds_off))->prefix_lens;
+		for (i = 0; i < adds->nx; i++)
+			count += !has_exact(bh, adds->x[i]);
+		for (i = 0; i < adds->np; i++)
+			pcount += !has_prefix(bh, adds->p[i]);
+	}
+	if (rsz) {
+		o.removes_off = HDR_BYTES + asz;
+		if ((rc = ccq_numset_builder_finish(removes, out + o.removes_off, rsz)) < 0)
+			return rc;
+		for (i = 0; i < removes->nx; i++)
+			count -= has_exact(bh, removes->x[i]);
+		for (i = 0; i < removes->np; i++)
+			pcount -= has_prefix(bh, removes->p[i]);
+	}
+	o.count = (uint64_t)count;
+	o.prefix_count = (uint32_t)pcount;
+	memcpy(out, &o, sizeof(o));
+	return 0;
+}
+
+int ccq_numset_is_overlay(const void *image)
+{
+	return ovl_of(image) != NULL;
+}
+
+const void *ccq_numset_overlay_base(const void *image)
+{
+	const struct ns_ovl *o = ovl_of(image);
+
+	return o ? o->base : NULL;
+}
+
+size_t ccq_numset_overlay_adds(const void *image)
+{
+	const struct ns_ovl *o = ovl_of(image);
+	const struct ns_hdr *a = o ? ovl_sub(o, o->adds_off) : NULL;
+
+	return a ? (size_t)a->count + a->prefix_count : 0;
+}
+
+size_t ccq_numset_overlay_removes(const void *image)
+{
+	const struct ns_ovl *o = ovl_of(image);
+	const struct ns_hdr *r = o ? ovl_sub(o, o->removes_off) : NULL;
+
+	return r ? (size_t)r->count + r->prefix_count : 0;
 }
 
 int ccq_numset_query_init(struct ccq_numset_query *q, const char *digits)
@@ -644,9 +831,12 @@ int ccq_numset_query_init(struct ccq_numset_query *q, const char *digits)
 int ccq_numset_contains_query(const void *image, const struct ccq_numset_query *q)
 {
 	const struct ns_hdr *h = hdr_of(image);
+	const struct ns_ovl *o;
 
-	if (!h || !q || q->len == 0)
+	if (!q || q->len == 0)
 		return 0;
+	if (!h)
+		return (o = ovl_of(image)) ? ovl_contains(o, q) : 0;
 	if (h->count && exact_lookup(h, q->x))
 		return 1;
 	return h->prefix_count ? prefix_lookup(h, q->pv, q->len) : 0;
@@ -660,7 +850,12 @@ void ccq_numset_prefetch(const void *image, const struct ccq_numset_query *q)
 	size_t bk;
 	uint32_t lo, hi;
 	uint64_t rem;
+	const struct ns_ovl *o;
 
+	if (!h && (o = ovl_of(image))) {
+		h = hdr_of(o->base);
+		img = o->base;
+	}
 	if (!h || !q || q->len == 0 || h->count == 0)
 		return;
 	r = KEY_BITS - h->bucket_bits;
@@ -682,8 +877,14 @@ int ccq_numset_contains(const void *image, const char *digits)
 	uint64_t key;
 	unsigned n;
 
-	if (!h || !digits)
+	if (!digits)
 		return 0;
+	if (!h) {
+		struct ccq_numset_query q;
+
+		return ovl_of(image) && ccq_numset_query_init(&q, digits) == 0
+			&& ccq_numset_contains_query(image, &q);
+	}
 	if (h->prefix_count) {
 		struct ccq_numset_query q;
 
@@ -695,6 +896,8 @@ int ccq_numset_contains(const void *image, const char *digits)
 		return 0;
 	return h->count && exact_lookup(h, mix50(key));
 }
+
+static int check_overlay(const void *image, size_t len);
 
 int ccq_numset_check(const void *image, size_t len)
 {
@@ -714,6 +917,8 @@ int ccq_numset_check(const void *image, size_t len)
 		return -CCQ_NUMSET_E_ALIGN;
 	if (len < HDR_BYTES)
 		return -CCQ_NUMSET_E_TRUNCATED;
+	if (ovl_of(image))
+		return check_overlay(image, len);
 	memcpy(&h, img, sizeof(h));
 	if (memcmp(h.magic, ns_magic, sizeof(ns_magic)) != 0 || h.endian != ENDIAN_MARK)
 		return -CCQ_NUMSET_E_MAGIC;
@@ -764,6 +969,44 @@ int ccq_numset_check(const void *image, size_t len)
 		lens |= (uint16_t)(1u << key_len(pfx[i]));
 	}
 	if (lens != h.prefix_lens)
+		return -CCQ_NUMSET_E_LAYOUT;
+	return 0;
+}
+
+/* An overlay: its header and its two delta images (not the base). */
+static int check_overlay(const void *image, size_t len)
+{
+	const struct ns_ovl *o = image;
+	uint64_t offs[2] = { o->adds_off, o->removes_off }, next = HDR_BYTES;
+	int rc, i;
+
+	if (o->endian != ENDIAN_MARK)
+		return -CCQ_NUMSET_E_MAGIC;
+	if (o->version != CCQ_NUMSET_VERSION)
+		return -CCQ_NUMSET_E_VERSION;
+	if (o->total_bytes > len)
+		return -CCQ_NUMSET_E_TRUNCATED;
+	if (o->reserved != 0 || (o->prefix_lens & 1u) || o->total_bytes < HDR_BYTES)
+		return -CCQ_NUMSET_E_LAYOUT;
+	for (i = 0; i < 2; i++) {
+		const struct ns_hdr *h;
+
+		if (!offs[i])
+			continue;
+		if (offs[i] != next || offs[i] + HDR_BYTES > o->total_bytes)
+			return -CCQ_NUMSET_E_LAYOUT;
+		h = (const struct ns_hdr *)((const uint8_t *)image + offs[i]);
+		if (hdr_of(h) == NULL)
+			return -CCQ_NUMSET_E_LAYOUT;
+		if (h->total_bytes > o->total_bytes - offs[i])
+			return -CCQ_NUMSET_E_TRUNCATED;
+		if ((rc = ccq_numset_check(h, (size_t)h->total_bytes)) < 0)
+			return rc;
+		next = offs[i] + align8((size_t)h->total_bytes);
+	}
+	if (next != o->total_bytes)
+		return -CCQ_NUMSET_E_LAYOUT;
+	if (o->base && hdr_of(o->base) == NULL)
 		return -CCQ_NUMSET_E_LAYOUT;
 	return 0;
 }

@@ -142,13 +142,55 @@ int ccq_numset_contains_query(const void *image, const struct ccq_numset_query *
  */
 void ccq_numset_prefetch(const void *image, const struct ccq_numset_query *q);
 
-/* Numbers (not prefixes) in the set; 0 for NULL. */
+/* Numbers (not prefixes) in the set; 0 for NULL. For an overlay: the numbers
+ * of base + adds - removes, counted when the overlay was written. */
 size_t ccq_numset_count(const void *image);
 
 /* Prefix entries in the set; 0 for NULL. */
 size_t ccq_numset_prefix_count(const void *image);
 
-/* Total bytes of the image; 0 for NULL. */
+/* Total bytes of the image; 0 for NULL. For an overlay: its own bytes (header
+ * and delta images), not the base's. */
 size_t ccq_numset_bytes(const void *image);
+
+/* ---- overlay: a base image plus a small delta ------------------------------ */
+
+/*
+ * An overlay answers like the base image with some entries' presence given
+ * explicitly: entries in `adds` are in the set, entries in `removes` are not
+ * (whatever the base says), every other entry as in the base. The compliance
+ * loader keeps the 10 M-number DNC registry as a base image in its own shared
+ * memory block and the few numbers changed since it was built as an overlay,
+ * so that a one-number change needs no rebuild of the base.
+ *
+ * Every reader function of this header takes an overlay wherever it takes an
+ * image (contains, contains_query, prefetch, count, prefix_count, bytes,
+ * check). Unlike an image, an overlay holds a POINTER to its base: it is
+ * valid only in the address space (Kamailio's shared memory is mapped at the
+ * same address in every process) and as long as the base lives. The adds and
+ * removes images follow the 64-byte overlay header in the same buffer.
+ * An entry must not be in both adds and removes (the writer refuses it).
+ */
+
+/* Bytes of an overlay of these two builders (either may be NULL); 0 if OOM. */
+size_t ccq_numset_overlay_size(ccq_numset_builder *adds, ccq_numset_builder *removes);
+
+/*
+ * Write an overlay of base (an image, or NULL for an empty base) into dst
+ * (8-byte aligned, dstlen >= _overlay_size()). Returns 0 or -CCQ_NUMSET_E_*
+ * (-CCQ_NUMSET_E_INVALID if an entry is in both builders).
+ */
+int ccq_numset_overlay_write(void *dst, size_t dstlen, const void *base,
+		ccq_numset_builder *adds, ccq_numset_builder *removes);
+
+/* 1 if image is an overlay (not a plain image). */
+int ccq_numset_is_overlay(const void *image);
+
+/* The base of an overlay (NULL for a plain image or an empty base). */
+const void *ccq_numset_overlay_base(const void *image);
+
+/* Entries (numbers and prefixes) the overlay adds / removes; 0 for an image. */
+size_t ccq_numset_overlay_adds(const void *image);
+size_t ccq_numset_overlay_removes(const void *image);
 
 #endif /* CCQ_NUMSET_H */

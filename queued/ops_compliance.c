@@ -3,7 +3,10 @@
  * whitelist, personal whitelists, per-organisation policy (country
  * whitelist, PIN policy) and users' PINs. The Kamailio module evaluates the
  * gate from shared memory (doc/compliance.md); queued only keeps the data and
- * bumps list_version on every change so that the module reloads.
+ * bumps list_version on every change so that the module reloads. A change of
+ * the DNC registry is also written to dnc_change (sql/006_dnc_change.sql) in
+ * the same transaction, so that the module applies it as a small delta
+ * instead of reading the whole registry again.
  *
  * Who may change what: the DNC registry is the operator's; company lists
  * and the policy belong to owners and admins of the organisation; a user's
@@ -23,6 +26,13 @@
 
 #define PIN_ITERATIONS 20000
 #define MAX_BATCH 10000
+/*
+ * A DNC request with more valid numbers than this (a batch of a bulk import:
+ * ccqctl sends 5000) is logged as one 'bulk' row: the module rebuilds its
+ * base image once the import is quiet instead of holding millions of
+ * numbers as a delta. Smaller ones are logged number by number.
+ */
+#define DNC_LOG_MAX 256
 
 enum list_kind { L_DNC, L_BLACKLIST, L_WHITELIST, L_PERSONAL };
 
@@ -213,6 +223,42 @@ static void add_value(struct qb *q, const struct list_target *t, const char *num
 }
 
 /*
+ * The DNC change log, after bump() in the same transaction (the row lock of
+ * list_version 'dnc' is held: versions follow the commit order). values is
+ * "(@ccq_dnc_v, 'add', '6591234567', ...), ..." for the n numbers of the
+ * request; more than DNC_LOG_MAX of them are logged as one 'bulk' row. Rows
+ * older than a day go (a loader that far behind rebuilds anyway).
+ */
+static int dnc_log(struct req *r, MYSQL *m, struct qb *values, uint32_t n)
+{
+	static const char setv[] = "SELECT version INTO @ccq_dnc_v FROM list_version WHERE name = 'dnc'";
+	static const char bulk[] = "INSERT INTO dnc_change (version, op, number, changed_at) "
+		"VALUES (@ccq_dnc_v, 'bulk', NULL, UTC_TIMESTAMP(3))";
+	static const char prune[] = "DELETE FROM dnc_change WHERE changed_at < "
+		"UTC_TIMESTAMP(3) - INTERVAL 1 DAY LIMIT 10000";
+	struct qb q;
+	int rc;
+
+	if (db_exec(&r->j, m, setv, sizeof(setv) - 1) < 0)
+		return -1;
+	if (n > DNC_LOG_MAX)
+		return db_exec(&r->j, m, bulk, sizeof(bulk) - 1) < 0
+			|| db_exec(&r->j, m, prune, sizeof(prune) - 1) < 0 ? -1 : 0;
+	qb_init(&q);
+	qb_add(&q, "INSERT INTO dnc_change (version, op, number, changed_at) VALUES %s",
+		values->buf ? values->buf : "");
+	if (q.oom) {
+		qb_free(&q);
+		return req_fail(r, CCQ_E_INTERNAL, "out of memory");
+	}
+	rc = db_exec(&r->j, m, q.buf, q.len);
+	qb_free(&q);
+	if (rc < 0)
+		return -1;
+	return db_exec(&r->j, m, prune, sizeof(prune) - 1) < 0 ? -1 : 0;
+}
+
+/*
  * list.add / list.remove {list, org?, ext?, numbers: [str...]}: one
  * transaction per request (at most MAX_BATCH numbers); entries that are not
  * numbers are reported back with their index and the reason, and nothing
@@ -222,7 +268,7 @@ static int run_list_change(struct req *r, MYSQL *m, int remove)
 {
 	struct list_target t;
 	const msgpack_object *nums;
-	struct qb q;
+	struct qb q, log;
 	msgpack_packer *pk;
 	uint32_t n, good = 0, nbad = 0;
 	uint64_t changed = 0;
@@ -237,6 +283,7 @@ static int run_list_change(struct req *r, MYSQL *m, int remove)
 	if (n > MAX_BATCH)
 		return req_fail(r, CCQ_E_BAD_REQUEST, "at most %d numbers per request", MAX_BATCH);
 	qb_init(&q);
+	qb_init(&log);
 	insert_prefix(&q, &t, remove);
 	for (uint32_t i = 0; i < n; i++) {
 		const msgpack_object *o = &nums->via.array.ptr[i];
@@ -246,6 +293,9 @@ static int run_list_change(struct req *r, MYSQL *m, int remove)
 				&& entry(o->via.str.size ? o->via.str.ptr : "", o->via.str.size, &t, num,
 					sizeof(num), &why) == 0) {
 			add_value(&q, &t, num, good == 0, remove);
+			if (t.kind == L_DNC && good <= DNC_LOG_MAX)
+				qb_add(&log, "%s(@ccq_dnc_v, '%s', '%s', UTC_TIMESTAMP(3))", good ? ", " : "",
+					remove ? "remove" : "add", num);
 			good++;
 			continue;
 		}
@@ -257,8 +307,9 @@ static int run_list_change(struct req *r, MYSQL *m, int remove)
 	}
 	if (remove)
 		qb_add(&q, ")");
-	if (q.oom) {
+	if (q.oom || log.oom) {
 		qb_free(&q);
+		qb_free(&log);
 		return req_fail(r, CCQ_E_INTERNAL, "out of memory");
 	}
 	if (good > 0) {
@@ -269,10 +320,13 @@ static int run_list_change(struct req *r, MYSQL *m, int remove)
 		changed = mysql_affected_rows(m);
 		if (changed > 0 && bump(r, m, version_name(&t)) < 0)
 			goto rollback;
+		if (changed > 0 && t.kind == L_DNC && dnc_log(r, m, &log, good) < 0)
+			goto rollback;
 		if (db_exec(&r->j, m, "COMMIT", 6) < 0)
 			goto fail;
 	}
 	qb_free(&q);
+	qb_free(&log);
 	pk = req_reply(r);
 	msgpack_pack_map(pk, 4);
 	ccq_pack_kv_uint(pk, remove ? "removed" : "added", changed);
@@ -291,6 +345,7 @@ rollback:
 		mysql_query(m, "ROLLBACK");
 fail:
 	qb_free(&q);
+	qb_free(&log);
 	return -1;
 }
 

@@ -532,6 +532,191 @@ static void test_query_api(void **state)
 	free(img);
 }
 
+/* ---- overlays: a base image plus explicit adds and removes ---------------- */
+
+/* Reference: is q matched by an entry of the list (number, or prefix "d*")? */
+static int ref_match(char (*list)[20], size_t n, const char *q)
+{
+	size_t i, l;
+
+	for (i = 0; i < n; i++) {
+		l = strlen(list[i]);
+		if (l && list[i][l - 1] == '*') {
+			if (strlen(q) >= l - 1 && strncmp(q, list[i], l - 1) == 0)
+				return 1;
+		} else if (strcmp(q, list[i]) == 0) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int ref_has(char (*list)[20], size_t n, const char *e)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(list[i], e) == 0)
+			return 1;
+	return 0;
+}
+
+static void *overlay_of(const void *base, ccq_numset_builder *a, ccq_numset_builder *r)
+{
+	size_t sz = ccq_numset_overlay_size(a, r);
+	void *o = malloc(sz);
+
+	assert_non_null(o);
+	assert_int_equal(ccq_numset_overlay_write(o, sz, base, a, r), 0);
+	assert_int_equal(ccq_numset_check(o, sz), 0);
+	assert_true(ccq_numset_is_overlay(o));
+	assert_ptr_equal(ccq_numset_overlay_base(o), base);
+	assert_int_equal(ccq_numset_bytes(o), sz);
+	return o;
+}
+
+/* The rule of an overlay, by hand: removes beat the base, adds beat both. */
+static void test_overlay_rules(void **state)
+{
+	static const char *base_e[] = { "6591234567", "6591234568", "6531*", "1876*" };
+	void *base = build(base_e, ARRAY_LEN(base_e), NULL), *o;
+	ccq_numset_builder *a = ccq_numset_builder_new(), *r = ccq_numset_builder_new();
+
+	(void)state;
+	assert_int_equal(ccq_numset_builder_add(a, "6599999999"), 0);
+	assert_int_equal(ccq_numset_builder_add(a, "4420*"), 0);
+	assert_int_equal(ccq_numset_builder_add(a, "6591234567"), 0); /* already in the base */
+	assert_int_equal(ccq_numset_builder_add(r, "6591234568"), 0);
+	assert_int_equal(ccq_numset_builder_add(r, "1876*"), 0);
+	assert_int_equal(ccq_numset_builder_add(r, "6531000000"), 0); /* under a kept prefix */
+	assert_int_equal(ccq_numset_builder_add(r, "6500000000"), 0); /* not in the base */
+	o = overlay_of(base, a, r);
+	assert_true(ccq_numset_contains(o, "6591234567"));
+	assert_false(ccq_numset_contains(o, "6591234568"));
+	assert_true(ccq_numset_contains(o, "6599999999"));
+	assert_true(ccq_numset_contains(o, "442071234567"));
+	assert_false(ccq_numset_contains(o, "18765550000"));
+	/* removing a number does not remove the prefix that covers it */
+	assert_true(ccq_numset_contains(o, "6531000000"));
+	assert_true(ccq_numset_contains(o, "6531000001"));
+	assert_false(ccq_numset_contains(o, "6500000000"));
+	/* base 2 numbers; +1 new, -1 removed */
+	assert_int_equal(ccq_numset_count(o), 2);
+	assert_int_equal(ccq_numset_prefix_count(o), 2); /* 6531* 4420* */
+	assert_int_equal(ccq_numset_overlay_adds(o), 3);
+	assert_int_equal(ccq_numset_overlay_removes(o), 4);
+	free(o);
+
+	/* an entry in both is refused */
+	assert_int_equal(ccq_numset_builder_add(a, "6500000000"), 0);
+	{
+		char buf[4096] __attribute__((aligned(8)));
+		assert_int_equal(ccq_numset_overlay_write(buf, sizeof(buf), base, a, r),
+				-CCQ_NUMSET_E_INVALID);
+		assert_int_equal(ccq_numset_overlay_write(buf + 4, sizeof(buf) - 8, base, a, NULL),
+				-CCQ_NUMSET_E_ALIGN);
+		assert_int_equal(ccq_numset_overlay_write(buf, 64, base, a, NULL), -CCQ_NUMSET_E_SMALL);
+	}
+	/* empty delta, empty base */
+	o = overlay_of(NULL, NULL, NULL);
+	assert_false(ccq_numset_contains(o, "6591234567"));
+	assert_int_equal(ccq_numset_count(o), 0);
+	free(o);
+	/* a plain image is not an overlay */
+	assert_false(ccq_numset_is_overlay(base));
+	assert_null(ccq_numset_overlay_base(base));
+	assert_int_equal(ccq_numset_overlay_adds(base), 0);
+	ccq_numset_builder_free(a);
+	ccq_numset_builder_free(r);
+	free(base);
+}
+
+/* Random base and delta against the reference (the effective entry list). */
+static void test_overlay_random(void **state)
+{
+	enum { NB = 3000, ND = 400, NQ = 20000 };
+	static char basel[NB][20], eff[NB + ND][20], adds[ND][20], rems[ND][20];
+	size_t nb = 0, na = 0, nr = 0, ne = 0, i;
+	ccq_numset_builder *bb = ccq_numset_builder_new(), *a = ccq_numset_builder_new();
+	ccq_numset_builder *r = ccq_numset_builder_new();
+	void *base, *o;
+	size_t bsz;
+	unsigned seed = 12345;
+	size_t exact = 0;
+
+	(void)state;
+	srand(seed);
+	/* small number space (65 + 4 digits) so that queries hit often */
+	for (i = 0; i < NB; i++) {
+		int v = rand() % 10000;
+		if (rand() % 50 == 0)
+			snprintf(basel[nb], 20, "65%02d*", v % 100);
+		else
+			snprintf(basel[nb], 20, "65%04d", v);
+		if (!ref_has(basel, nb, basel[nb]))
+			assert_int_equal(ccq_numset_builder_add(bb, basel[nb++]), 0);
+	}
+	bsz = ccq_numset_builder_size(bb);
+	base = malloc(bsz);
+	assert_int_equal(ccq_numset_builder_finish(bb, base, bsz), 0);
+	for (i = 0; i < ND; i++) {
+		char e[20];
+		int v = rand() % 10000;
+		if (rand() % 20 == 0)
+			snprintf(e, 20, "65%02d*", v % 100);
+		else if (rand() % 2 && nb)
+			snprintf(e, 20, "%s", basel[rand() % nb]);
+		else
+			snprintf(e, 20, "65%04d", v);
+		if (ref_has(adds, na, e) || ref_has(rems, nr, e))
+			continue;
+		if (rand() % 2)
+			snprintf(adds[na++], 20, "%s", e);
+		else
+			snprintf(rems[nr++], 20, "%s", e);
+	}
+	for (i = 0; i < na; i++)
+		assert_int_equal(ccq_numset_builder_add(a, adds[i]), 0);
+	for (i = 0; i < nr; i++)
+		assert_int_equal(ccq_numset_builder_add(r, rems[i]), 0);
+	for (i = 0; i < nb; i++)
+		if (!ref_has(rems, nr, basel[i]))
+			memcpy(eff[ne++], basel[i], 20);
+	for (i = 0; i < na; i++)
+		if (!ref_has(eff, ne, adds[i]))
+			memcpy(eff[ne++], adds[i], 20);
+	o = overlay_of(base, a, r);
+	for (i = 0; i < ne; i++)
+		exact += strchr(eff[i], '*') == NULL;
+	assert_int_equal(ccq_numset_count(o), exact);
+	assert_int_equal(ccq_numset_prefix_count(o), ne - exact);
+	for (i = 0; i < NQ; i++) {
+		char q[20];
+		struct ccq_numset_query qq;
+		int want;
+
+		snprintf(q, sizeof(q), "65%04d", rand() % 10000);
+		want = ref_match(eff, ne, q);
+		assert_int_equal(ccq_numset_contains(o, q), want);
+		assert_int_equal(ccq_numset_query_init(&qq, q), 0);
+		ccq_numset_prefetch(o, &qq);
+		assert_int_equal(ccq_numset_contains_query(o, &qq), want);
+	}
+	/* a corrupt delta image is found by the check */
+	{
+		size_t sz = ccq_numset_bytes(o);
+		uint8_t *c = malloc(sz);
+		memcpy(c, o, sz);
+		c[64 + 70] ^= 1;
+		assert_int_not_equal(ccq_numset_check(c, sz), 0);
+		assert_int_equal(ccq_numset_check(o, sz - 8), -CCQ_NUMSET_E_TRUNCATED);
+		free(c);
+	}
+	free(o);
+	free(base);
+	ccq_numset_builder_free(bb);
+	ccq_numset_builder_free(a);
+	ccq_numset_builder_free(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -549,6 +734,8 @@ int main(void)
 		cmocka_unit_test(test_finish_errors),
 		cmocka_unit_test(test_corrupt),
 		cmocka_unit_test(test_query_api),
+		cmocka_unit_test(test_overlay_rules),
+		cmocka_unit_test(test_overlay_random),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
