@@ -41,15 +41,54 @@ struct comp_device {
 	int enabled;
 };
 
+/*
+ * The DNC registry's base image in its own shared memory block, shared by
+ * every snapshot built while it is current (a change of users or lists, or a
+ * few DNC numbers, makes a new snapshot that points at the same base).
+ */
+struct comp_dnc {
+	int snaps;                     /* snapshots using it, + 1 while current (loader only) */
+	size_t size;                   /* bytes of the block */
+	uint64_t version;              /* list_version 'dnc' the image holds */
+	uint64_t built_at;             /* unix ms */
+	uint32_t load_ms;              /* reading + building + checking */
+	uint64_t image_off;            /* from the block's start */
+};
+
 struct comp_snap {
 	int refs;                      /* readers using it (under the lock) */
-	size_t size;
-	uint64_t version;              /* sum of list_version */
+	size_t size;                   /* bytes of this block (not the DNC base) */
+	uint64_t version;              /* sum of list_version it reflects */
+	uint64_t dir_version;          /* of the rows other than 'dnc' */
+	uint64_t dnc_version;          /* DNC changes reflected up to this version */
 	uint64_t loaded_at;            /* unix ms */
-	uint32_t load_ms;
+	uint32_t load_ms;              /* building this snapshot (not the base) */
 	uint32_t norgs, nusers, ndevices;
-	uint64_t orgs_off, users_off, devices_off, dnc_off;
-	uint64_t dnc_count, numbers;   /* DNC entries; all list entries */
+	uint64_t orgs_off, users_off, devices_off;
+	uint64_t dnc_off;              /* the DNC overlay (base + delta) in this block, 0 = none */
+	struct comp_dnc *dnc;          /* the DNC base; NULL = empty registry */
+	uint32_t delta_adds, delta_removes; /* entries of the overlay */
+	uint64_t dnc_count, numbers;   /* DNC entries (with the delta); all list entries */
+	struct comp_snap *next_retired; /* loader's list of replaced snapshots */
+};
+
+/* What the loader did (kamcmd ccq.compliance.stats). */
+struct comp_stats {
+	uint64_t snapshots;            /* published */
+	uint64_t full_builds;          /* DNC base images built from dnc_number */
+	uint64_t delta_applies;        /* snapshots that applied DNC log rows as a delta */
+	uint64_t dir_loads;            /* reads of organisations, users, devices, lists */
+	uint64_t bulk_rows;            /* 'bulk' rows seen (batches of imports) */
+	uint64_t base_version;         /* of the current base */
+	uint32_t base_load_ms;         /* of the current base */
+	uint64_t base_built_at;        /* unix ms */
+	int rebuilding;                /* a base is being built in the background */
+	int rebuild_pending;           /* changes wait for a base rebuild (import) */
+	char rebuild_reason[32];       /* why the current / last base was built */
+	int64_t last_change_ms;        /* last change in MySQL -> its snapshot in use; -1 none */
+	char last_change_kind[16];     /* "dnc delta", "dnc base", "directory" */
+	uint64_t last_error_at;        /* unix ms, 0 none */
+	char last_error[256];
 };
 
 int ccq_comp_init(const char *db_url, int poll_ms);
@@ -58,8 +97,14 @@ int ccq_comp_fork(void);
 /* Take / release the current snapshot (NULL if none loaded yet). */
 struct comp_snap *ccq_comp_get(void);
 void ccq_comp_put(struct comp_snap *s);
-/* Ask the loader to reload now. */
+/* Ask the loader to reload now (everything, the DNC base too). */
 void ccq_comp_reload(void);
+/* A copy of the loader's counters. 0, or -1 without a loader (no db_url). */
+int ccq_comp_stats(struct comp_stats *st);
+/* The DNC set the gate uses (overlay or base image), NULL if empty. */
+const void *comp_dnc_set(const struct comp_snap *s);
+/* Bytes of the DNC base image in use (0 if none). */
+size_t comp_dnc_base_bytes(const struct comp_snap *s);
 
 const struct comp_org *comp_orgs(const struct comp_snap *s);
 const struct comp_user *comp_users(const struct comp_snap *s);

@@ -721,10 +721,21 @@ static int w_ccq_unhold(struct sip_msg *msg, char *p1, char *p2)
 /* ---- the outbound compliance gate --------------------------------------- */
 
 #define PIN_PREFIX '*'
-#define LOCKS_MAX 4096
+#define LOCKS_BITS 12
+#define LOCKS_MAX (1u << LOCKS_BITS)     /* users with recent wrong PINs at once */
+#define LOCKS_FILL (LOCKS_MAX / 4 * 3)   /* sweep expired entries above this */
 
+/*
+ * The PIN lockout state of users with recent wrong PINs (or a lock), in one
+ * shared table: open addressing by user id, linear probing, user 0 = free.
+ * An entry expires when the user is not locked and the run of wrong PINs is
+ * forgotten (fail_window); it is deleted with backward-shift deletion, so
+ * that the table has no tombstones and a probe stops at the first free
+ * slot. Every call of a user looks it up: one probe in the usual case.
+ */
 struct pin_locks {
 	gen_lock_t lock;
+	unsigned used;
 	struct { uint32_t user; struct ccq_pin_lock l; } slot[LOCKS_MAX];
 };
 static struct pin_locks *g_locks;
@@ -748,40 +759,100 @@ static time_t mono_s(void)
 	return ts.tv_sec;
 }
 
+static unsigned lock_home(uint32_t user)
+{
+	return (unsigned)((user * 2654435761u) >> (32 - LOCKS_BITS));
+}
+
+/* The slot of user, or -1; under the lock. */
+static int lock_find(uint32_t user)
+{
+	for (unsigned i = lock_home(user), n = 0; n < LOCKS_MAX; i = (i + 1) & (LOCKS_MAX - 1), n++) {
+		if (g_locks->slot[i].user == user)
+			return (int)i;
+		if (!g_locks->slot[i].user)
+			return -1;
+	}
+	return -1;
+}
+
+/* Remove slot i, moving later entries of the probe run back (no tombstones). */
+static void lock_delete(unsigned i)
+{
+	unsigned j = i;
+
+	g_locks->used--;
+	for (;;) {
+		unsigned k;
+		g_locks->slot[i].user = 0;
+		memset(&g_locks->slot[i].l, 0, sizeof(g_locks->slot[i].l));
+		for (;;) {
+			j = (j + 1) & (LOCKS_MAX - 1);
+			if (!g_locks->slot[j].user)
+				return;
+			k = lock_home(g_locks->slot[j].user);
+			/* j's entry may move to i if its home is not cyclically in (i, j] */
+			if (i <= j ? (i >= k || k > j) : (i >= k && k > j))
+				break;
+		}
+		g_locks->slot[i] = g_locks->slot[j];
+		i = j;
+	}
+}
+
+/* An entry that holds nothing any more: not locked, no fails to remember. */
+static int lock_expired(const struct ccq_pin_lock *l, time_t now)
+{
+	return !ccq_pin_locked(l, now) && (l->fails == 0
+		|| (g_lock_cfg.fail_window && now - l->last_fail > (time_t)g_lock_cfg.fail_window));
+}
+
+static void lock_sweep(time_t now)
+{
+	for (unsigned i = 0; i < LOCKS_MAX; i++)
+		while (g_locks->slot[i].user && lock_expired(&g_locks->slot[i].l, now))
+			lock_delete(i);
+}
+
+/* A new entry for user (not in the table); -1 if full of live entries. */
+static int lock_insert(uint32_t user, time_t now)
+{
+	unsigned i;
+
+	if (g_locks->used >= LOCKS_FILL)
+		lock_sweep(now);
+	if (g_locks->used >= LOCKS_FILL)
+		return -1;
+	for (i = lock_home(user); g_locks->slot[i].user; i = (i + 1) & (LOCKS_MAX - 1))
+		;
+	g_locks->slot[i].user = user;
+	memset(&g_locks->slot[i].l, 0, sizeof(g_locks->slot[i].l));
+	g_locks->used++;
+	return (int)i;
+}
+
 /* The lock state of a user: 1 locked. fail/ok record an attempt. */
 static int pin_lock_update(uint32_t user, int fail, int ok)
 {
-	int locked = 0, i, free_i = -1;
+	int locked = 0, i;
 	time_t now = mono_s();
 
+	if (!user)
+		return 0;
 	lock_get(&g_locks->lock);
-	for (i = 0; i < LOCKS_MAX; i++) {
-		if (g_locks->slot[i].user == user)
-			break;
-		if (!g_locks->slot[i].user && free_i < 0)
-			free_i = i;
-	}
-	if (i == LOCKS_MAX && fail && free_i < 0) {
-		/* full: reuse a slot whose user is neither locked nor has recent fails */
-		for (int k = 0; k < LOCKS_MAX; k++)
-			if (!ccq_pin_locked(&g_locks->slot[k].l, now)
-					&& now - g_locks->slot[k].l.last_fail > (time_t)g_lock_cfg.fail_window) {
-				free_i = k;
-				break;
-			}
-	}
-	if (i == LOCKS_MAX && (fail || ok) && free_i >= 0) {
-		i = free_i;
-		g_locks->slot[i].user = user;
-		memset(&g_locks->slot[i].l, 0, sizeof(g_locks->slot[i].l));
-	}
-	if (i < LOCKS_MAX) {
+	i = lock_find(user);
+	if (i < 0 && fail && (i = lock_insert(user, now)) < 0)
+		LM_WARN("user %u: wrong PIN not counted: %u users have recent wrong PINs\n", user,
+			g_locks->used);
+	if (i >= 0) {
 		if (fail && ccq_pin_lock_fail(&g_locks->slot[i].l, &g_lock_cfg, now))
 			LM_NOTICE("user %u: outbound calls locked for %u s after %u wrong PINs\n", user,
 				g_lock_cfg.lock_seconds, g_lock_cfg.max_fails);
 		if (ok)
 			ccq_pin_lock_ok(&g_locks->slot[i].l);
 		locked = ccq_pin_locked(&g_locks->slot[i].l, now);
+		if (lock_expired(&g_locks->slot[i].l, now))
+			lock_delete((unsigned)i);
 	}
 	lock_release(&g_locks->lock);
 	return locked;
@@ -790,14 +861,13 @@ static int pin_lock_update(uint32_t user, int fail, int ok)
 /* Lift a user's lockout (an operator who knows the agent). 1 if there was one. */
 static int pin_lock_clear(uint32_t user)
 {
-	int was = 0;
+	int was = 0, i;
 	time_t now = mono_s();
 	lock_get(&g_locks->lock);
-	for (int i = 0; i < LOCKS_MAX; i++)
-		if (g_locks->slot[i].user == user) {
-			was = ccq_pin_locked(&g_locks->slot[i].l, now);
-			memset(&g_locks->slot[i].l, 0, sizeof(g_locks->slot[i].l));
-		}
+	if ((i = lock_find(user)) >= 0) {
+		was = ccq_pin_locked(&g_locks->slot[i].l, now);
+		lock_delete((unsigned)i);
+	}
 	lock_release(&g_locks->lock);
 	return was;
 }
@@ -1728,29 +1798,54 @@ static void ccq_rpc_comp_reload(rpc_t *rpc, void *ctx)
 }
 
 static const char *ccq_rpc_comp_stats_doc[] = {
-	"The loaded compliance snapshot: version, entries, bytes, load time",
+	"The compliance snapshot in use and what the loader did: version, entries, bytes, load"
+	" times, DNC base and delta, full builds vs delta applications, last change to use",
 	0
 };
 
 static void ccq_rpc_comp_stats(rpc_t *rpc, void *ctx)
 {
 	struct comp_snap *s = ccq_comp_get();
+	struct comp_stats st;
 	void *th;
 	if (!s) {
 		rpc->fault(ctx, 503, "no compliance data loaded yet");
 		return;
 	}
+	ccq_comp_stats(&st);
 	if (rpc->add(ctx, "{", &th) >= 0) {
-		char buf[5][32];
-		snprintf(buf[0], 32, "%llu", (unsigned long long)s->version);
-		snprintf(buf[1], 32, "%llu", (unsigned long long)s->dnc_count);
-		snprintf(buf[2], 32, "%llu", (unsigned long long)(s->numbers - s->dnc_count));
-		snprintf(buf[3], 32, "%zu", s->size);
-		snprintf(buf[4], 32, "%.2f", s->numbers ? (double)s->size / (double)s->numbers : 0.0);
-		rpc->struct_add(th, "sssssuuuu", "version", buf[0], "dnc_entries", buf[1],
-			"list_entries", buf[2], "bytes", buf[3], "bytes_per_entry", buf[4],
+		char b[14][32];
+		size_t base = comp_dnc_base_bytes(s), total = s->size + base;
+		snprintf(b[0], 32, "%llu", (unsigned long long)s->version);
+		snprintf(b[1], 32, "%llu", (unsigned long long)s->dnc_count);
+		snprintf(b[2], 32, "%llu", (unsigned long long)(s->numbers - s->dnc_count));
+		snprintf(b[3], 32, "%zu", total);
+		snprintf(b[4], 32, "%.2f", s->numbers ? (double)total / (double)s->numbers : 0.0);
+		snprintf(b[5], 32, "%llu", (unsigned long long)s->dnc_version);
+		snprintf(b[6], 32, "%llu", (unsigned long long)(s->dnc ? s->dnc->version : 0));
+		snprintf(b[7], 32, "%zu", base);
+		snprintf(b[8], 32, "%zu", s->dnc_off ? s->size - (size_t)s->dnc_off : 0);
+		snprintf(b[9], 32, "%llu", (unsigned long long)st.full_builds);
+		snprintf(b[10], 32, "%llu", (unsigned long long)st.delta_applies);
+		snprintf(b[11], 32, "%llu", (unsigned long long)st.dir_loads);
+		snprintf(b[12], 32, "%llu", (unsigned long long)st.bulk_rows);
+		snprintf(b[13], 32, "%lld", (long long)st.last_change_ms);
+		rpc->struct_add(th, "sssssuuuu", "version", b[0], "dnc_entries", b[1],
+			"list_entries", b[2], "bytes", b[3], "bytes_per_entry", b[4],
 			"organisations", (unsigned)s->norgs, "users", (unsigned)s->nusers,
 			"devices", (unsigned)s->ndevices, "load_ms", (unsigned)s->load_ms);
+		rpc->struct_add(th, "sssuuus", "dnc_version", b[5], "dnc_base_version", b[6],
+			"dnc_base_bytes", b[7], "dnc_base_load_ms", (unsigned)(s->dnc ? s->dnc->load_ms : 0),
+			"dnc_delta_adds", (unsigned)s->delta_adds,
+			"dnc_delta_removes", (unsigned)s->delta_removes, "dnc_delta_bytes", b[8]);
+		rpc->struct_add(th, "ssssdds", "full_builds", b[9], "delta_applies", b[10],
+			"directory_loads", b[11], "bulk_rows", b[12], "rebuilding", st.rebuilding,
+			"rebuild_pending", st.rebuild_pending,
+			"rebuild_reason", st.rebuild_reason[0] ? st.rebuild_reason : "-");
+		rpc->struct_add(th, "ss", "last_change_ms", b[13],
+			"last_change_kind", st.last_change_kind[0] ? st.last_change_kind : "-");
+		if (st.last_error_at)
+			rpc->struct_add(th, "s", "last_error", st.last_error);
 	}
 	ccq_comp_put(s);
 }
