@@ -807,7 +807,14 @@ out:
 
 static struct comp_snap *g_retired; /* loader-only list of replaced snapshots */
 
-static void publish(struct comp_snap *s)
+/*
+ * Swap s in, and count what it did in the same lock, so that a reader of the
+ * stats who sees s sees its counters: dir (the directory was read), delta
+ * (DNC log rows applied), changed_at (unix ms of the change it is the first
+ * to show, 0 none) and kind.
+ */
+static void publish(struct comp_snap *s, int dir, int delta, uint64_t changed_at,
+		const char *kind)
 {
 	lock_get(&g_cs->lock);
 	if (g_cs->cur) {
@@ -816,6 +823,13 @@ static void publish(struct comp_snap *s)
 	}
 	g_cs->cur = s;
 	g_cs->st.snapshots++;
+	g_cs->st.dir_loads += dir;
+	g_cs->st.delta_applies += delta;
+	if (changed_at) {
+		int64_t d = (int64_t)(s->loaded_at - changed_at);
+		g_cs->st.last_change_ms = d < 0 ? 0 : d;
+		snprintf(g_cs->st.last_change_kind, sizeof(g_cs->st.last_change_kind), "%s", kind);
+	}
 	lock_release(&g_cs->lock);
 }
 
@@ -1112,7 +1126,6 @@ static void loader_loop(void)
 			s->dir_version = dir_changed ? v.dir : cur->dir_version;
 			s->dnc_version = dnc_reflected();
 			s->version = s->dir_version + s->dnc_version;
-			publish(s);
 			{
 				uint64_t at = dir_changed ? v.dir_changed_ms : 0;
 				const char *kind = dir_changed ? "directory" : new_base ? "dnc base" : "dnc delta";
@@ -1120,18 +1133,7 @@ static void loader_loop(void)
 					at = v.dnc_changed_ms;
 					kind = log_took ? "dnc delta" : "dnc base";
 				}
-				lock_get(&g_cs->lock);
-				if (dir_changed)
-					g_cs->st.dir_loads++;
-				if (log_took)
-					g_cs->st.delta_applies++;
-				if (at && cur) {
-					int64_t d = (int64_t)(s->loaded_at - at);
-					g_cs->st.last_change_ms = d < 0 ? 0 : d;
-					snprintf(g_cs->st.last_change_kind, sizeof(g_cs->st.last_change_kind), "%s",
-						kind);
-				}
-				lock_release(&g_cs->lock);
+				publish(s, dir_changed, log_took, cur ? at : 0, kind);
 			}
 			LM_NOTICE("ccq loader: compliance snapshot %llu loaded in %u ms: %llu DNC entries "
 				"(delta +%u -%u), %llu list entries, %u users, %zu bytes (+%zu DNC base)\n",

@@ -280,8 +280,9 @@ echo "   innodb_buffer_pool_size: $(( $(sql -e 'SELECT @@innodb_buffer_pool_size
 echo
 echo "== 1. DNC registry: MySQL -> Kamailio shared memory (ccq loader, compliance_poll 500 ms)"
 printf '%-9s %9s %9s %10s %9s %8s %7s %12s %7s %9s\n' SIZE IMPORTED "IMPORT s" "NUMBERS/s" \
-    "SETTLE s" LOAD_MS LOADS "SHM BYTES" "B/NUM" "LOADER MB"
-loads_log() { grep -c "compliance snapshot .* loaded in" "$kam_dir/kamailio.log" || true; }
+    "SETTLE s" BASE_MS BASES "SHM BYTES" "B/NUM" "LOADER MB"
+# base images of the DNC registry the loader built (full reads of dnc_number)
+loads_log() { grep -c "DNC base image of version .* built in" "$kam_dir/kamailio.log" || true; }
 : > loads.tsv
 : > changes.tsv
 for s in $sizes; do
@@ -295,7 +296,7 @@ for s in $sizes; do
     l1=$(loads_log)
     n=$(comp_stat dnc_entries)
     bytes=$(comp_stat bytes)
-    lms=$(comp_stat load_ms)
+    lms=$(comp_stat dnc_base_load_ms)
     valid=$(tail -n 1 "import-$s.log" | awk '{ print $4 }')
     hwm=$(awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$loader_pid/status" 2>/dev/null || echo "?")
     bpn=$(awk -v b="$bytes" -v n="$n" 'BEGIN { printf "%.2f", b / n }')
@@ -304,21 +305,33 @@ for s in $sizes; do
         "$lms" $((l1 - l0)) "$bytes" "$bpn" "$hwm"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$n" "$valid" "$t_imp" "$t_set" "$lms" \
         $((l1 - l0)) "$bytes" "$hwm" >> loads.tsv
-    # single changes at this size: one number added or removed, from the
-    # ccqctl command to the snapshot holding it in use
-    for k in 1 2 3 4; do
+    # single changes at this size: one DNC number added or removed (4x), one
+    # company blacklist entry added (a directory change), from the ccqctl
+    # command to the snapshot holding it in use; the loader's own account of
+    # each (ccq.compliance.stats: last_change_kind, last_change_ms = MySQL
+    # change time -> snapshot published) and whether it rebuilt the base
+    for k in 1 2 3 4 5; do
         if [ $((k % 2)) = 1 ]; then op=add; else op=remove; fi
+        fb0=$(comp_stat full_builds)
         t0=$(now)
-        ccqctl list "$op" dnc "+653000000$(((k + 1) / 2))" >/dev/null
+        if [ "$k" = 5 ]; then
+            ccqctl -o Bench list add blacklist "+6530009$((s % 1000))" >/dev/null
+        else
+            ccqctl list "$op" dnc "+653000000$(((k + 1) / 2))" >/dev/null
+        fi
         wait_synced "$(db_version)" 60
         t_chg=$(since "$t0")
-        printf '%s\t%s\t%s\t%s\n' "$s" "$op" "$t_chg" "$(comp_stat load_ms)" >> changes.tsv
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$op" "$t_chg" "$(comp_stat load_ms)" \
+            "$(comp_stat last_change_kind | tr ' ' _)" "$(comp_stat last_change_ms)" \
+            $(($(comp_stat full_builds) - fb0)) >> changes.tsv
     done
-    awk -v s="$s" '$1 == s { printf "%s%s s (load_ms %s)", sep, $3, $4; sep = ", " } END { print "" }' \
-        changes.tsv | sed "s/^/          one-number changes, command to snapshot in use: /"
+    awk -v s="$s" '$1 == s { printf "%s%s s (%s, loader %s ms, %s base builds)", sep, $3, $5, $6, $7;
+        sep = ", " } END { print "" }' changes.tsv \
+        | sed "s/^/          one-entry changes, command to snapshot in use: /"
 done
 echo "   (IMPORT s: ccqctl list import, batches of 5000; SETTLE s: from the end of the import"
-echo "    until the snapshot with every number is in use; LOADS: snapshots the loader built"
+echo "    until the snapshot with every number is in use; BASE_MS: the loader's build of the"
+echo "    DNC base image (read in a thread, sort, copy, check); BASES: base images it built"
 echo "    during import + settle; B/NUM: the whole snapshot / DNC entries; LOADER MB: the"
 echo "    loader process's peak resident memory)"
 
