@@ -19,6 +19,7 @@ struct queued_config {
 	unsigned mysql_connect_timeout; /* seconds */
 	unsigned mysql_read_timeout;
 	unsigned mysql_write_timeout;
+	unsigned mysql_workers;         /* worker threads, one connection each */
 	char sql_dir[PATH_MAX];
 	int log_syslog;
 	int log_level;              /* syslog level */

@@ -11,21 +11,42 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <errmsg.h>
 #include <mysqld_error.h>
 
-static pthread_t g_thread;
+#define DB_WORKERS_MAX 32
+
+struct worker {
+	pthread_t thread;
+	int started;
+	unsigned idx;
+	MYSQL *conn;                   /* this worker's only */
+	uint64_t busy_key;             /* key of the job it runs (0 none); under g_mu */
+	int busy;
+};
+
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
-static struct db_job *g_in_head, *g_in_tail;   /* to the worker */
+static struct db_job *g_in_head, *g_in_tail;   /* to the workers */
 static struct db_job *g_out_head, *g_out_tail; /* back to the loop */
 static int g_stop;
 static int g_running;
-static unsigned g_pending;
+static unsigned g_pending;                     /* loop thread only */
 static struct queued_config g_cfg;             /* guarded by g_mu */
-static MYSQL *g_conn;                          /* worker only */
+static struct worker g_workers[DB_WORKERS_MAX];
+static unsigned g_nworkers;
+static unsigned long g_lock_retries;           /* under g_mu */
 static struct ev_loop *g_loop;
 static ev_async g_async;
+
+uint64_t db_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 int db_is_conn_error(unsigned int e)
 {
@@ -76,6 +97,16 @@ MYSQL *db_connect(const struct queued_config *cfg, char *err, size_t errlen)
 		mysql_close(m);
 		return NULL;
 	}
+	/* Several workers run side by side: each statement reads the latest
+	 * committed rows, and a job that decides from a row locks it first
+	 * (see db.h). A lock wait longer than a few seconds is a bug or a
+	 * stuck client; the job fails and is retried rather than hang. */
+	if (mysql_query(m, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED") != 0
+			|| mysql_query(m, "SET SESSION innodb_lock_wait_timeout = 5") != 0) {
+		snprintf(err, errlen, "MySQL session setup failed: %s", mysql_error(m));
+		mysql_close(m);
+		return NULL;
+	}
 	return m;
 }
 
@@ -86,6 +117,13 @@ static void fail_from(struct db_job *j, MYSQL *m, const char *what)
 		j->conn_lost = 1;
 		j->err = CCQ_E_DB_UNAVAILABLE;
 		snprintf(j->errmsg, sizeof(j->errmsg), "database unavailable: %s", mysql_error(m));
+	} else if (e == ER_LOCK_DEADLOCK || e == ER_LOCK_WAIT_TIMEOUT) {
+		/* another worker's transaction holds what this one needs: InnoDB
+		 * rolled this one back (deadlock) or gave up waiting; the worker
+		 * runs the job again */
+		j->lock_lost = 1;
+		j->err = CCQ_E_INTERNAL;
+		snprintf(j->errmsg, sizeof(j->errmsg), "database busy (%s); retry", mysql_error(m));
 	} else {
 		j->err = CCQ_E_INTERNAL;
 		snprintf(j->errmsg, sizeof(j->errmsg), "database error in %s", what);
@@ -175,75 +213,144 @@ void qb_str(struct qb *q, MYSQL *m, const char *s, size_t n)
 	q->buf[q->len] = '\0';
 }
 
-/* ---- the worker ------------------------------------------------------- */
+/* ---- the workers ------------------------------------------------------ */
 
-static void run_job(struct db_job *j)
+/* Attempts of one job: a lost connection is retried once (after a
+ * reconnect), a lost lock a few times. */
+#define LOCK_ATTEMPTS 4
+
+static void run_job(struct worker *w, struct db_job *j)
 {
-	for (int attempt = 0; attempt < 2; attempt++) {
-		if (!g_conn) {
+	int conn_tries = 0, lock_tries = 0;
+
+	for (;;) {
+		if (!w->conn) {
 			struct queued_config cfg;
 			char err[512];
 			pthread_mutex_lock(&g_mu);
 			cfg = g_cfg;
 			pthread_mutex_unlock(&g_mu);
-			g_conn = db_connect(&cfg, err, sizeof(err));
-			if (!g_conn) {
+			w->conn = db_connect(&cfg, err, sizeof(err));
+			if (!w->conn) {
 				LOG_W("%s", err);
 				j->err = CCQ_E_DB_UNAVAILABLE;
 				snprintf(j->errmsg, sizeof(j->errmsg),
 					"database unavailable; nothing was changed, retry later");
 				return;
 			}
-			LOG_N("reconnected to MySQL");
+			LOG_N("MySQL worker %u: connected", w->idx);
 		}
 		j->err = 0;
 		j->errmsg[0] = '\0';
 		j->conn_lost = 0;
-		if (j->run(j, g_conn) == 0)
+		j->lock_lost = 0;
+		if (j->run(j, w->conn) == 0) {
+			/* a job must end its transaction; one that did not would hold
+			 * its locks until this connection's next job */
+			if (w->conn->server_status & SERVER_STATUS_IN_TRANS) {
+				LOG_W("MySQL worker %u: a job left a transaction open; committing it", w->idx);
+				if (mysql_query(w->conn, "COMMIT") != 0)
+					LOG_W("MySQL worker %u: COMMIT failed: %s", w->idx,
+						mysql_error(w->conn));
+			}
 			return;
-		if (!j->conn_lost)
+		}
+		if (j->conn_lost) {
+			/* the connection broke: drop it and run the job again once */
+			LOG_W("MySQL worker %u: lost the connection (%s); reconnecting", w->idx,
+				j->errmsg);
+			mysql_close(w->conn);
+			w->conn = NULL;
+			if (++conn_tries >= 2)
+				return;
+			continue;
+		}
+		/* a failed job never leaves a transaction (and its locks) behind */
+		if (w->conn->server_status & SERVER_STATUS_IN_TRANS)
+			mysql_query(w->conn, "ROLLBACK");
+		if (!j->lock_lost || ++lock_tries >= LOCK_ATTEMPTS)
 			return;
-		/* the connection broke: drop it and run the job again once */
-		LOG_W("lost the MySQL connection (%s); reconnecting", j->errmsg);
-		mysql_close(g_conn);
-		g_conn = NULL;
+		pthread_mutex_lock(&g_mu);
+		g_lock_retries++;
+		pthread_mutex_unlock(&g_mu);
+		LOG_D("MySQL worker %u: %s; running the job again", w->idx, j->errmsg);
+		/* let the winner finish before trying again */
+		usleep(1000u * (unsigned)lock_tries);
 	}
+}
+
+/* Is a job with this key running? (under g_mu) */
+static int key_busy(uint64_t key)
+{
+	if (!key)
+		return 0;
+	for (unsigned i = 0; i < g_nworkers; i++)
+		if (g_workers[i].busy && g_workers[i].busy_key == key)
+			return 1;
+	return 0;
+}
+
+/*
+ * The oldest job whose key is not running (under g_mu). Jobs of a running
+ * key are skipped, so a later job of that key is skipped too: each key's
+ * jobs leave the queue in submission order.
+ */
+static struct db_job *take(void)
+{
+	struct db_job *prev = NULL;
+	for (struct db_job *j = g_in_head; j; prev = j, j = j->next) {
+		if (key_busy(j->key))
+			continue;
+		if (prev)
+			prev->next = j->next;
+		else
+			g_in_head = j->next;
+		if (g_in_tail == j)
+			g_in_tail = prev;
+		j->next = NULL;
+		return j;
+	}
+	return NULL;
 }
 
 static void *worker(void *arg)
 {
-	(void)arg;
+	struct worker *w = arg;
+
 	mysql_thread_init();
 	for (;;) {
 		struct db_job *j;
 		pthread_mutex_lock(&g_mu);
-		while (!g_in_head && !g_stop)
+		while (!(j = take()) && !(g_stop && !g_in_head))
 			pthread_cond_wait(&g_cv, &g_mu);
-		j = g_in_head;
 		if (!j) {
 			pthread_mutex_unlock(&g_mu);
 			break;
 		}
-		g_in_head = j->next;
-		if (!g_in_head)
-			g_in_tail = NULL;
+		w->busy = 1;
+		w->busy_key = j->key;
 		pthread_mutex_unlock(&g_mu);
 
-		run_job(j);
+		j->t_start = db_now_ns();
+		run_job(w, j);
+		j->t_end = db_now_ns();
 
 		pthread_mutex_lock(&g_mu);
-		j->next = NULL;
+		w->busy = 0;
+		w->busy_key = 0;
 		if (g_out_tail)
 			g_out_tail->next = j;
 		else
 			g_out_head = j;
 		g_out_tail = j;
+		/* a job of this key may be waiting: another worker may take it */
+		pthread_cond_broadcast(&g_cv);
 		pthread_mutex_unlock(&g_mu);
 		ev_async_send(g_loop, &g_async);
 	}
-	if (g_conn)
-		mysql_close(g_conn);
-	g_conn = NULL;
+	if (w->conn)
+		mysql_close(w->conn);
+	w->conn = NULL;
 	mysql_thread_end();
 	return NULL;
 }
@@ -266,15 +373,33 @@ static void on_async(struct ev_loop *loop, ev_async *w, int revents)
 
 int db_start(struct ev_loop *loop, const struct queued_config *cfg, MYSQL *conn)
 {
+	unsigned n = cfg->mysql_workers;
+
+	if (n < 1)
+		n = 1;
+	if (n > DB_WORKERS_MAX)
+		n = DB_WORKERS_MAX;
 	g_loop = loop;
 	g_cfg = *cfg;
-	g_conn = conn;
 	g_stop = 0;
+	memset(g_workers, 0, sizeof(g_workers));
+	g_nworkers = n;
+	g_workers[0].conn = conn;
 	ev_async_init(&g_async, on_async);
 	ev_async_start(loop, &g_async);
-	if (pthread_create(&g_thread, NULL, worker, NULL) != 0) {
-		LOG_E("cannot start the MySQL worker thread: %s", strerror(errno));
-		return -1;
+	for (unsigned i = 0; i < n; i++) {
+		g_workers[i].idx = i;
+		if (pthread_create(&g_workers[i].thread, NULL, worker, &g_workers[i]) != 0) {
+			LOG_E("cannot start MySQL worker thread %u: %s", i, strerror(errno));
+			if (i == 0)
+				return -1;
+			/* run with the ones we have */
+			pthread_mutex_lock(&g_mu);
+			g_nworkers = i;
+			pthread_mutex_unlock(&g_mu);
+			break;
+		}
+		g_workers[i].started = 1;
 	}
 	g_running = 1;
 	return 0;
@@ -283,6 +408,7 @@ int db_start(struct ev_loop *loop, const struct queued_config *cfg, MYSQL *conn)
 void db_submit(struct db_job *j)
 {
 	j->next = NULL;
+	j->t_submit = db_now_ns();
 	g_pending++;
 	pthread_mutex_lock(&g_mu);
 	if (g_in_tail)
@@ -299,6 +425,20 @@ unsigned db_pending(void)
 	return g_pending;
 }
 
+unsigned db_workers(void)
+{
+	return g_nworkers;
+}
+
+unsigned long db_lock_retries(void)
+{
+	unsigned long n;
+	pthread_mutex_lock(&g_mu);
+	n = g_lock_retries;
+	pthread_mutex_unlock(&g_mu);
+	return n;
+}
+
 void db_set_config(const struct queued_config *cfg)
 {
 	pthread_mutex_lock(&g_mu);
@@ -312,9 +452,13 @@ void db_stop(void)
 		return;
 	pthread_mutex_lock(&g_mu);
 	g_stop = 1;
-	pthread_cond_signal(&g_cv);
+	pthread_cond_broadcast(&g_cv);
 	pthread_mutex_unlock(&g_mu);
-	pthread_join(g_thread, NULL);
+	for (unsigned i = 0; i < DB_WORKERS_MAX; i++)
+		if (g_workers[i].started) {
+			pthread_join(g_workers[i].thread, NULL);
+			g_workers[i].started = 0;
+		}
 	g_running = 0;
 	/* hand back whatever finished after the loop stopped */
 	on_async(g_loop, &g_async, 0);

@@ -1,8 +1,17 @@
 /*
- * MySQL access for queued. All queries run on one worker thread that owns
- * the connection; the event loop submits jobs and gets them back, with
- * their results, through an ev_async watcher. The loop never blocks on
- * MySQL.
+ * MySQL access for queued. Queries run on a small pool of worker threads,
+ * each owning one connection (mysql_workers); the event loop submits jobs
+ * and gets them back, with their results, through an ev_async watcher. The
+ * loop never blocks on MySQL.
+ *
+ * Ordering: every job has a key. Jobs with the same key run one at a time,
+ * in the order they were submitted (the reports of one call, the requests
+ * of one client connection); jobs with different keys run side by side, so
+ * that concurrent calls share InnoDB's log flushes (group commit) instead of
+ * queueing behind each other's commits. What keeps concurrent jobs correct
+ * is the database: the sessions run at READ COMMITTED, and a job that
+ * decides from a row's state locks that row first (SELECT ... FOR UPDATE).
+ * A job that loses a deadlock is rolled back and run again.
  */
 #ifndef QUEUED_DB_H
 #define QUEUED_DB_H
@@ -28,6 +37,10 @@ struct db_job {
 	int err;              /* enum ccq_err; 0 = success */
 	char errmsg[256];
 	int conn_lost;        /* set by db helpers: connection-class failure */
+	int lock_lost;        /* set by db helpers: deadlock or lock wait timeout */
+	uint64_t key;         /* ordering key (see above); 0 = no ordering */
+	/* monotonic times (ns), for statistics: submitted, started, finished */
+	uint64_t t_submit, t_start, t_end;
 };
 
 /* Connect with the configured timeouts; utf8mb4; autocommit on. */
@@ -35,12 +48,19 @@ MYSQL *db_connect(const struct queued_config *cfg, char *err, size_t errlen);
 /* Is this MySQL error number a lost or refused connection? */
 int db_is_conn_error(unsigned int errnum);
 
-/* Start the worker with an open connection (ownership passes to it). */
+/* Start cfg->mysql_workers workers; the first gets the open connection
+ * (ownership passes to it), the others connect on their own. */
 int db_start(struct ev_loop *loop, const struct queued_config *cfg, MYSQL *conn);
 void db_submit(struct db_job *j);
 /* Jobs submitted and not yet handed back. */
 unsigned db_pending(void);
-/* Ask the worker to finish queued jobs and stop; joins the thread. */
+/* Worker threads running. */
+unsigned db_workers(void);
+/* Jobs rerun after a deadlock or lock wait timeout, since start. */
+unsigned long db_lock_retries(void);
+/* Monotonic clock, ns. */
+uint64_t db_now_ns(void);
+/* Ask the workers to finish queued jobs and stop; joins the threads. */
 void db_stop(void);
 /* New timeouts/credentials apply at the next reconnect. */
 void db_set_config(const struct queued_config *cfg);

@@ -379,6 +379,190 @@ int req_who(struct req *r, MYSQL *m)
 	return 0;
 }
 
+/* ---- ordering keys ------------------------------------------------------ */
+
+static uint64_t key_hash(uint64_t h, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+static uint64_t key_of(const char *kind, const char *a, size_t an, const char *b, size_t bn)
+{
+	uint64_t h = key_hash(14695981039346656037ull, kind, strlen(kind));
+	h = key_hash(h, "\0", 1);
+	h = key_hash(h, a, an);
+	h = key_hash(h, "\0", 1);
+	h = key_hash(h, b, bn);
+	return h ? h : 1;
+}
+
+/*
+ * Which jobs must run in order (db.h): the reports about one call (the
+ * request names it by call_id), the registrations of one device, the
+ * requests of one client connection, and each kind of queued's own work
+ * (one sweep at a time). Different calls run side by side.
+ */
+static uint64_t req_key(const struct req *r)
+{
+	const msgpack_object *v = r->args ? ccq_map_get(r->args, "call_id") : NULL;
+
+	if (v && v->type == MSGPACK_OBJECT_STR && v->via.str.size)
+		return key_of("call", v->via.str.ptr, v->via.str.size, "", 0);
+	if (r->args && strcmp(r->op->name, "device.contact") == 0) {
+		const msgpack_object *u = ccq_map_get(r->args, "username");
+		const msgpack_object *d = ccq_map_get(r->args, "domain");
+		if (u && d && u->type == MSGPACK_OBJECT_STR && d->type == MSGPACK_OBJECT_STR)
+			return key_of("device", u->via.str.ptr, u->via.str.size, d->via.str.ptr,
+				d->via.str.size);
+	}
+	if (!r->c)
+		return key_of("internal", r->op->name, strlen(r->op->name), "", 0);
+	{
+		char cn[32];
+		int n = snprintf(cn, sizeof(cn), "%p", (void *)r->c);
+		return key_of("conn", cn, (size_t)n, "", 0);
+	}
+}
+
+/* ---- statistics (loop thread) ------------------------------------------ */
+
+/* log-spaced buckets: bucket i holds times up to 10 us * 1.25^i (~ 40 s) */
+#define ST_BUCKETS 70
+struct op_stat {
+	const char *name;
+	unsigned long n, errors;
+	unsigned long wait[ST_BUCKETS], run[ST_BUCKETS];
+	uint64_t run_max_ns, wait_max_ns;
+};
+#define ST_MAX 96
+static struct op_stat g_stats[ST_MAX];
+static unsigned g_nstats;
+
+static double bucket_ms(int i)
+{
+	double v = 0.01;
+	while (i-- > 0)
+		v *= 1.25;
+	return v;
+}
+
+static int bucket_of(uint64_t ns)
+{
+	double ms = (double)ns / 1e6, b = 0.01;
+	int i = 0;
+	while (ms > b && i < ST_BUCKETS - 1) {
+		b *= 1.25;
+		i++;
+	}
+	return i;
+}
+
+static void stat_record(const struct req *r)
+{
+	struct op_stat *st = NULL;
+	uint64_t wait, run;
+
+	if (!r->j.t_start || !r->j.t_end)
+		return;
+	for (unsigned i = 0; i < g_nstats; i++)
+		if (g_stats[i].name == r->op->name) {
+			st = &g_stats[i];
+			break;
+		}
+	if (!st) {
+		if (g_nstats >= ST_MAX)
+			return;
+		st = &g_stats[g_nstats++];
+		st->name = r->op->name;
+	}
+	wait = r->j.t_start > r->j.t_submit ? r->j.t_start - r->j.t_submit : 0;
+	run = r->j.t_end - r->j.t_start;
+	st->n++;
+	if (r->j.err)
+		st->errors++;
+	st->wait[bucket_of(wait)]++;
+	st->run[bucket_of(run)]++;
+	if (run > st->run_max_ns)
+		st->run_max_ns = run;
+	if (wait > st->wait_max_ns)
+		st->wait_max_ns = wait;
+}
+
+/* Upper bound of the bucket holding the q-quantile, capped by max. */
+static double quantile_ms(const unsigned long *b, unsigned long n, double q, uint64_t max_ns)
+{
+	unsigned long want = (unsigned long)((double)n * q), seen = 0;
+	double cap = (double)max_ns / 1e6;
+	if (want >= n)
+		want = n ? n - 1 : 0;
+	for (int i = 0; i < ST_BUCKETS; i++) {
+		seen += b[i];
+		if (seen > want) {
+			double v = bucket_ms(i);
+			return v < cap ? v : cap;
+		}
+	}
+	return cap;
+}
+
+/*
+ * server.stats: per operation, how many ran, how long they waited for a
+ * worker and how long they ran on it (the database's share of a decision).
+ * For the operator; "reset": true starts the counts again.
+ */
+static void op_stats(struct conn *c, uint64_t id, const msgpack_object *args)
+{
+	ccq_enc e;
+	int reset = 0;
+	const struct actor *a = conn_actor(c);
+
+	/* the operator acting as a user ("as") is that user here too */
+	if (!a->operator || (args && ccq_map_get(args, "as"))) {
+		conn_reply_err(c, id, CCQ_E_DENIED, "server statistics are for the local operator");
+		return;
+	}
+	if (args && ccq_map_bool(args, "reset", &reset) < 0) {
+		conn_reply_err(c, id, CCQ_E_BAD_REQUEST, "argument 'reset' must be true or false");
+		return;
+	}
+	ccq_enc_init(&e);
+	ccq_enc_reply_ok(&e, id);
+	msgpack_pack_map(&e.pk, 4);
+	ccq_pack_kv_uint(&e.pk, "workers", db_workers());
+	ccq_pack_kv_uint(&e.pk, "pending", db_pending());
+	ccq_pack_kv_uint(&e.pk, "lock_retries", db_lock_retries());
+	ccq_pack_str(&e.pk, "items");
+	msgpack_pack_array(&e.pk, g_nstats);
+	for (unsigned i = 0; i < g_nstats; i++) {
+		const struct op_stat *st = &g_stats[i];
+		msgpack_pack_map(&e.pk, 9);
+		ccq_pack_kv_str(&e.pk, "op", st->name);
+		ccq_pack_kv_uint(&e.pk, "count", st->n);
+		ccq_pack_kv_uint(&e.pk, "errors", st->errors);
+		ccq_pack_str(&e.pk, "wait_p50_ms");
+		msgpack_pack_double(&e.pk, quantile_ms(st->wait, st->n, 0.50, st->wait_max_ns));
+		ccq_pack_str(&e.pk, "wait_p99_ms");
+		msgpack_pack_double(&e.pk, quantile_ms(st->wait, st->n, 0.99, st->wait_max_ns));
+		ccq_pack_str(&e.pk, "run_p50_ms");
+		msgpack_pack_double(&e.pk, quantile_ms(st->run, st->n, 0.50, st->run_max_ns));
+		ccq_pack_str(&e.pk, "run_p99_ms");
+		msgpack_pack_double(&e.pk, quantile_ms(st->run, st->n, 0.99, st->run_max_ns));
+		ccq_pack_str(&e.pk, "run_max_ms");
+		msgpack_pack_double(&e.pk, (double)st->run_max_ns / 1e6);
+		ccq_pack_str(&e.pk, "wait_max_ms");
+		msgpack_pack_double(&e.pk, (double)st->wait_max_ns / 1e6);
+	}
+	conn_send(c, &e);
+	if (reset) {
+		memset(g_stats, 0, sizeof(g_stats));
+		g_nstats = 0;
+	}
+}
+
 /* ---- the generic job -------------------------------------------------- */
 
 static int req_run(struct db_job *j, MYSQL *m)
@@ -400,6 +584,7 @@ static void req_done(struct db_job *j)
 {
 	struct req *r = (struct req *)j;
 
+	stat_record(r);
 	/* reports are not lost to a short MySQL outage: try again shortly; the
 	 * reporter gets its answer (and the change is acknowledged) only once
 	 * it is committed */
@@ -456,17 +641,19 @@ static void op_ping(struct conn *c, uint64_t id, const msgpack_object *args)
 	(void)args;
 	ccq_enc_init(&e);
 	ccq_enc_reply_ok(&e, id);
-	msgpack_pack_map(&e.pk, 5);
+	msgpack_pack_map(&e.pk, 6);
 	ccq_pack_kv_str(&e.pk, "version", PACKAGE_VERSION);
 	ccq_pack_kv_uint(&e.pk, "proto", CCQ_PROTO_VERSION);
 	ccq_pack_kv_uint(&e.pk, "schema", (uint64_t)g_schema);
 	ccq_pack_kv_uint(&e.pk, "clients", server_clients());
 	ccq_pack_kv_uint(&e.pk, "db_pending", db_pending());
+	ccq_pack_kv_uint(&e.pk, "db_workers", db_workers());
 	conn_send(c, &e);
 }
 
 static const struct op_def ops_core[] = {
 	{ "ping", NULL, op_ping, NULL, OP_ANON },
+	{ "server.stats", NULL, op_stats, NULL, 0 },
 	{ NULL, NULL, NULL, NULL, 0 }
 };
 
@@ -503,6 +690,7 @@ int ops_submit_internal(const struct op_def *op, ccq_enc *enc, void (*done)(void
 	r->internal_done = done;
 	r->j.run = req_run;
 	r->j.done = req_done;
+	r->j.key = req_key(r);
 	db_submit(&r->j);
 	return 0;
 }
@@ -556,6 +744,7 @@ void ops_dispatch(struct conn *c, const ccq_msg *m, const uint8_t *payload, size
 	r->actor = *a;
 	r->j.run = req_run;
 	r->j.done = req_done;
+	r->j.key = req_key(r);
 	conn_hold(c);
 	db_submit(&r->j);
 }

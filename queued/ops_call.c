@@ -98,7 +98,13 @@ struct txn_row {
 	char customer[101];
 };
 
-static int txn_by_call(struct req *r, MYSQL *m, const char *call_id, struct txn_row *t)
+/*
+ * The TXN of a call leg. With lock (inside a transaction), the TXN's row is
+ * locked, so that what is read is still true when the caller writes:
+ * the reports of a TXN's other legs (a transfer, a callback) and queued's
+ * sweeps run on other MySQL workers at the same time.
+ */
+static int txn_by_call(struct req *r, MYSQL *m, const char *call_id, struct txn_row *t, int lock)
 {
 	struct qb q;
 	MYSQL_RES *res;
@@ -106,17 +112,23 @@ static int txn_by_call(struct req *r, MYSQL *m, const char *call_id, struct txn_
 
 	memset(t, 0, sizeof(*t));
 	qb_init(&q);
+	/* the inbox and customer by scalar subqueries, not joins: FOR UPDATE
+	 * then locks the TXN's row alone (a join would lock the inbox's row too
+	 * and make every call of the inbox wait for each other) */
 	qb_add(&q, "SELECT t.id, COALESCE(t.org_id, 0), COALESCE(t.inbox_id, 0), "
-		"COALESCE(t.agent_id, 0), t.status, COALESCE(i.name, ''), COALESCE(t.number, ''), "
-		"COALESCE(i.max_wait, 0), COALESCE(i.ring_timeout, 20), "
+		"COALESCE(t.agent_id, 0), t.status, "
+		"COALESCE((SELECT i.name FROM inbox i WHERE i.id = t.inbox_id), ''), "
+		"COALESCE(t.number, ''), "
+		"COALESCE((SELECT i.max_wait FROM inbox i WHERE i.id = t.inbox_id), 0), "
+		"COALESCE((SELECT i.ring_timeout FROM inbox i WHERE i.id = t.inbox_id), 20), "
 		"TIMESTAMPDIFF(SECOND, COALESCE(t.queued_at, t.created_at), UTC_TIMESTAMP(3)), "
 		"COALESCE(t.current_call_id, t.sip_call_id), t.direction = 'outbound', "
-		"COALESCE(t.device_id, 0), COALESCE(c.name, ''), t.call_type = 'callback' "
-		"FROM txn t LEFT JOIN inbox i ON i.id = t.inbox_id "
-		"LEFT JOIN customer c ON c.id = t.customer_id WHERE t.id = "
+		"COALESCE(t.device_id, 0), "
+		"COALESCE((SELECT c.name FROM customer c WHERE c.id = t.customer_id), ''), "
+		"t.call_type = 'callback' FROM txn t WHERE t.id = "
 		"(SELECT txn_id FROM txn_leg WHERE call_id = ");
 	qb_str(&q, m, call_id, strlen(call_id));
-	qb_add(&q, ")");
+	qb_add(&q, ")%s", lock ? " FOR UPDATE" : "");
 	if (q.oom) {
 		qb_free(&q);
 		return req_fail(r, CCQ_E_INTERNAL, "out of memory");
@@ -165,37 +177,99 @@ struct ring_pick {
  * a ring failure moves on to the next agent, and once everyone has had a
  * turn a waiting call is offered around again.
  */
+/* What makes member u of an inbox available for TXN txn (SQL, u aliased). */
+#define AGENT_FREE \
+	"(u.wrapup_until IS NULL OR u.wrapup_until <= UTC_TIMESTAMP(3)) " \
+	"AND EXISTS (SELECT 1 FROM device d JOIN device_contact c ON c.device_id = d.id " \
+	"  WHERE d.user_id = u.id AND d.enabled = 1 AND c.expires_at > UTC_TIMESTAMP(3)) " \
+	"AND (SELECT COUNT(*) FROM txn a WHERE a.agent_id = u.id " \
+	"  AND a.status IN ('Assigning','Assigned','Transferring')) < u.max_calls " \
+	"AND u.id NOT IN (SELECT g.user_id FROM txn_ring g JOIN inbox ib ON ib.id = %u " \
+	"  WHERE g.txn_id = %llu AND g.at > UTC_TIMESTAMP(3) - INTERVAL 2 * ib.ring_timeout SECOND) "
+
+/*
+ * Lock candidate uid's user row and check, with what is committed now, that
+ * it is still free. wait: block for the lock (else skip a row another
+ * decision holds). Returns 1 (ours), 0 (not free), 2 (skipped: locked by
+ * another decision), -1 (error).
+ *
+ * Decisions run on several MySQL workers at once; two of them may read the
+ * same agent as free. The row lock makes the second wait until the first
+ * committed (or, with SKIP LOCKED, move on to the next agent), and the
+ * re-check then counts the first one's call, so max_calls holds.
+ */
+static int claim_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, uint64_t uid,
+		int wait)
+{
+	char q[1600];
+	uint64_t v;
+	int found;
+
+	snprintf(q, sizeof(q), "SELECT id FROM user WHERE id = %llu FOR UPDATE%s",
+		(unsigned long long)uid, wait ? "" : " SKIP LOCKED");
+	if (sql_u64(r, m, q, strlen(q), &v, &found) < 0)
+		return -1;
+	if (!found)
+		return 2;
+	snprintf(q, sizeof(q), "SELECT u.id FROM user u WHERE u.id = %llu AND " AGENT_FREE,
+		(unsigned long long)uid, inbox, (unsigned long long)txn);
+	if (sql_u64(r, m, q, strlen(q), &v, &found) < 0)
+		return -1;
+	return found;
+}
+
+/*
+ * Among the available members: who has the fewest calls in progress (an
+ * agent on a call is not idle), then who has been idle longest (never
+ * called first), then the lowest id.
+ */
+#define CANDIDATES 8
 static int pick_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, struct ring_pick *p)
 {
 	char q[2400];
 	MYSQL_RES *res;
 	MYSQL_ROW row;
-	uint64_t uid;
+	uint64_t uid = 0, cand[CANDIDATES];
+	char cext[CANDIDATES][33], cname[CANDIDATES][101];
+	int n = 0, held[CANDIDATES], nheld = 0, rc, chosen = -1;
 
 	memset(p, 0, sizeof(*p));
 	snprintf(q, sizeof(q),
 		"SELECT u.id, u.ext_key, u.name FROM inbox_member im JOIN user u ON u.id = im.user_id "
-		"WHERE im.inbox_id = %u "
-		"AND (u.wrapup_until IS NULL OR u.wrapup_until <= UTC_TIMESTAMP(3)) "
-		"AND EXISTS (SELECT 1 FROM device d JOIN device_contact c ON c.device_id = d.id "
-		"  WHERE d.user_id = u.id AND d.enabled = 1 AND c.expires_at > UTC_TIMESTAMP(3)) "
-		"AND (SELECT COUNT(*) FROM txn a WHERE a.agent_id = u.id "
-		"  AND a.status IN ('Assigning','Assigned','Transferring')) < u.max_calls "
-		"AND u.id NOT IN (SELECT g.user_id FROM txn_ring g JOIN inbox ib ON ib.id = %u "
-		"  WHERE g.txn_id = %llu AND g.at > UTC_TIMESTAMP(3) - INTERVAL 2 * ib.ring_timeout SECOND) "
-		"ORDER BY u.last_call_end IS NOT NULL, u.last_call_end, u.id LIMIT 1",
-		inbox, inbox, (unsigned long long)txn);
+		"WHERE im.inbox_id = %u AND " AGENT_FREE
+		"ORDER BY (SELECT COUNT(*) FROM txn b WHERE b.agent_id = u.id "
+		"  AND b.status IN ('Assigning','Assigned','Transferring')), "
+		"u.last_call_end IS NOT NULL, u.last_call_end, u.id LIMIT %d",
+		inbox, inbox, (unsigned long long)txn, CANDIDATES);
 	if (!(res = db_select(&r->j, m, q, strlen(q))))
 		return -1;
-	row = mysql_fetch_row(res);
-	if (!row) {
-		mysql_free_result(res);
-		return 0;
+	while ((row = mysql_fetch_row(res)) && n < CANDIDATES) {
+		cand[n] = strtoull(row[0], NULL, 10);
+		snprintf(cext[n], sizeof(cext[0]), "%s", row[1]);
+		snprintf(cname[n], sizeof(cname[0]), "%s", row[2]);
+		n++;
 	}
-	uid = strtoull(row[0], NULL, 10);
-	snprintf(p->ext, sizeof(p->ext), "%s", row[1]);
-	snprintf(p->name, sizeof(p->name), "%s", row[2]);
 	mysql_free_result(res);
+	/* the first one nobody else is deciding about; then wait for the others */
+	for (int i = 0; i < n && chosen < 0; i++) {
+		if ((rc = claim_agent(r, m, txn, inbox, cand[i], 0)) < 0)
+			return -1;
+		if (rc == 1)
+			chosen = i;
+		else if (rc == 2)
+			held[nheld++] = i;
+	}
+	for (int k = 0; k < nheld && chosen < 0; k++) {
+		if ((rc = claim_agent(r, m, txn, inbox, cand[held[k]], 1)) < 0)
+			return -1;
+		if (rc == 1)
+			chosen = held[k];
+	}
+	if (chosen < 0)
+		return 0;
+	uid = cand[chosen];
+	snprintf(p->ext, sizeof(p->ext), "%s", cext[chosen]);
+	snprintf(p->name, sizeof(p->name), "%s", cname[chosen]);
 
 	snprintf(q, sizeof(q), "SELECT DISTINCT d.username, d.domain, d.kind, d.label FROM device d "
 		"JOIN device_contact c ON c.device_id = d.id WHERE d.user_id = %llu AND d.enabled = 1 "
@@ -366,7 +440,7 @@ static int run_call_transfer(struct req *r, MYSQL *m)
 	}
 	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
 		return -1;
-	if (txn_by_call(r, m, call_id, &t) < 0)
+	if (txn_by_call(r, m, call_id, &t, 1) < 0)
 		goto fail;
 	if (strcmp(t.status, "Assigned") != 0) {
 		mysql_query(m, "ROLLBACK");
@@ -447,14 +521,23 @@ static int attach_transfer(struct req *r, MYSQL *m, const char *call_id, const c
 		return 0;
 	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
 		return -1;
-	/* the live leg before this one ('' once the transferring agent left) */
-	snprintf(q, sizeof(q), "SELECT COALESCE(current_call_id, sip_call_id) FROM txn WHERE id = %llu",
-		(unsigned long long)txn);
+	/* the live leg before this one ('' once the transferring agent left);
+	 * the row is locked and still Transferring, or this is not a transfer
+	 * any more (the old leg's report, on another worker, came first) */
+	snprintf(q, sizeof(q), "SELECT COALESCE(current_call_id, sip_call_id), status FROM txn "
+		"WHERE id = %llu FOR UPDATE", (unsigned long long)txn);
 	if (!(res = db_select(&r->j, m, q, strlen(q))))
 		goto fail;
-	if ((row = mysql_fetch_row(res)))
+	if ((row = mysql_fetch_row(res))) {
 		snprintf(prev_leg, sizeof(prev_leg), "%s", row[0] ? row[0] : "");
+		if (strcmp(row[1], "Transferring") != 0)
+			txn = 0;
+	}
 	mysql_free_result(res);
+	if (!txn) {
+		mysql_query(m, "ROLLBACK");
+		return 0;
+	}
 	{
 		struct qb qq;
 		qb_init(&qq);
@@ -476,7 +559,7 @@ static int attach_transfer(struct req *r, MYSQL *m, const char *call_id, const c
 		}
 		qb_free(&qq);
 	}
-	if (txn_by_call(r, m, call_id, &t) < 0)
+	if (txn_by_call(r, m, call_id, &t, 0) < 0)
 		goto fail;
 	/* ring the target's devices (whether or not they are "available":
 	 * the transferring agent chose them) */
@@ -714,7 +797,7 @@ static int run_call_route(struct req *r, MYSQL *m)
 	qb_free(&qq);
 
 	/* 5. ring an agent, or queue */
-	if (txn_by_call(r, m, call_id, &t) < 0)
+	if (txn_by_call(r, m, call_id, &t, 0) < 0)
 		goto fail2;
 	rc = pick_agent(r, m, txn, (uint32_t)inbox, &pick);
 	if (rc < 0)
@@ -771,7 +854,7 @@ static int run_call_ring_failed(struct req *r, MYSQL *m)
 		return -1;
 	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
 		return -1;
-	if (txn_by_call(r, m, call_id, &t) < 0)
+	if (txn_by_call(r, m, call_id, &t, 1) < 0)
 		goto fail;
 	snprintf(after_of(r)->call_id, sizeof(after_of(r)->call_id), "%s", call_id);
 	if (t.agent_id) {
@@ -839,7 +922,7 @@ static int run_call_answered(struct req *r, MYSQL *m)
 		return -1;
 	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
 		return -1;
-	if (txn_by_call(r, m, call_id, &t) < 0)
+	if (txn_by_call(r, m, call_id, &t, 1) < 0)
 		goto fail;
 	if (strcmp(t.status, "Assigned") == 0) { /* a retransmitted 200 */
 		mysql_query(m, "ROLLBACK");
@@ -929,7 +1012,7 @@ static int run_call_ended(struct req *r, MYSQL *m)
 		return -1;
 	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
 		return -1;
-	if (txn_by_call(r, m, call_id, &t) < 0) {
+	if (txn_by_call(r, m, call_id, &t, 1) < 0) {
 		if (r->j.err != CCQ_E_NOT_FOUND)
 			goto fail;
 		/* a call without a TXN (a device's call, a rejected one): nothing to end */
@@ -1427,7 +1510,8 @@ struct sweep_out {
 
 static int run_sweep(struct req *r, MYSQL *m)
 {
-	struct sweep_out *out = calloc(1, sizeof(*out));
+	/* a rerun (lost connection) keeps what the first run committed */
+	struct sweep_out *out = r->after_data ? r->after_data : calloc(1, sizeof(*out));
 	const msgpack_object *calls = ccq_map_get(r->args, "calls");
 
 	if (!out)
@@ -1448,7 +1532,7 @@ static int run_sweep(struct req *r, MYSQL *m)
 		call_id[o->via.str.size] = '\0';
 		if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
 			return -1;
-		if (txn_by_call(r, m, call_id, &t) < 0) {
+		if (txn_by_call(r, m, call_id, &t, 1) < 0) {
 			mysql_query(m, "ROLLBACK");
 			if (r->j.conn_lost)
 				return -1;
@@ -1484,6 +1568,14 @@ static int run_sweep(struct req *r, MYSQL *m)
 			out->n++;
 		} else {
 			rc = pick_agent(r, m, t.id, t.inbox_id, &out->item[out->n].pick);
+			if (rc < 0 && r->j.lock_lost) {
+				/* a decision on another worker won: this call waits for
+				 * the next sweep */
+				mysql_query(m, "ROLLBACK");
+				r->j.err = 0;
+				r->j.lock_lost = 0;
+				continue;
+			}
 			if (rc < 0)
 				goto fail;
 			if (rc == 0) {

@@ -131,6 +131,10 @@ static const struct cmdspec cmds[] = {
 		"[--countries CC,CC] [--pin-policy none|international|all]   outbound policy" },
 	{ "policy show", "policy.get", { 0 }, "", { { 0 } }, { 0 },
 		"                        the organisation's outbound policy" },
+	{ "stats", "server.stats", { 0 }, "", { { "--reset", "reset", 'f' } },
+		{ "op", "count", "errors", "wait_p50_ms", "wait_p99_ms", "run_p50_ms", "run_p99_ms",
+		  "run_max_ms" },
+		"[--reset]               per operation: count, wait for a MySQL worker, run time" },
 	{ "whoami", "whoami", { 0 }, "", { { 0 } }, { 0 },
 		"                        who this connection acts as" },
 	{ "txn list", "txn.list", { 0 }, "", {
@@ -161,6 +165,7 @@ static void usage(FILE *f)
 		"\n"
 		"Commands:\n"
 		"  ping                    queued's version, protocol and schema version\n"
+		"  stats [--reset]         per operation: count, wait for a MySQL worker, run time\n"
 		"  txn show ID             one transaction and its journey (timeline)\n"
 		"  me                      the acting agent's current call (use --as EXT@ORG)\n"
 		"  watch [--inbox ID] [--count N] [--for S]\n"
@@ -277,6 +282,10 @@ static const char *text_of(const msgpack_object *o, char *buf, size_t size)
 		return buf;
 	case MSGPACK_OBJECT_BOOLEAN:
 		return o->via.boolean ? "yes" : "no";
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64:
+		snprintf(buf, size, "%.3f", o->via.f64);
+		return buf;
 	default:
 		return "?";
 	}
@@ -510,7 +519,9 @@ static int run_spec(const struct cmdspec *cs, int argc, char **argv)
 		return rc;
 	items = ccq_map_get(r.body, "items");
 	if (g_json) {
-		json_obj(items && cs->cols[0] ? items : r.body);
+		/* JSON of a table is its rows; server.stats also has totals beside
+		 * its rows (workers, pending, lock_retries): the whole answer */
+		json_obj(items && cs->cols[0] && strcmp(cs->op, "server.stats") != 0 ? items : r.body);
 		putchar('\n');
 	} else if (items && items->type == MSGPACK_OBJECT_ARRAY && cs->cols[0]) {
 		print_table(items, cs->cols);
@@ -539,9 +550,11 @@ static int cmd_ping(void)
 		json_obj(r.body);
 		putchar('\n');
 	} else {
-		printf("queued %s at %s (protocol %s, schema %s)\n",
+		char b4[32];
+		printf("queued %s at %s (protocol %s, schema %s, %s MySQL workers)\n",
 			field(r.body, "version", b1, sizeof(b1)), g_addr,
-			field(r.body, "proto", b2, sizeof(b2)), field(r.body, "schema", b3, sizeof(b3)));
+			field(r.body, "proto", b2, sizeof(b2)), field(r.body, "schema", b3, sizeof(b3)),
+			field(r.body, "db_workers", b4, sizeof(b4)));
 	}
 	ccq_msg_free(&r);
 	return 0;

@@ -104,18 +104,33 @@ print(d.get('OutgoingCall(C)', '0'), d.get('SuccessfulCall(C)', '0'), d.get('Fai
 PY
 }
 
+# queued's view of the decisions since the last call: call.route's wait for a
+# MySQL worker and run time on it, p50/p99 (ms; bucket upper bounds)
+route_ms() {
+    ccqctl --json stats --reset | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+r = [i for i in d["items"] if i["op"] == "call.route"]
+if r:
+    r = r[0]
+    print("queued call.route wait p50/p99 %.2f/%.2f run p50/p99 %.2f/%.2f ms (%d workers)" % (
+        r["wait_p50_ms"], r["wait_p99_ms"], r["run_p50_ms"], r["run_p99_ms"], d["workers"]))'
+}
+
 printf '\n%-6s %-8s %10s %10s %8s %10s\n' RATE TARGET ATTEMPTED SUCCESS FAILED "CALLS/S"
 results=()
 for r in $rates; do
     for target in relay ccq; do
         if [ "$target" = relay ]; then addr=127.0.0.1:$relay_port; else addr=127.0.0.1:5260; fi
+        [ "$target" = ccq ] && route_ms > /dev/null
         c0=$(commits)
         read -r att ok fail < <(run "$addr" "$r")
         c1=$(commits)
         cps=$(awk -v ok="$ok" -v d="$dur" 'BEGIN { printf "%.1f", ok / d }')
         printf '%-6s %-8s %10s %10s %8s %10s' "$r" "$target" "$att" "$ok" "$fail" "$cps"
-        [ "$target" = ccq ] && printf '   mysql commits/s %s' \
-            "$(awk -v a="$c0" -v b="$c1" -v d="$dur" 'BEGIN { printf "%.1f", (b - a) / d }')"
+        [ "$target" = ccq ] && printf '   mysql commits/s %s   %s' \
+            "$(awk -v a="$c0" -v b="$c1" -v d="$dur" 'BEGIN { printf "%.1f", (b - a) / d }')" \
+            "$(route_ms)"
         printf '\n'
         results+=("$r $target $ok")
         sleep 3
