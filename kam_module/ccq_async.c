@@ -1,7 +1,9 @@
 /*
- * The "ccq async" process and the worker side of it; see ccq_async.h.
+ * The "ccq async" process, the "ccq resume" processes and the worker side
+ * of them; see ccq_async.h.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -24,11 +26,14 @@
 #include "ccq_cb.h"
 
 struct ccq_result ccq_async_result;
+int ccq_resume_procs = 4;
 
 static struct tm_binds tmb;
 static int g_tm_loaded;
 static int g_chan[2] = { -1, -1 };   /* [0] workers write, [1] async reads */
+static int g_rchan[2] = { -1, -1 };  /* [0] async writes, [1] resume processes read */
 static int g_async_pid;
+static int g_resume_slot = -1;       /* in a resume process: its number, from 0 */
 static uint64_t g_id_seq;
 
 #define CHAN_MAGIC 0x63637161u /* "ccqa" */
@@ -53,14 +58,19 @@ static int64_t mono_us(void)
 }
 
 /*
- * Decision latency (worker hand-over to resumed route) in shared memory:
- * log-spaced buckets, written only by the async process, read by RPC.
+ * Decision latency (worker hand-over to the start of the resumed route) in
+ * shared memory: log-spaced buckets, written by whichever process starts
+ * the resumed route (atomic updates), read by RPC. Next to it, how many
+ * resumes each resume process ran (one writer per slot).
  */
 #define LAT_BUCKETS 64
 struct lat_hist {
 	unsigned long count[LAT_BUCKETS];
 	unsigned long total;
 	int64_t max_us;
+	unsigned long resumed[CCQ_RESUME_MAX];
+	unsigned long resumed_in_async;   /* resume_processes 0, or the pool overrun */
+	unsigned long backlog_max;        /* most hand-overs ever waiting for the pool */
 };
 static struct lat_hist *g_lat;
 
@@ -76,14 +86,17 @@ static double bucket_upper_us(int i)
 static void lat_record(int64_t us)
 {
 	int i = 0;
+	int64_t mx;
 	if (!g_lat)
 		return;
 	while (i < LAT_BUCKETS - 1 && (double)us > bucket_upper_us(i))
 		i++;
-	g_lat->count[i]++;
-	g_lat->total++;
-	if (us > g_lat->max_us)
-		g_lat->max_us = us;
+	__atomic_fetch_add(&g_lat->count[i], 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&g_lat->total, 1, __ATOMIC_RELAXED);
+	mx = __atomic_load_n(&g_lat->max_us, __ATOMIC_RELAXED);
+	while (us > mx && !__atomic_compare_exchange_n(&g_lat->max_us, &mx, us, 0,
+			__ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
 }
 
 int ccq_async_latency(double *p50_ms, double *p99_ms, double *max_ms, unsigned long *n)
@@ -95,6 +108,10 @@ int ccq_async_latency(double *p50_ms, double *p99_ms, double *max_ms, unsigned l
 	if (!g_lat)
 		return -1;
 	h = *g_lat;
+	/* the copy is not one atomic snapshot: count what the buckets hold */
+	h.total = 0;
+	for (int i = 0; i < LAT_BUCKETS; i++)
+		h.total += h.count[i];
 	*n = h.total;
 	*p50_ms = *p99_ms = 0;
 	*max_ms = (double)h.max_us / 1000.0;
@@ -132,8 +149,34 @@ uint64_t ccq_async_next_id(void)
 	return ((uint64_t)my_pid() << 32) | (++g_id_seq & 0xffffffffu);
 }
 
+void ccq_async_rpc_stats(rpc_t *rpc, void *th)
+{
+	char per[CCQ_RESUME_MAX * 21 + 1];
+	size_t off = 0;
+	unsigned long total = 0;
+
+	if (!g_lat)
+		return;
+	per[0] = '\0';
+	for (int i = 0; i < ccq_resume_procs && i < CCQ_RESUME_MAX; i++) {
+		unsigned long v = __atomic_load_n(&g_lat->resumed[i], __ATOMIC_RELAXED);
+		total += v;
+		off += (size_t)snprintf(per + off, sizeof(per) - off, "%s%lu", i ? " " : "", v);
+	}
+	total += g_lat->resumed_in_async;
+	rpc->struct_add(th, "dusuu", "resume_processes", ccq_resume_procs,
+		"resumes", (unsigned)total, "resumes_per_process", per,
+		"resumes_in_async", (unsigned)g_lat->resumed_in_async,
+		"resume_backlog_max", (unsigned)g_lat->backlog_max);
+}
+
 int ccq_async_init(void)
 {
+	if (ccq_resume_procs < 0 || ccq_resume_procs > CCQ_RESUME_MAX) {
+		LM_ERR("modparam resume_processes must be 0..%d, not %d\n", CCQ_RESUME_MAX,
+			ccq_resume_procs);
+		return -1;
+	}
 	if (load_tm_api(&tmb) < 0) {
 		LM_ERR("the ccq module needs the tm module for asynchronous decisions: load tm.so first\n");
 		return -1;
@@ -157,8 +200,21 @@ int ccq_async_init(void)
 		setsockopt(g_chan[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
 		setsockopt(g_chan[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
 	}
-	register_procs(1);
-	cfg_register_child(1);
+	if (ccq_resume_procs > 0) {
+		/* the resume pool: every resume process reads the same end, and a
+		 * datagram goes to exactly one of them (whichever is free first);
+		 * blocking reads, so that the kernel wakes one reader per datagram */
+		int sz = 4 * 1024 * 1024;
+		if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, g_rchan) < 0) {
+			LM_ERR("socketpair: %s\n", strerror(errno));
+			return -1;
+		}
+		fcntl(g_rchan[0], F_SETFL, O_NONBLOCK);
+		setsockopt(g_rchan[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+		setsockopt(g_rchan[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	}
+	register_procs(1 + ccq_resume_procs);
+	cfg_register_child(1 + ccq_resume_procs);
 	return 0;
 }
 
@@ -167,6 +223,14 @@ void ccq_async_child(void)
 	if (g_async_pid != getpid() && g_chan[1] >= 0) {
 		close(g_chan[1]);
 		g_chan[1] = -1;
+	}
+	if (g_async_pid != getpid() && g_rchan[0] >= 0) {
+		close(g_rchan[0]);
+		g_rchan[0] = -1;
+	}
+	if (g_resume_slot < 0 && g_rchan[1] >= 0) {
+		close(g_rchan[1]);
+		g_rchan[1] = -1;
 	}
 }
 
@@ -207,6 +271,7 @@ static void on_final_reply(struct cell *t, int type, struct tmcb_params *ps)
 	uint64_t id;
 	char callid[256], by[16];
 
+	(void)type;
 	if (ps->code < 300 || !t || t->callid.len <= 0)
 		return;
 	/* callid_hdr holds the whole header line: "Call-ID: value\r\n" */
@@ -480,13 +545,138 @@ static void q_connect(void)
 	ccq_cb_on_connect();
 }
 
-static void resume(struct pending *p)
+/*
+ * A resume handed from the async process to a resume process: the
+ * transaction, the route and the decoded result, which the resume process
+ * makes its own ccq_async_result. Only the targets in use are sent.
+ */
+#define RESUME_MAGIC 0x63637172u /* "ccqr" */
+struct resume_msg {
+	uint32_t magic;
+	uint32_t tindex, tlabel;
+	int32_t route;
+	int64_t sent_us;          /* the worker's hand-over; 0: no latency to record */
+	char call_id[256];
+	struct ccq_result res;
+};
+#define RESUME_MIN_LEN offsetof(struct resume_msg, res.targets)
+
+static size_t resume_len(const struct resume_msg *m)
 {
+	int n = m->res.ntargets;
+	if (n < 0 || n > CCQ_MAX_TARGETS)
+		n = 0;
+	return RESUME_MIN_LEN + (size_t)n * sizeof(m->res.targets[0]);
+}
+
+/* Run the resumed route in this process (a resume process, or the async
+ * process when there is no pool). */
+static void resume_run(const struct resume_msg *m)
+{
+	if (m->sent_us)
+		lat_record(mono_us() - m->sent_us);
+	if (g_lat) {
+		if (g_resume_slot >= 0)
+			g_lat->resumed[g_resume_slot]++;
+		else
+			g_lat->resumed_in_async++;
+	}
+	ccq_async_result = m->res;
 	ccq_async_result.active = 1;
-	if (tmb.t_continue(p->h.tindex, p->h.tlabel, main_rt.rlist[p->h.route]) < 0)
-		LM_NOTICE("ccq async: transaction of call %s is gone (caller hung up?)\n",
-			p->h.call_id);
+	if (tmb.t_continue(m->tindex, m->tlabel, main_rt.rlist[m->route]) < 0)
+		LM_NOTICE("ccq: transaction of call %s is gone (caller hung up?)\n", m->call_id);
 	memset(&ccq_async_result, 0, sizeof(ccq_async_result));
+}
+
+static int chan_full(int err)
+{
+	return err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS || err == EINTR;
+}
+
+/* Hand-overs the pool could not take yet (its socket buffer full), oldest
+ * first; sent again when the socket is writable. */
+struct backlog {
+	struct backlog *next;
+	size_t len;
+	struct resume_msg m;     /* len bytes of it are sent */
+};
+#define BACKLOG_MAX 4096
+static struct backlog *g_bl_head, **g_bl_tail = &g_bl_head;
+static unsigned g_bl_count;
+
+static void backlog_flush(void)
+{
+	while (g_bl_head) {
+		struct backlog *b = g_bl_head;
+		if (send(g_rchan[0], &b->m, b->len, MSG_DONTWAIT) < 0) {
+			if (chan_full(errno))
+				return;
+			LM_ERR("ccq async: cannot hand a resume to the resume processes (%s): "
+				"resuming here\n", strerror(errno));
+			resume_run(&b->m);
+		}
+		g_bl_head = b->next;
+		if (!g_bl_head)
+			g_bl_tail = &g_bl_head;
+		g_bl_count--;
+		free(b);
+	}
+}
+
+/*
+ * Resume p's transaction with ccq_async_result (filled by the caller) in
+ * a resume process; sent_us: the worker's hand-over time for the latency
+ * (0: none). The async process goes back to queued's replies at once.
+ */
+static void resume(struct pending *p, int64_t sent_us)
+{
+	static struct resume_msg m;
+	struct backlog *b;
+	size_t len;
+
+	memset(&m, 0, RESUME_MIN_LEN);
+	m.magic = RESUME_MAGIC;
+	m.tindex = p->h.tindex;
+	m.tlabel = p->h.tlabel;
+	m.route = p->h.route;
+	m.sent_us = sent_us;
+	memcpy(m.call_id, p->h.call_id, sizeof(m.call_id));
+	m.res = ccq_async_result;
+	if (m.res.ntargets < 0 || m.res.ntargets > CCQ_MAX_TARGETS)
+		m.res.ntargets = 0;
+	memset(&ccq_async_result, 0, sizeof(ccq_async_result));
+	len = resume_len(&m);
+
+	if (ccq_resume_procs == 0) {
+		resume_run(&m);
+		return;
+	}
+	if (!g_bl_head) {
+		if (send(g_rchan[0], &m, len, MSG_DONTWAIT) == (ssize_t)len)
+			return;
+		if (!chan_full(errno)) {
+			LM_ERR("ccq async: cannot hand a resume to the resume processes (%s): "
+				"resuming call %s here\n", strerror(errno), m.call_id);
+			resume_run(&m);
+			return;
+		}
+	}
+	/* the pool's socket is full: keep it, in order, for backlog_flush() */
+	if (g_bl_count >= BACKLOG_MAX || !(b = malloc(sizeof(*b)))) {
+		/* the pool is far behind: better late here than never */
+		LM_WARN("ccq async: %u resumes wait for the resume processes; resuming call %s"
+			" here\n", g_bl_count, m.call_id);
+		resume_run(&m);
+		return;
+	}
+	memcpy(&b->m, &m, sizeof(m));
+	b->len = len;
+	b->next = NULL;
+	*g_bl_tail = b;
+	g_bl_tail = &b->next;
+	g_bl_count++;
+	if (g_lat && g_bl_count > g_lat->backlog_max)
+		g_lat->backlog_max = g_bl_count;
 }
 
 static void fill_result(const msgpack_object *r)
@@ -531,13 +721,13 @@ static void fill_result(const msgpack_object *r)
 	}
 }
 
-static void fallback(struct pending *p, const char *why)
+static void fallback(struct pending *p, const char *why, int64_t sent_us)
 {
 	memset(&ccq_async_result, 0, sizeof(ccq_async_result));
 	snprintf(ccq_async_result.action, sizeof(ccq_async_result.action), "fallback");
 	snprintf(ccq_async_result.error, sizeof(ccq_async_result.error), "%s", why);
 	ccq_link_count_fallback();
-	resume(p);
+	resume(p, sent_us);
 }
 
 static void unlink_pending(struct pending *p)
@@ -565,17 +755,16 @@ static void on_message(ccq_msg *m)
 			return;
 		}
 		unlink_pending(p);
-		lat_record(mono_us() - p->h.sent_us);
 		memset(&ccq_async_result, 0, sizeof(ccq_async_result));
 		if (m->code) {
 			char why[200];
 			snprintf(why, sizeof(why), "queued: %s: %.*s", ccq_err_name(m->code),
 				(int)(m->errmsg_len > 150 ? 150 : m->errmsg_len), m->errmsg);
 			LM_ERR("decision for call %s failed: %s\n", p->h.call_id, why);
-			fallback(p, why);
+			fallback(p, why, p->h.sent_us);
 		} else {
 			fill_result(m->body);
-			resume(p);
+			resume(p, p->h.sent_us);
 		}
 		free(p);
 		return;
@@ -597,7 +786,7 @@ static void on_message(ccq_msg *m)
 	unlink_pending(p);
 	memset(&ccq_async_result, 0, sizeof(ccq_async_result));
 	fill_result(m->body);
-	resume(p);
+	resume(p, 0);
 	free(p);
 }
 
@@ -731,9 +920,9 @@ static void expire(void)
 				"Temporarily Unavailable");
 			snprintf(ccq_async_result.error, sizeof(ccq_async_result.error),
 				"no answer from queued before the wait deadline");
-			resume(p);
+			resume(p, 0);
 		} else {
-			fallback(p, g_qfd < 0 ? "queued unreachable" : "queued did not answer in time");
+			fallback(p, g_qfd < 0 ? "queued unreachable" : "queued did not answer in time", 0);
 		}
 		free(p);
 	}
@@ -742,8 +931,8 @@ static void expire(void)
 static void async_loop(void)
 {
 	for (;;) {
-		struct pollfd pfd[2];
-		int n = 1, timeout = 50;
+		struct pollfd pfd[3];
+		int n = 1, qi = -1, timeout = 50;
 
 		cfg_update();
 		q_connect();
@@ -751,19 +940,28 @@ static void async_loop(void)
 		pfd[0].events = POLLIN;
 		pfd[0].revents = 0;
 		if (g_qfd >= 0) {
-			pfd[1].fd = g_qfd;
-			pfd[1].events = POLLIN | (g_out_head ? POLLOUT : 0);
-			pfd[1].revents = 0;
-			n = 2;
+			qi = n++;
+			pfd[qi].fd = g_qfd;
+			pfd[qi].events = POLLIN | (g_out_head ? POLLOUT : 0);
+			pfd[qi].revents = 0;
+		}
+		if (g_bl_head) {
+			/* resumes wait for room in the pool's socket */
+			pfd[n].fd = g_rchan[0];
+			pfd[n].events = POLLOUT;
+			pfd[n].revents = 0;
+			n++;
 		}
 		if (poll(pfd, n, timeout) < 0 && errno != EINTR) {
 			LM_ERR("ccq async: poll: %s\n", strerror(errno));
 			sleep(1);
 			continue;
 		}
+		if (g_bl_head)
+			backlog_flush();
 		if (pfd[0].revents & POLLIN)
 			chan_read();
-		if (n == 2 && g_qfd >= 0 && (pfd[1].revents & (POLLIN | POLLHUP | POLLERR)))
+		if (qi >= 0 && g_qfd >= 0 && (pfd[qi].revents & (POLLIN | POLLHUP | POLLERR)))
 			q_read();
 		if (g_qfd >= 0 && g_out_head)
 			q_write();
@@ -772,25 +970,69 @@ static void async_loop(void)
 	}
 }
 
+/*
+ * A resume process: takes one hand-over at a time from the pool's socket
+ * and runs its route. Several of them run resumed routes side by side, so
+ * that no single process carries every call's resumed route.
+ */
+static void resume_loop(void)
+{
+	static struct resume_msg m;
+	for (;;) {
+		ssize_t n = recv(g_rchan[1], &m, sizeof(m), 0);
+		if (n < 0) {
+			if (errno != EINTR && errno != EAGAIN) {
+				LM_ERR("ccq resume: recv: %s\n", strerror(errno));
+				sleep(1);
+			}
+			continue;
+		}
+		if ((size_t)n < RESUME_MIN_LEN || m.magic != RESUME_MAGIC
+				|| (size_t)n != resume_len(&m)) {
+			LM_ERR("ccq resume: malformed hand-over (%zd bytes)\n", n);
+			continue;
+		}
+		m.call_id[sizeof(m.call_id) - 1] = '\0';
+		memset((char *)&m + n, 0, sizeof(m) - (size_t)n); /* targets not sent */
+		cfg_update();
+		resume_run(&m);
+	}
+}
+
+/*
+ * Fork one of the module's processes (slot: a resume process's number, -1
+ * for the async process). The other modules set it up as they do an RPC
+ * process (tm, rtpengine, usrloc, auth): resumed routes relay, authenticate
+ * and touch media there. g_chan[0] stays open in it: a resumed route may
+ * suspend again (ring failed, wait in the queue) and hand over a new
+ * request like a SIP worker. Returns 0 in the parent, -1 on failure.
+ */
+static int fork_ours(const char *name, int slot, void (*loop)(void))
+{
+	int pid = fork_process(PROC_NOCHLDINIT, (char *)name, 1);
+	if (pid != 0)
+		return pid < 0 ? -1 : 0;
+	if (slot >= 0)
+		g_resume_slot = slot;
+	else
+		g_async_pid = getpid();
+	if (init_child(PROC_RPC) < 0) {
+		LM_ERR("child init for the %s process failed\n", name);
+		return -1;
+	}
+	if (cfg_child_init())
+		return -1;
+	loop();
+	exit(0);
+}
+
 int ccq_async_fork(void)
 {
-	int pid = fork_process(PROC_NOCHLDINIT, "ccq async", 1);
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		g_async_pid = getpid();
-		/* let other modules (tm, rtpengine, usrloc) set this process up as they
-		 * do an RPC process: resumed routes relay and touch media here */
-		if (init_child(PROC_RPC) < 0) {
-			LM_ERR("child init for the ccq async process failed\n");
+	for (int i = 0; i < ccq_resume_procs; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "ccq resume %d", i + 1);
+		if (fork_ours(name, i, resume_loop) < 0)
 			return -1;
-		}
-		if (cfg_child_init())
-			return -1;
-		/* g_chan[0] stays open: routes resumed here may suspend again
-		 * (ring failed, wait in the queue) and hand us a new request */
-		async_loop();
-		exit(0);
 	}
-	return 0;
+	return fork_ours("ccq async", -1, async_loop);
 }

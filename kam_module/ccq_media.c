@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 
 #include "core/dprint.h"
+#include "core/mem/shm_mem.h"
 #include "core/parser/msg_parser.h"
 #include "core/parser/parse_from.h"
 #include "modules/tm/tm_load.h"
@@ -39,10 +40,13 @@ static char g_hold_file[512];
 static int g_fd = -1;
 static unsigned g_cookie;
 
-/* Calls on hold, by Call-ID hash; only the async process holds and unholds
- * (resumed routes run there), so no lock is needed. */
+/* Calls on hold, by Call-ID hash, in shared memory: a call's ccq_hold() and
+ * its ccq_unhold() run in resumed routes, which may be in different ccq
+ * resume processes (ccq_async.h). Slots are claimed and freed with atomic
+ * compare-and-swap; one call's hold and unhold never run at the same time
+ * (tm continues a transaction in one process at a time). */
 #define HELD_MAX 4096
-static uint64_t g_held[HELD_MAX];
+static uint64_t *g_held;
 
 static uint64_t hash_callid(const char *s)
 {
@@ -57,25 +61,32 @@ static uint64_t hash_callid(const char *s)
 static void held_set(const char *callid, int on)
 {
 	uint64_t h = hash_callid(callid);
-	int free_slot = -1;
+	if (!g_held)
+		return;
 	for (int i = 0; i < HELD_MAX; i++) {
-		if (g_held[i] == h) {
+		if (__atomic_load_n(&g_held[i], __ATOMIC_ACQUIRE) == h) {
 			if (!on)
-				g_held[i] = 0;
+				__atomic_store_n(&g_held[i], 0, __ATOMIC_RELEASE);
 			return;
 		}
-		if (!g_held[i] && free_slot < 0)
-			free_slot = i;
 	}
-	if (on && free_slot >= 0)
-		g_held[free_slot] = h;
+	if (!on)
+		return;
+	for (int i = 0; i < HELD_MAX; i++) {
+		uint64_t zero = 0;
+		if (__atomic_compare_exchange_n(&g_held[i], &zero, h, 0, __ATOMIC_ACQ_REL,
+				__ATOMIC_ACQUIRE))
+			return;
+	}
 }
 
 static int held(const char *callid)
 {
 	uint64_t h = hash_callid(callid);
+	if (!g_held)
+		return 0;
 	for (int i = 0; i < HELD_MAX; i++)
-		if (g_held[i] == h)
+		if (__atomic_load_n(&g_held[i], __ATOMIC_ACQUIRE) == h)
 			return 1;
 	return 0;
 }
@@ -88,6 +99,11 @@ int ccq_media_init(const char *ng_addr, const char *hold_file)
 		return 0;
 	if (load_tm_api(&tmb) < 0)
 		return -1;
+	if (!(g_held = shm_malloc(HELD_MAX * sizeof(*g_held)))) {
+		SHM_MEM_ERROR;
+		return -1;
+	}
+	memset(g_held, 0, HELD_MAX * sizeof(*g_held));
 	if (g_hold_file[0] && access(g_hold_file, R_OK) != 0) {
 		/* queued callers then get a plain 182 without media */
 		LM_WARN("hold music file %s is not readable (%s): no hold music; make one with "

@@ -111,6 +111,8 @@ static param_export_t params[] = {
 	{"callback_secret_file", PARAM_STRING, &callback_secret_file},
 	{"callback_prompt", PARAM_STRING, &callback_prompt},
 	{"callback_proxy", PARAM_STRING, &callback_proxy},
+	/* processes that run resumed routes (ccq_async.h: why a pool) */
+	{"resume_processes", PARAM_INT, &ccq_resume_procs},
 	{0, 0, 0}
 };
 
@@ -1409,6 +1411,7 @@ static void ccq_rpc_stats(rpc_t *rpc, void *ctx)
 	rpc->struct_add(th, "fff", "decision_p50_ms", p50, "decision_p99_ms", p99,
 		"decision_max_ms", mx);
 	rpc->struct_add(th, "d", "callback_legs", ccq_cb_active());
+	ccq_async_rpc_stats(rpc, th);
 }
 
 static const char *ccq_rpc_inbox_doc[] = {
@@ -1970,7 +1973,8 @@ static int child_init(int rank)
 {
 	/* No sockets before the fork: every process opens its own connection
 	 * (SIP workers, timers, ctl/RPC). The main process only forks the ccq
-	 * async process, which holds the connection used for decisions. */
+	 * async process, which holds the connection used for decisions, and
+	 * the ccq resume processes, which run the resumed routes. */
 	if (rank == PROC_INIT || rank == PROC_TCP_MAIN)
 		return 0;
 	if (rank == PROC_MAIN) {

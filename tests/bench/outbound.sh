@@ -16,6 +16,7 @@
 #
 # Usage: tests/bench/outbound.sh [-r "RATE ..."] [-d SECONDS] [-l MS] [-n REPEATS]
 #            [-N "SIZE ..."] [-m SHM_MB] [-B POOL_MB] [-X "RATE ..."] [-R] [-P RATE] [-k]
+#            [-L LAB_DIR] [-O PORT_OFFSET] [-e "MODPARAM=VALUE ..."]
 #   -r  call rates to try, calls per second  (default "20 40 80 120 160 240 320")
 #   -d  seconds of traffic per rate                  (default 10)
 #   -l  call length in ms (the device hangs up)       (default 500)
@@ -31,7 +32,13 @@
 #   -P  rate of one more gate-on run under 'perf record' (the share of
 #       Kamailio's CPU spent in ccq_outbound()); 0 skips it  (default 80)
 #   -k  keep the lab's MySQL data and the number files at the end
-# It runs its own lab (build/lab-bench2, its own ports), stops it at the end
+#   -L  the lab directory                      (default build/lab-bench2)
+#   -O  added to every port the bench uses (SIP, trunk, queued, rtpengine ng,
+#       sipp control and media; RTP ports move by 10 x the offset), so that two
+#       runs can share the machine                            (default 0)
+#   -e  ccq module parameters (integers) set in the bench's copy of the
+#       script, e.g. -e "resume_processes=0"                  (default none)
+# It runs its own lab (build/lab-bench2 and its own ports unless -L/-O), stops it at the end
 # and removes the big files (MySQL data, number files) unless -k.
 set -euo pipefail
 
@@ -49,7 +56,10 @@ relaxed=1
 keep=0
 devices=20
 ndial=10000
-while getopts "r:d:l:n:N:m:B:X:P:Rkh" o; do
+lab_dir=$top/build/lab-bench2
+off=0
+modparams=
+while getopts "r:d:l:n:N:m:B:X:P:RkL:O:e:h" o; do
     case $o in
         r) rates=$OPTARG ;;
         d) dur=$OPTARG ;;
@@ -62,22 +72,26 @@ while getopts "r:d:l:n:N:m:B:X:P:Rkh" o; do
         P) prof=$OPTARG ;;
         R) relaxed=0 ;;
         k) keep=1 ;;
-        h) sed -n '2,35p' "$0"; exit 0 ;;
+        L) lab_dir=$OPTARG ;;
+        O) off=$OPTARG ;;
+        e) modparams=$OPTARG ;;
+        h) sed -n '2,42p' "$0"; exit 0 ;;
         *) exit 2 ;;
     esac
 done
 
-export CCQ_LAB_DIR=$top/build/lab-bench2 CCQ_SIP_PORT=5960 CCQ_TRUNK_ADDR=127.0.0.1:5980 \
-    CCQ_QUEUED_TCP=127.0.0.1:7960 CCQ_RTPENGINE_NG_PORT=22960 \
-    CCQ_RTP_PORT_MIN=36000 CCQ_RTP_PORT_MAX=36999
+case $lab_dir in /*) ;; *) lab_dir=$PWD/$lab_dir ;; esac
+export CCQ_LAB_DIR=$lab_dir CCQ_SIP_PORT=$((5960 + off)) CCQ_TRUNK_ADDR=127.0.0.1:$((5980 + off)) \
+    CCQ_QUEUED_TCP=127.0.0.1:$((7960 + off)) CCQ_RTPENGINE_NG_PORT=$((22960 + off)) \
+    CCQ_RTP_PORT_MIN=$((36000 + 10 * off)) CCQ_RTP_PORT_MAX=$((36999 + 10 * off))
 # 1000 RTP ports are 250 calls at once: free them at the BYE (the lab's 2 s
 # delete delay would hold them, and nothing is recorded here)
 export CCQ_RTP_DELETE_DELAY=0
 work=$CCQ_LAB_DIR/bench
 kam_dir=$CCQ_LAB_DIR/kamailio
 kam_cfg=$work/kamailio-bench.cfg
-trunk_port=5980
-device_port=5961
+trunk_port=$((5980 + off))
+device_port=$((5961 + off))
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -126,6 +140,31 @@ cpu_ticks() {
     echo "$t"
 }
 
+# proc_ticks: "pid ticks" (utime + stime) of every Kamailio process in procs.lst
+proc_ticks() {
+    local p d f
+    while IFS=$'\t' read -r p d; do
+        f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        f=${f##*) }
+        echo "$p $(echo "$f" | awk '{ print $12 + $13 }')"
+    done < procs.lst
+}
+# proc_share BEFORE AFTER: the share of Kamailio's CPU between two proc_ticks
+# snapshots of the "ccq async" process, of all "ccq resume" processes, of the
+# busiest resume process and of the busiest process of any kind
+proc_share() {
+    awk 'FNR == 1 { f++ }
+        f == 1 { split($0, a, "\t"); dsc[a[1]] = a[2]; next }
+        f == 2 { t0[$1] = $2; next }
+        f == 3 { d = $2 - t0[$1]; tot += d
+                 if (dsc[$1] == "ccq async") as += d
+                 if (dsc[$1] ~ /^ccq resume/) { rs += d; if (d > rmax) rmax = d; nr++ }
+                 if (d > pmax) { pmax = d; pname = dsc[$1] } }
+        END { if (tot <= 0) tot = 1
+              printf "%.1f\t%.1f\t%.1f\t%d\t%.1f\t%s\n", 100 * as / tot, 100 * rs / tot,
+                  100 * rmax / tot, nr, 100 * pmax / tot, pname }' procs.lst "$1" "$2"
+}
+
 # drain: wait until queued's MySQL traffic has stopped (the reports of the
 # last calls written), bounded
 drain() {
@@ -163,7 +202,7 @@ cd "$work"
 #    word, with $ccq(number) and $ccq(caller_id) (which only the gate sets)
 #    replaced by "+65" + the dialled digits and a fixed caller ID.
 gen_cfg() {
-    awk -v cid="+6560009999" '
+    awk -v cid="+6560009999" -v mps="$modparams" '
         /^####### Modules #########$/ {
             print "bench.gate = 1 desc \"1: route[DEVICE_CALL] runs ccq_outbound(); 0: it skips it (tests/bench/outbound.sh)\""
             print ""
@@ -175,6 +214,11 @@ gen_cfg() {
             print "modparam(\"benchmark\", \"enable\", 1)"
             print "modparam(\"benchmark\", \"granularity\", 100000000)"
             print "modparam(\"benchmark\", \"register\", \"gate\")"
+            nmp = split(mps, mp, " ")
+            for (i = 1; i <= nmp; i++) {
+                eq = index(mp[i], "=")
+                print "modparam(\"ccq\", \"" substr(mp[i], 1, eq - 1) "\", " substr(mp[i], eq + 1) ")"
+            }
             next
         }
         $0 == "route[DEVICE_CALL] {" { indc = 1 }
@@ -229,6 +273,8 @@ kam ccq.status >/dev/null 2>&1 || { tail -n 40 "$kam_dir/kamailio.log"; exit 1; 
 queued_pid=$(cat "$CCQ_LAB_DIR/queued/queued.pid")
 mysqld_pid=$(cat "$CCQ_LAB_DIR/mysql/mysqld.pid")
 loader_pid=$(kam core.psx | awk '/PID:/ { p = $2 } /DSC: ccq loader/ { print p; exit }')
+# every Kamailio process and what it is: "pid<TAB>description" (core.psx)
+kam core.psx | awk '/PID:/ { p = $2 } /DSC:/ { sub(/^[ \t]*DSC: */, ""); print p "\t" $0 }' > procs.lst
 
 echo "== provisioning: organisation Bench (SG), $devices users with one desk phone each"
 ccqctl org create Bench SG >/dev/null
@@ -346,7 +392,7 @@ echo "   dry run: a dialled number -> $v_allow; a registry number -> $v_block"
 [ "$v_allow" = allow ] && [ "$v_block" = dnc ] || { echo "the gate does not answer as expected"; exit 1; }
 
 echo "== trunk (sipp UAS) on 127.0.0.1:$trunk_port"
-sipp -sf "$top/tests/bench/agents.xml" -i 127.0.0.1 -p "$trunk_port" -cp 8960 -mp 46960 \
+sipp -sf "$top/tests/bench/agents.xml" -i 127.0.0.1 -p "$trunk_port" -cp $((8960 + off)) -mp $((46960 + off)) \
     -nostdin -max_socket 4096 -timeout $((60 * 60)) > trunk.log 2>&1 &
 pids+=($!)
 sleep 0.5
@@ -357,7 +403,7 @@ run() {
     n=$((rate * dur))
     rm -f uac_*.csv
     sipp -sf "$top/tests/bench/device_uac.xml" -inf devices.csv -i 127.0.0.1 -p "$device_port" \
-        -cp 8961 -mp 46970 "$CCQ_SIP_ADDR" -r "$rate" -m "$n" -d "$len" -l $((rate * 4 + 50)) \
+        -cp $((8961 + off)) -mp $((46970 + off)) "$CCQ_SIP_ADDR" -r "$rate" -m "$n" -d "$len" -l $((rate * 4 + 50)) \
         -timeout $((dur + 30)) -nostdin -trace_stat -stf uac.csv -fd 1 -max_socket 4096 \
         > uac.log 2>&1 || true
     python3 - "$(tail -n 1 uac.csv)" "$(head -n 1 uac.csv)" <<'PY'
@@ -391,8 +437,12 @@ ladder() {
             kam cfg.set_now_int bench gate "$([ "$mode" = on ] && echo 1 || echo 0)" >/dev/null
             c0=$(status_var Com_commit); x0=$(txns); g0=$(gate_timer)
             k0=$(cpu_ticks "$kam_pid"); q0=$(cpu_ticks "$queued_pid"); m0=$(cpu_ticks "$mysqld_pid")
+            proc_ticks > ticks0.txt
             t0=$(now)
             read -r att ok fail < <(run "$r")
+            proc_ticks > ticks1.txt
+            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$r" "$mode" "$att" "$ok" \
+                "$(proc_share ticks0.txt ticks1.txt)" >> procs.tsv
             # after the drain: queued's and MySQL's work for these calls included
             drain
             k1=$(cpu_ticks "$kam_pid"); q1=$(cpu_ticks "$queued_pid"); m1=$(cpu_ticks "$mysqld_pid")
@@ -417,6 +467,7 @@ ladder() {
 }
 
 : > calls.tsv
+: > procs.tsv
 printf '%-8s %5s %-4s %9s %9s %7s %8s %8s %8s %6s %9s %9s %9s %7s\n' RUN RATE GATE ATTEMPTED OK FAILED \
     "OK/s" "OK %" "COMMITS" TXNS "KAM us" "QUEUED us" "MYSQL us" "GATE us"
 for ((rep = 1; rep <= reps; rep++)); do
@@ -432,6 +483,16 @@ echo "   (COMMITS: MySQL commits per call attempted; TXNS: outbound TXNs queued 
 echo "    KAM/QUEUED/MYSQL us: CPU time per call attempted of all Kamailio processes, of queued,"
 echo "    of mysqld, from the start of the run until its reports are written, net of idle;"
 echo "    GATE us: mean wall time of ccq_outbound() in Kamailio, allowed calls)"
+
+echo
+echo "== Kamailio's CPU by process, during the traffic of each run (% of all Kamailio processes)"
+printf '%-8s %5s %-4s %9s %9s %8s %9s %10s %8s %9s %s\n' RUN RATE GATE ATTEMPTED OK "ASYNC %" \
+    "RESUME %" "1 RESUME %" RESUMERS "BUSIEST %" "BUSIEST PROCESS"
+awk -F'\t' '{ printf "%-8s %5s %-4s %9s %9s %8s %9s %10s %8s %9s %s\n", $1, $2, $3, $4, $5, $6, $7, \
+    $8, $9, $10, $11 }' procs.tsv
+echo "   (ASYNC: the \"ccq async\" process (queued's connection, the callback controller);"
+echo "    RESUME: all \"ccq resume\" processes, 1 RESUME: the busiest of them; RESUMERS: how many"
+echo "    there are (module parameter resume_processes); BUSIEST: the busiest Kamailio process)"
 
 echo
 echo "== summary: per rate, over the repetitions (the relaxed-flush ladder apart)"
