@@ -111,8 +111,10 @@ void callbacks_stop(void)
 
 void callbacks_kick(void)
 {
+	/* kicks within 200 ms make one dispatch: every call that ends kicks,
+	 * and a dispatch is several queries */
 	if (g_loop && !ev_is_active(&g_kick)) {
-		ev_timer_set(&g_kick, 0.0, 0.0);
+		ev_timer_set(&g_kick, 0.2, 0.0);
 		ev_timer_start(g_loop, &g_kick);
 	}
 }

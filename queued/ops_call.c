@@ -177,15 +177,18 @@ struct ring_pick {
  * a ring failure moves on to the next agent, and once everyone has had a
  * turn a waiting call is offered around again.
  */
-/* What makes member u of an inbox available for TXN txn (SQL, u aliased). */
-#define AGENT_FREE \
+/* What makes member u of an inbox available for TXN txn, besides being
+ * below max_calls (SQL, u aliased; arguments: inbox, txn). */
+#define AGENT_READY \
 	"(u.wrapup_until IS NULL OR u.wrapup_until <= UTC_TIMESTAMP(3)) " \
 	"AND EXISTS (SELECT 1 FROM device d JOIN device_contact c ON c.device_id = d.id " \
 	"  WHERE d.user_id = u.id AND d.enabled = 1 AND c.expires_at > UTC_TIMESTAMP(3)) " \
-	"AND (SELECT COUNT(*) FROM txn a WHERE a.agent_id = u.id " \
-	"  AND a.status IN ('Assigning','Assigned','Transferring')) < u.max_calls " \
 	"AND u.id NOT IN (SELECT g.user_id FROM txn_ring g JOIN inbox ib ON ib.id = %u " \
 	"  WHERE g.txn_id = %llu AND g.at > UTC_TIMESTAMP(3) - INTERVAL 2 * ib.ring_timeout SECOND) "
+/* ... and below max_calls, for one agent */
+#define AGENT_FREE AGENT_READY \
+	"AND (SELECT COUNT(*) FROM txn a WHERE a.agent_id = u.id " \
+	"  AND a.status IN ('Assigning','Assigned','Transferring')) < u.max_calls "
 
 /*
  * Lock candidate uid's user row and check, with what is committed now, that
@@ -235,11 +238,14 @@ static int pick_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, str
 
 	memset(p, 0, sizeof(*p));
 	snprintf(q, sizeof(q),
+		/* the calls in progress counted once for all agents (the few TXNs
+		 * in those states, by the status index), not once per member */
 		"SELECT u.id, u.ext_key, u.name FROM inbox_member im JOIN user u ON u.id = im.user_id "
-		"WHERE im.inbox_id = %u AND " AGENT_FREE
-		"ORDER BY (SELECT COUNT(*) FROM txn b WHERE b.agent_id = u.id "
-		"  AND b.status IN ('Assigning','Assigned','Transferring')), "
-		"u.last_call_end IS NOT NULL, u.last_call_end, u.id LIMIT %d",
+		"LEFT JOIN (SELECT a.agent_id, COUNT(*) AS n FROM txn a "
+		"  WHERE a.status IN ('Assigning','Assigned','Transferring') GROUP BY a.agent_id) b "
+		"  ON b.agent_id = u.id "
+		"WHERE im.inbox_id = %u AND COALESCE(b.n, 0) < u.max_calls AND " AGENT_READY
+		"ORDER BY COALESCE(b.n, 0), u.last_call_end IS NOT NULL, u.last_call_end, u.id LIMIT %d",
 		inbox, inbox, (unsigned long long)txn, CANDIDATES);
 	if (!(res = db_select(&r->j, m, q, strlen(q))))
 		return -1;

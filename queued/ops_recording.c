@@ -174,7 +174,7 @@ int rec_journey(struct req *r, MYSQL *m, uint64_t txn, int record, const char *r
 		rule[0] ? " (" : "", rule, rule[0] ? " policy)" : "");
 	/* re-rings and retried attempts do not repeat an unchanged decision */
 	snprintf(q, sizeof(q), "SELECT text FROM txn_event WHERE txn_id = %llu AND kind = "
-		"'recording' ORDER BY id DESC LIMIT 1", (unsigned long long)txn);
+		"'recording' ORDER BY at DESC, id DESC LIMIT 1", (unsigned long long)txn);
 	if (!(res = db_select(&r->j, m, q, strlen(q))))
 		return -1;
 	row = mysql_fetch_row(res);
