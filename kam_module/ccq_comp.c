@@ -386,8 +386,11 @@ oom:
  */
 static MYSQL_RES *users_query(MYSQL *m)
 {
+	/* the caller ID the trunk sees: the user's own, else the first DID of
+	 * their default inbox (the number the customer would call back) */
 	static const char *with_rec =
-		"SELECT u.id, u.org_id, u.ext_key, u.name, COALESCE(u.caller_id, ''), "
+		"SELECT u.id, u.org_id, u.ext_key, u.name, COALESCE(NULLIF(u.caller_id, ''), "
+		"(SELECT MIN(x.did) FROM inbox_did x WHERE x.inbox_id = d.inbox_id), ''), "
 		"COALESCE(u.pin_hash, ''), COALESCE(d.inbox_id, 0), "
 		"COALESCE(u.record_calls, i.record_calls, o.record_calls, 0), "
 		"CASE WHEN u.record_calls IS NOT NULL THEN 'user' "

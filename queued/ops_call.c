@@ -1268,7 +1268,11 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 		return 0;
 	}
 	qb_init(&qq);
-	qb_add(&qq, "SELECT d.id, u.id, u.org_id, u.ext_key, u.name, COALESCE(u.caller_id, ''), "
+	/* the caller ID as the module's loader gives it (ccq_comp.c): the
+	 * user's, else the first DID of the default inbox, else none */
+	qb_add(&qq, "SELECT d.id, u.id, u.org_id, u.ext_key, u.name, COALESCE(NULLIF(u.caller_id, ''), "
+		"(SELECT MIN(x.did) FROM inbox_did x WHERE x.inbox_id = (SELECT MIN(im.inbox_id) "
+		"FROM inbox_member im WHERE im.user_id = u.id)), ''), "
 		"(SELECT MIN(im.inbox_id) FROM inbox_member im WHERE im.user_id = u.id), d.kind, d.label "
 		"FROM device d JOIN user u ON u.id = d.user_id WHERE d.username = ");
 	qb_str(&qq, m, user, strlen(user));

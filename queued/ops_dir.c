@@ -600,6 +600,7 @@ static int run_inbox_did(struct req *r, MYSQL *m, int add)
 		if (mysql_affected_rows(m) == 0)
 			return req_fail(r, CCQ_E_NOT_FOUND, "DID +%s is not on inbox %s", e164, name);
 	}
+	bump_directory(m); /* a user without caller ID presents the inbox's DID */
 	return reply_id(r, inbox);
 }
 
@@ -623,6 +624,7 @@ static int run_inbox_member(struct req *r, MYSQL *m, int add)
 		(unsigned long long)inbox, (unsigned long long)uid);
 	if (db_exec(&r->j, m, q, strlen(q)) < 0)
 		return -1;
+	bump_directory(m); /* the proxy knows each user's default inbox */
 	return reply_id(r, inbox);
 }
 

@@ -947,6 +947,37 @@ class TestOutboundCalls:
                                       "Answered by +65 %s %s" % (national(number)[:4],
                                                                  national(number)[4:])), ev
 
+    def test_caller_id_falls_back_to_the_inbox_did_then_withheld(self, running_lab):
+        """A user without a caller ID presents the first DID of their default
+        inbox; with no inbox number either, the call goes out withheld
+        (anonymous From, Privacy: id), never with the device's SIP user."""
+        lab = running_lab
+        org = Org(lab, prefix="ob")
+        sales = org.inbox("Sales")          # with a DID
+        org.user("101", "Alice Lim")
+        org.member("Sales", "101")
+        org.user("102", "Bob Ong")          # no caller ID, no inbox
+        alice, bob = org.device("101"), org.device("102")
+        alice.register(expires=600)
+        bob.register(expires=600)
+        lab.trunk_port(0)
+        synced(lab)
+        call = Call(lab, alice, national(fresh_number()))
+        call.assert_answered()
+        frm = header(call.trunk_invite(), "From", "f")
+        assert uri_user(frm) == sales.did, "From is not the inbox DID %s: %s" % (sales.did, frm)
+        assert alice.username not in frm, frm
+        assert call.txn(("Ended",))["caller_id"] == sales.did
+        call = Call(lab, bob, national(fresh_number()))
+        call.assert_answered()
+        inv = call.trunk_invite()
+        frm = header(inv, "From", "f")
+        assert "sip:anonymous@anonymous.invalid" in frm and "Anonymous" in frm, frm
+        assert bob.username not in frm and bob.username not in (header(inv, "P-Asserted-Identity")
+                                                                or ""), inv
+        assert (header(inv, "Privacy") or "").strip() == "id", inv
+        assert not call.txn(("Ended",))["caller_id"]
+
     def test_device_cannot_choose_its_caller_id(self, running_lab):
         """From display name, P-Asserted-Identity, P-Preferred-Identity and
         Remote-Party-ID from the device are not what the carrier sees."""
