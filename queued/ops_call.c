@@ -208,12 +208,28 @@ static int claim_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, ui
 	uint64_t v;
 	int found;
 
-	snprintf(q, sizeof(q), "SELECT id FROM user WHERE id = %llu FOR UPDATE%s",
-		(unsigned long long)uid, wait ? "" : " SKIP LOCKED");
+	if (!wait) {
+		/* the usual case in one statement: free, and nobody else holds it
+		 * (READ COMMITTED: a row the condition rejects is not kept locked) */
+		snprintf(q, sizeof(q), "SELECT u.id FROM user u WHERE u.id = %llu AND " AGENT_FREE
+			"FOR UPDATE SKIP LOCKED", (unsigned long long)uid, inbox, (unsigned long long)txn);
+		if (sql_u64(r, m, q, strlen(q), &v, &found) < 0)
+			return -1;
+		if (found)
+			return 1;
+		/* taken by another decision, or not free? */
+		snprintf(q, sizeof(q), "SELECT id FROM user WHERE id = %llu FOR UPDATE SKIP LOCKED",
+			(unsigned long long)uid);
+		if (sql_u64(r, m, q, strlen(q), &v, &found) < 0)
+			return -1;
+		return found ? 0 : 2;
+	}
+	snprintf(q, sizeof(q), "SELECT id FROM user WHERE id = %llu FOR UPDATE",
+		(unsigned long long)uid);
 	if (sql_u64(r, m, q, strlen(q), &v, &found) < 0)
 		return -1;
 	if (!found)
-		return 2;
+		return 0;
 	snprintf(q, sizeof(q), "SELECT u.id FROM user u WHERE u.id = %llu AND " AGENT_FREE,
 		(unsigned long long)uid, inbox, (unsigned long long)txn);
 	if (sql_u64(r, m, q, strlen(q), &v, &found) < 0)
@@ -783,10 +799,16 @@ static int run_call_route(struct req *r, MYSQL *m)
 		}
 		snprintf(text, sizeof(text), "Call received from %s%s%s%s via trunk %s", pretty,
 			cust_name[0] ? " (" : "", cust_name, cust_name[0] ? ")" : "", trunk_name);
-		if (journey(r, m, txn, "received", text) < 0)
-			goto fail;
+		/* both first events in one statement (ids, hence order, as listed) */
+		qq.len = 0;
+		qb_add(&qq, "INSERT INTO txn_event (txn_id, at, kind, text) VALUES (%llu, "
+			"UTC_TIMESTAMP(3), 'received', ", (unsigned long long)txn);
+		qb_str(&qq, m, text, strlen(text));
 		snprintf(text, sizeof(text), "Call routed to Inbox [%s]", inbox_name);
-		if (journey(r, m, txn, "routed", text) < 0)
+		qb_add(&qq, "), (%llu, UTC_TIMESTAMP(3), 'routed', ", (unsigned long long)txn);
+		qb_str(&qq, m, text, strlen(text));
+		qb_add(&qq, ")");
+		if (qq.oom || db_exec(&r->j, m, qq.buf, qq.len) < 0)
 			goto fail;
 		a = after_of(r);
 		a->org_id = org;
