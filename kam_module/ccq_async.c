@@ -26,7 +26,7 @@
 #include "ccq_cb.h"
 
 struct ccq_result ccq_async_result;
-int ccq_resume_procs = 4;
+int ccq_resume_procs = 2;
 
 static struct tm_binds tmb;
 static int g_tm_loaded;

@@ -149,11 +149,13 @@ proc_ticks() {
         echo "$p $(echo "$f" | awk '{ print $12 + $13 }')"
     done < procs.lst
 }
-# proc_share BEFORE AFTER: the share of Kamailio's CPU between two proc_ticks
-# snapshots of the "ccq async" process, of all "ccq resume" processes, of the
-# busiest resume process and of the busiest process of any kind
+# proc_share BEFORE AFTER SECONDS: the share of Kamailio's CPU between two
+# proc_ticks snapshots of the "ccq async" process, of all "ccq resume"
+# processes, of the busiest resume process and of the busiest process of any
+# kind; then how busy the async process and the busiest process were, in % of
+# one CPU over SECONDS
 proc_share() {
-    awk 'FNR == 1 { f++ }
+    awk -v secs="$3" -v hz="$(getconf CLK_TCK)" 'FNR == 1 { f++ }
         f == 1 { split($0, a, "\t"); dsc[a[1]] = a[2]; next }
         f == 2 { t0[$1] = $2; next }
         f == 3 { d = $2 - t0[$1]; tot += d
@@ -161,8 +163,9 @@ proc_share() {
                  if (dsc[$1] ~ /^ccq resume/) { rs += d; if (d > rmax) rmax = d; nr++ }
                  if (d > pmax) { pmax = d; pname = dsc[$1] } }
         END { if (tot <= 0) tot = 1
-              printf "%.1f\t%.1f\t%.1f\t%d\t%.1f\t%s\n", 100 * as / tot, 100 * rs / tot,
-                  100 * rmax / tot, nr, 100 * pmax / tot, pname }' procs.lst "$1" "$2"
+              printf "%.1f\t%.1f\t%.1f\t%d\t%.1f\t%.1f\t%.1f\t%s\n", 100 * as / tot, 100 * rs / tot,
+                  100 * rmax / tot, nr, 100 * pmax / tot, 100 * as / hz / secs,
+                  100 * pmax / hz / secs, pname }' procs.lst "$1" "$2"
 }
 
 # drain: wait until queued's MySQL traffic has stopped (the reports of the
@@ -203,6 +206,15 @@ cd "$work"
 #    replaced by "+65" + the dialled digits and a fixed caller ID.
 gen_cfg() {
     awk -v cid="+6560009999" -v mps="$modparams" '
+        # -e: after the shipped modparams (the last setting wins)
+        /^####### Routing logic ########$/ {
+            nmp = split(mps, mp, " ")
+            for (i = 1; i <= nmp; i++) {
+                eq = index(mp[i], "=")
+                print "modparam(\"ccq\", \"" substr(mp[i], 1, eq - 1) "\", " substr(mp[i], eq + 1) ")"
+            }
+            if (nmp) print ""
+        }
         /^####### Modules #########$/ {
             print "bench.gate = 1 desc \"1: route[DEVICE_CALL] runs ccq_outbound(); 0: it skips it (tests/bench/outbound.sh)\""
             print ""
@@ -214,11 +226,6 @@ gen_cfg() {
             print "modparam(\"benchmark\", \"enable\", 1)"
             print "modparam(\"benchmark\", \"granularity\", 100000000)"
             print "modparam(\"benchmark\", \"register\", \"gate\")"
-            nmp = split(mps, mp, " ")
-            for (i = 1; i <= nmp; i++) {
-                eq = index(mp[i], "=")
-                print "modparam(\"ccq\", \"" substr(mp[i], 1, eq - 1) "\", " substr(mp[i], eq + 1) ")"
-            }
             next
         }
         $0 == "route[DEVICE_CALL] {" { indc = 1 }
@@ -442,7 +449,7 @@ ladder() {
             read -r att ok fail < <(run "$r")
             proc_ticks > ticks1.txt
             printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$r" "$mode" "$att" "$ok" \
-                "$(proc_share ticks0.txt ticks1.txt)" >> procs.tsv
+                "$(proc_share ticks0.txt ticks1.txt "$(since "$t0")")" >> procs.tsv
             # after the drain: queued's and MySQL's work for these calls included
             drain
             k1=$(cpu_ticks "$kam_pid"); q1=$(cpu_ticks "$queued_pid"); m1=$(cpu_ticks "$mysqld_pid")
@@ -486,13 +493,15 @@ echo "    GATE us: mean wall time of ccq_outbound() in Kamailio, allowed calls)"
 
 echo
 echo "== Kamailio's CPU by process, during the traffic of each run (% of all Kamailio processes)"
-printf '%-8s %5s %-4s %9s %9s %8s %9s %10s %8s %9s %s\n' RUN RATE GATE ATTEMPTED OK "ASYNC %" \
-    "RESUME %" "1 RESUME %" RESUMERS "BUSIEST %" "BUSIEST PROCESS"
-awk -F'\t' '{ printf "%-8s %5s %-4s %9s %9s %8s %9s %10s %8s %9s %s\n", $1, $2, $3, $4, $5, $6, $7, \
-    $8, $9, $10, $11 }' procs.tsv
+printf '%-8s %5s %-4s %9s %9s %8s %9s %10s %8s %9s %10s %12s %s\n' RUN RATE GATE ATTEMPTED OK \
+    "ASYNC %" "RESUME %" "1 RESUME %" RESUMERS "BUSIEST %" "ASYNC CPU" "BUSIEST CPU" "BUSIEST PROCESS"
+awk -F'\t' '{ printf "%-8s %5s %-4s %9s %9s %8s %9s %10s %8s %9s %9s%% %11s%% %s\n", $1, $2, $3, \
+    $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 }' procs.tsv
 echo "   (ASYNC: the \"ccq async\" process (queued's connection, the callback controller);"
 echo "    RESUME: all \"ccq resume\" processes, 1 RESUME: the busiest of them; RESUMERS: how many"
-echo "    there are (module parameter resume_processes); BUSIEST: the busiest Kamailio process)"
+echo "    there are (module parameter resume_processes); BUSIEST: the busiest Kamailio process;"
+echo "    ASYNC CPU, BUSIEST CPU: how busy those two processes were, in % of one CPU, while"
+echo "    the device sipp ran)"
 
 echo
 echo "== summary: per rate, over the repetitions (the relaxed-flush ladder apart)"

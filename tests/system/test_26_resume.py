@@ -1,15 +1,27 @@
 """Resumed routes run in several "ccq resume" processes (module parameter
-resume_processes, 4 in cfg/kamailio.cfg), not all in the one "ccq async"
+resume_processes, set in cfg/kamailio.cfg), not all in the one "ccq async"
 process that talks to queued: concurrent calls still get the right
 verdicts, each call's resumes (the decision, then a queue wait's outcome)
 run in resume processes, more than one of them takes a share, and
 kamcmd ccq.stats counts them along with the decision latency."""
 
+import os
 import re
 
 from ccqlab import new_did, wait_until
 
-RESUME_PROCS = 4     # cfg/kamailio.cfg: modparam("ccq", "resume_processes", 4)
+CFG = os.path.join(os.path.dirname(__file__), "..", "..", "cfg", "kamailio.cfg")
+
+
+def shipped_resume_processes():
+    """modparam("ccq", "resume_processes", N) of the shipped script."""
+    with open(CFG) as f:
+        m = re.search(r'^modparam\("ccq",\s*"resume_processes",\s*(\d+)\)', f.read(), re.M)
+    assert m, "cfg/kamailio.cfg sets no resume_processes"
+    return int(m.group(1))
+
+
+RESUME_PROCS = shipped_resume_processes()
 
 
 def rpc_fields(text):
@@ -61,6 +73,7 @@ def resumed_in(lab, off):
 
 
 def test_resume_processes_exist(running_lab):
+    assert RESUME_PROCS >= 2, "the shipped script should run resumed routes in several processes"
     procs = processes(running_lab)
     resumers = sorted(d for d in procs.values() if d.startswith("ccq resume"))
     assert resumers == ["ccq resume %d" % i for i in range(1, RESUME_PROCS + 1)], procs
