@@ -268,8 +268,13 @@ static void run_job(struct worker *w, struct db_job *j)
 		/* a failed job never leaves a transaction (and its locks) behind */
 		if (w->conn->server_status & SERVER_STATUS_IN_TRANS)
 			mysql_query(w->conn, "ROLLBACK");
-		if (!j->lock_lost || ++lock_tries >= LOCK_ATTEMPTS)
+		if (!j->lock_lost)
 			return;
+		if (++lock_tries >= LOCK_ATTEMPTS) {
+			/* a report (OP_RETRY) tries again later, as in an outage */
+			j->err = CCQ_E_DB_UNAVAILABLE;
+			return;
+		}
 		pthread_mutex_lock(&g_mu);
 		g_lock_retries++;
 		pthread_mutex_unlock(&g_mu);

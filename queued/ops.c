@@ -131,7 +131,16 @@ int req_update_journey(struct req *r, MYSQL *m, uint64_t txn, const char *sql,
 
 	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
 		return -1;
-	if (db_exec(&r->j, m, sql, strlen(sql)) < 0 || req_journey(r, m, txn, kind, text, NULL) < 0)
+	if (db_exec(&r->j, m, sql, strlen(sql)) < 0)
+		return req_rollback(r, m);
+	/* the UPDATE carries its own condition: a request on another worker
+	 * may have changed the TXN since it was read */
+	if (mysql_affected_rows(m) == 0) {
+		req_rollback(r, m);
+		return req_fail(r, CCQ_E_CONFLICT, "transaction %llu changed meanwhile (ended?)",
+			(unsigned long long)txn);
+	}
+	if (req_journey(r, m, txn, kind, text, NULL) < 0)
 		return req_rollback(r, m);
 	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
 		return -1;
@@ -410,6 +419,16 @@ static uint64_t req_key(const struct req *r)
 {
 	const msgpack_object *v = r->args ? ccq_map_get(r->args, "call_id") : NULL;
 
+	/* a callback attempt's reports stay in order whether or not they name
+	 * a call (only some do) */
+	if (r->args && strcmp(r->op->name, "callback.progress") == 0) {
+		uint64_t cb;
+		if (ccq_map_uint(r->args, "cb", &cb) == 1) {
+			char s[24];
+			int n = snprintf(s, sizeof(s), "%llu", (unsigned long long)cb);
+			return key_of("callback", s, (size_t)n, "", 0);
+		}
+	}
 	if (v && v->type == MSGPACK_OBJECT_STR && v->via.str.size)
 		return key_of("call", v->via.str.ptr, v->via.str.size, "", 0);
 	if (r->args && strcmp(r->op->name, "device.contact") == 0) {
@@ -568,6 +587,12 @@ static void op_stats(struct conn *c, uint64_t id, const msgpack_object *args)
 static int req_run(struct db_job *j, MYSQL *m)
 {
 	struct req *r = (struct req *)j;
+	/* a rerun (lost connection or lock, a retried report) must not carry
+	 * the events of an attempt that was rolled back */
+	if (!(r->op->flags & OP_KEEP_AFTER)) {
+		free(r->after_data);
+		r->after_data = NULL;
+	}
 	return r->op->run(r, m);
 }
 

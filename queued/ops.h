@@ -33,6 +33,8 @@ typedef void (*op_now_fn)(struct conn *c, uint64_t id, const msgpack_object *arg
 #define OP_ANON 0x1     /* allowed before authentication (TCP) */
 #define OP_RETRY 0x2    /* a report: while MySQL is unreachable, retry it every
                          * second (up to 10 minutes) instead of failing */
+#define OP_KEEP_AFTER 0x4 /* a rerun of the job keeps after_data (what an
+                         * earlier run committed); others start afresh */
 
 struct op_def {
 	const char *name;
@@ -87,7 +89,9 @@ int req_journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const c
  * *id 0 and name "" when there is none. */
 int customer_by_number(struct req *r, MYSQL *m, uint64_t org, const char *e164,
 		uint64_t *id, char *name, size_t size);
-/* One UPDATE and its journey event in one transaction; replies {id: txn}. */
+/* One UPDATE and its journey event in one transaction; replies {id: txn}.
+ * An UPDATE that changes no row fails the request (conflict): put the
+ * state it requires in its WHERE. */
 int req_update_journey(struct req *r, MYSQL *m, uint64_t txn, const char *sql,
 		const char *kind, const char *text);
 /*

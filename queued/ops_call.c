@@ -217,12 +217,13 @@ static int claim_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, ui
 			return -1;
 		if (found)
 			return 1;
-		/* taken by another decision, or not free? */
-		snprintf(q, sizeof(q), "SELECT id FROM user WHERE id = %llu FOR UPDATE SKIP LOCKED",
-			(unsigned long long)uid);
+		/* taken by another decision, or not free? Asked without a lock, so
+		 * that an agent we do not take is not held until we commit */
+		snprintf(q, sizeof(q), "SELECT u.id FROM user u WHERE u.id = %llu AND " AGENT_FREE,
+			(unsigned long long)uid, inbox, (unsigned long long)txn);
 		if (sql_u64(r, m, q, strlen(q), &v, &found) < 0)
 			return -1;
-		return found ? 0 : 2;
+		return found ? 2 : 0;
 	}
 	snprintf(q, sizeof(q), "SELECT id FROM user WHERE id = %llu FOR UPDATE",
 		(unsigned long long)uid);
@@ -243,49 +244,70 @@ static int claim_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, ui
  * called first), then the lowest id.
  */
 #define CANDIDATES 8
+#define PICK_ROUNDS 4
 static int pick_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, struct ring_pick *p)
 {
-	char q[2400];
+	char q[2400], tried[PICK_ROUNDS * CANDIDATES * 12 + 8] = "0";
 	MYSQL_RES *res;
 	MYSQL_ROW row;
 	uint64_t uid = 0, cand[CANDIDATES];
 	char cext[CANDIDATES][33], cname[CANDIDATES][101];
-	int n = 0, held[CANDIDATES], nheld = 0, rc, chosen = -1;
+	int n, held[CANDIDATES], nheld, rc, chosen = -1, lost;
 
 	memset(p, 0, sizeof(*p));
-	snprintf(q, sizeof(q),
-		/* the calls in progress counted once for all agents (the few TXNs
-		 * in those states, by the status index), not once per member */
-		"SELECT u.id, u.ext_key, u.name FROM inbox_member im JOIN user u ON u.id = im.user_id "
-		"LEFT JOIN (SELECT a.agent_id, COUNT(*) AS n FROM txn a "
-		"  WHERE a.status IN ('Assigning','Assigned','Transferring') GROUP BY a.agent_id) b "
-		"  ON b.agent_id = u.id "
-		"WHERE im.inbox_id = %u AND COALESCE(b.n, 0) < u.max_calls AND " AGENT_READY
-		"ORDER BY COALESCE(b.n, 0), u.last_call_end IS NOT NULL, u.last_call_end, u.id LIMIT %d",
-		inbox, inbox, (unsigned long long)txn, CANDIDATES);
-	if (!(res = db_select(&r->j, m, q, strlen(q))))
-		return -1;
-	while ((row = mysql_fetch_row(res)) && n < CANDIDATES) {
-		cand[n] = strtoull(row[0], NULL, 10);
-		snprintf(cext[n], sizeof(cext[0]), "%s", row[1]);
-		snprintf(cname[n], sizeof(cname[0]), "%s", row[2]);
-		n++;
-	}
-	mysql_free_result(res);
-	/* the first one nobody else is deciding about; then wait for the others */
-	for (int i = 0; i < n && chosen < 0; i++) {
-		if ((rc = claim_agent(r, m, txn, inbox, cand[i], 0)) < 0)
+	/* Another decision may take the agents this one read as free: then read
+	 * again, without the ones already tried, until a round loses nothing
+	 * to another decision (or nobody is left). */
+	for (int round = 0; round < PICK_ROUNDS && chosen < 0; round++) {
+		n = nheld = lost = 0;
+		snprintf(q, sizeof(q),
+			/* the calls in progress counted once for all agents (the few
+			 * TXNs in those states, by the status index), not per member */
+			"SELECT u.id, u.ext_key, u.name FROM inbox_member im JOIN user u ON u.id = im.user_id "
+			"LEFT JOIN (SELECT a.agent_id, COUNT(*) AS n FROM txn a "
+			"  WHERE a.status IN ('Assigning','Assigned','Transferring') GROUP BY a.agent_id) b "
+			"  ON b.agent_id = u.id "
+			"WHERE im.inbox_id = %u AND u.id NOT IN (%s) AND COALESCE(b.n, 0) < u.max_calls AND "
+			AGENT_READY
+			"ORDER BY COALESCE(b.n, 0), u.last_call_end IS NOT NULL, u.last_call_end, u.id "
+			"LIMIT %d", inbox, tried, inbox, (unsigned long long)txn, CANDIDATES);
+		if (!(res = db_select(&r->j, m, q, strlen(q))))
 			return -1;
-		if (rc == 1)
-			chosen = i;
-		else if (rc == 2)
-			held[nheld++] = i;
-	}
-	for (int k = 0; k < nheld && chosen < 0; k++) {
-		if ((rc = claim_agent(r, m, txn, inbox, cand[held[k]], 1)) < 0)
-			return -1;
-		if (rc == 1)
-			chosen = held[k];
+		while ((row = mysql_fetch_row(res)) && n < CANDIDATES) {
+			cand[n] = strtoull(row[0], NULL, 10);
+			snprintf(cext[n], sizeof(cext[0]), "%s", row[1]);
+			snprintf(cname[n], sizeof(cname[0]), "%s", row[2]);
+			n++;
+		}
+		mysql_free_result(res);
+		if (n == 0)
+			break;
+		/* the first one nobody else is deciding about; then wait for those
+		 * another decision holds, and check them again once it is done */
+		for (int i = 0; i < n && chosen < 0; i++) {
+			if ((rc = claim_agent(r, m, txn, inbox, cand[i], 0)) < 0)
+				return -1;
+			if (rc == 1)
+				chosen = i;
+			else if (rc == 2)
+				held[nheld++] = i;
+			else
+				lost = 1;   /* free when read, taken since */
+		}
+		for (int k = 0; k < nheld && chosen < 0; k++) {
+			if ((rc = claim_agent(r, m, txn, inbox, cand[held[k]], 1)) < 0)
+				return -1;
+			if (rc == 1)
+				chosen = held[k];
+			else
+				lost = 1;
+		}
+		if (chosen >= 0 || !lost)
+			break;
+		for (int i = 0; i < n; i++) {
+			size_t l = strlen(tried);
+			snprintf(tried + l, sizeof(tried) - l, ",%llu", (unsigned long long)cand[i]);
+		}
 	}
 	if (chosen < 0)
 		return 0;
@@ -885,7 +907,8 @@ static int run_call_ring_failed(struct req *r, MYSQL *m)
 	if (txn_by_call(r, m, call_id, &t, 1) < 0)
 		goto fail;
 	snprintf(after_of(r)->call_id, sizeof(after_of(r)->call_id), "%s", call_id);
-	if (t.agent_id) {
+	/* an ended call stays ended (its end may have been decided first) */
+	if (t.agent_id && strcmp(t.status, "Ended") != 0 && strcmp(t.status, "Failed") != 0) {
 		char text[300] = "No answer";
 		MYSQL_RES *res;
 		MYSQL_ROW row;
@@ -952,7 +975,9 @@ static int run_call_answered(struct req *r, MYSQL *m)
 		return -1;
 	if (txn_by_call(r, m, call_id, &t, 1) < 0)
 		goto fail;
-	if (strcmp(t.status, "Assigned") == 0) { /* a retransmitted 200 */
+	if (strcmp(t.status, "Assigned") == 0 || strcmp(t.status, "Ended") == 0
+			|| strcmp(t.status, "Failed") == 0) {
+		/* a retransmitted 200, or a report retried after the call's end */
 		mysql_query(m, "ROLLBACK");
 		reply_simple(r, "ok", 0, NULL);
 		return 0;
@@ -1125,9 +1150,10 @@ static int run_call_ended(struct req *r, MYSQL *m)
 		goto fail;
 	if (t.agent_id && strcmp(result, "answered") == 0) {
 		/* idle from the end of the call; wrap-up time before the next one */
-		snprintf(q, sizeof(q), "UPDATE user SET last_call_end = %s, "
-			"wrapup_until = %s + INTERVAL wrapup_seconds SECOND WHERE id = %u",
-			at, at, t.agent_id);
+		/* never backwards: two of the agent's calls may end in either order */
+		snprintf(q, sizeof(q), "UPDATE user SET last_call_end = GREATEST(COALESCE(last_call_end, "
+			"%s), %s), wrapup_until = GREATEST(COALESCE(wrapup_until, %s), %s + INTERVAL "
+			"wrapup_seconds SECOND) WHERE id = %u", at, at, at, at, t.agent_id);
 		if (db_exec(&r->j, m, q, strlen(q)) < 0)
 			goto fail;
 	} else if (t.agent_id) {
@@ -1568,7 +1594,9 @@ static int run_sweep(struct req *r, MYSQL *m)
 			mysql_query(m, "ROLLBACK");
 			if (r->j.conn_lost)
 				return -1;
+			/* gone, or its row busy with its own report: the next sweep */
 			r->j.err = 0;
+			r->j.lock_lost = 0;
 			continue;
 		}
 		if (strcmp(t.status, "Waiting") != 0) {
@@ -1785,11 +1813,20 @@ static int janitor_answered(struct req *r, MYSQL *m)
 		"ended", max);
 	while ((row = mysql_fetch_row(res))) {
 		unsigned long long id = strtoull(row[0], NULL, 10);
+		/* the condition again in the UPDATE: the call may have ended (or
+		 * moved on) since the SELECT, on another worker */
 		snprintf(q, sizeof(q), "UPDATE txn SET status = 'Ended', result = COALESCE(result, "
 			"'answered'), failure_reason = 'call state lost', ended_at = UTC_TIMESTAMP(3), "
-			"updated_at = UTC_TIMESTAMP(3) WHERE id = %llu AND status IN ('Assigned','Transferring')",
-			id);
-		if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey(r, m, id, "lost", text) < 0) {
+			"updated_at = UTC_TIMESTAMP(3) WHERE id = %llu AND status IN ('Assigned','Transferring') "
+			"AND COALESCE(answered_at, updated_at) < UTC_TIMESTAMP(3) - INTERVAL %u SECOND "
+			"AND updated_at < UTC_TIMESTAMP(3) - INTERVAL %u SECOND", id, max, max);
+		if (db_exec(&r->j, m, q, strlen(q)) < 0) {
+			mysql_free_result(res);
+			return -1;
+		}
+		if (mysql_affected_rows(m) != 1)
+			continue;
+		if (journey(r, m, id, "lost", text) < 0) {
 			mysql_free_result(res);
 			return -1;
 		}
@@ -1814,11 +1851,18 @@ static int run_janitor(struct req *r, MYSQL *m)
 		return -1;
 	while ((row = mysql_fetch_row(res))) {
 		unsigned long long id = strtoull(row[0], NULL, 10);
-		snprintf(q, sizeof(q), "UPDATE txn SET status = 'Failed', result = 'failed', "
-			"failure_reason = 'call state lost', ended_at = UTC_TIMESTAMP(3), "
-			"updated_at = UTC_TIMESTAMP(3) WHERE id = %llu AND status IN ('Waiting','Assigning')", id);
-		if (db_exec(&r->j, m, q, strlen(q)) < 0
-				|| journey(r, m, id, "lost", "Call state lost (no news from the proxy); ended") < 0) {
+		snprintf(q, sizeof(q), "UPDATE txn t JOIN inbox i ON i.id = t.inbox_id SET "
+			"t.status = 'Failed', t.result = 'failed', t.failure_reason = 'call state lost', "
+			"t.ended_at = UTC_TIMESTAMP(3), t.updated_at = UTC_TIMESTAMP(3) WHERE t.id = %llu "
+			"AND t.status IN ('Waiting','Assigning') AND t.updated_at < UTC_TIMESTAMP(3) - "
+			"INTERVAL (i.max_wait + 2 * i.ring_timeout + 120) SECOND", id);
+		if (db_exec(&r->j, m, q, strlen(q)) < 0) {
+			mysql_free_result(res);
+			return -1;
+		}
+		if (mysql_affected_rows(m) != 1)
+			continue;   /* news came meanwhile */
+		if (journey(r, m, id, "lost", "Call state lost (no news from the proxy); ended") < 0) {
 			mysql_free_result(res);
 			return -1;
 		}
@@ -1833,4 +1877,5 @@ static int run_janitor(struct req *r, MYSQL *m)
 
 const struct op_def calls_janitor_op = { "call.janitor", run_janitor, NULL, NULL, 0 };
 
-const struct op_def calls_sweep_op = { "call.sweep", run_sweep, NULL, after_sweep, 0 };
+const struct op_def calls_sweep_op = { "call.sweep", run_sweep, NULL, after_sweep,
+	OP_KEEP_AFTER };

@@ -20,8 +20,12 @@
  * cancelled, overflow, missed) links the callback TXN with the TXN it was
  * made from and frees the slot.
  *
- * Every function here runs on the MySQL worker; queued has one, so the
- * steps of different requests never interleave.
+ * Every function here runs on a MySQL worker (db.h): the reports of one
+ * attempt stay in order (keyed by the request), but different requests and
+ * the inbound decisions run side by side, so each step locks what it
+ * decides from: the request's row (cb_load), the organisation's row while
+ * a request is opened (lock_org: duplicates, queue limit), the agent's row
+ * when a slot is taken (step_dispatch).
  */
 #include "ops.h"
 #include "server.h"
@@ -412,6 +416,21 @@ struct cb_made {
 	unsigned position;
 };
 
+/*
+ * Requests of an organisation are opened one at a time: the duplicate check
+ * (same number) and the extension's queue limit read what others may be
+ * writing on other MySQL workers, and a read that finds nothing locks
+ * nothing at READ COMMITTED. The organisation's row is the lock.
+ */
+static int lock_org(struct req *r, MYSQL *m, uint32_t org)
+{
+	char q[120];
+	uint64_t v;
+	int found;
+	snprintf(q, sizeof(q), "SELECT id FROM org WHERE id = %u FOR UPDATE", org);
+	return sql_u64(r, m, q, strlen(q), &v, &found);
+}
+
 /* An open request of the same number in the organisation: 1 (out filled), 0, -1. */
 static int cb_find_open(struct req *r, MYSQL *m, uint32_t org, const char *number,
 		struct cb_made *out)
@@ -421,6 +440,8 @@ static int cb_find_open(struct req *r, MYSQL *m, uint32_t org, const char *numbe
 	MYSQL_ROW row;
 	int found = 0;
 
+	if (lock_org(r, m, org) < 0)
+		return -1;
 	/* number is a normalised "+digits": nothing to escape */
 	snprintf(q, sizeof(q), "SELECT c.id, c.txn_id, c.status, u.ext_key FROM callback_request c "
 		"JOIN user u ON u.id = c.user_id WHERE c.org_id = %u AND c.number = '%s' "
@@ -1810,9 +1831,10 @@ int callbacks_call_ended(struct req *r, MYSQL *m, uint64_t txn, const char *stat
 			return -1;
 		if (agent_id) {
 			/* idle from the end of the call; wrap-up time before the next one */
-			snprintf(q, sizeof(q), "UPDATE user SET last_call_end = %s, "
-				"wrapup_until = %s + INTERVAL wrapup_seconds SECOND WHERE id = %u", at, at,
-				agent_id);
+			/* never backwards: the agent's calls may end in either order */
+			snprintf(q, sizeof(q), "UPDATE user SET last_call_end = GREATEST(COALESCE("
+				"last_call_end, %s), %s), wrapup_until = GREATEST(COALESCE(wrapup_until, %s), "
+				"%s + INTERVAL wrapup_seconds SECOND) WHERE id = %u", at, at, at, at, agent_id);
 			if (exec_sql(r, m, q) < 0)
 				return -1;
 		}
@@ -1893,7 +1915,8 @@ static int schedule_due(struct req *r, MYSQL *m, const struct cb_row *c,
 	snprintf(q, sizeof(q), "UPDATE callback_request SET status = 'queued', requested_at = due_at, "
 		"next_attempt_at = due_at, updated_at = UTC_TIMESTAMP(3) WHERE id = %llu",
 		(unsigned long long)c->id);
-	if (exec_sql(r, m, q) < 0 || open_count(r, m, c->user_id, &open) < 0)
+	if (lock_org(r, m, c->org_id) < 0 || exec_sql(r, m, q) < 0
+			|| open_count(r, m, c->user_id, &open) < 0)
 		return -1;
 	/* the count includes this request now */
 	if (open > c->max_calls)
@@ -1998,8 +2021,27 @@ static int step_stale(struct req *r, MYSQL *m, struct cb_row *c, const struct cb
 
 static int step_dispatch(struct req *r, MYSQL *m, struct cb_row *c, const struct cb_settings *s)
 {
+	char q[1200];
+	uint64_t v;
+	int found;
+
 	(void)s;
-	return strcmp(c->status, "queued") == 0 ? dispatch_one(r, m, c, after_of(r)) : 0;
+	if (strcmp(c->status, "queued") != 0)
+		return 0;
+	/* the extension's free slot once more, with its row locked: an inbound
+	 * decision on another worker may have taken the slot since the
+	 * dispatcher's list was read (it locks and re-checks the same row) */
+	snprintf(q, sizeof(q), "SELECT u.id FROM user u WHERE u.id = %u AND u.max_calls > "
+		"(SELECT COUNT(*) FROM txn a WHERE a.agent_id = u.id "
+		"AND a.status IN ('Assigning','Assigned','Transferring') AND NOT EXISTS (SELECT 1 "
+		"FROM callback_request x WHERE x.txn_id = a.id AND x.user_id = u.id)) "
+		"+ (SELECT COUNT(*) FROM callback_request y WHERE y.user_id = u.id "
+		"AND y.status IN ('dialing','active')) FOR UPDATE", c->user_id);
+	if (sql_u64(r, m, q, strlen(q), &v, &found) < 0)
+		return -1;
+	if (!found)
+		return 0;   /* busy now: a later dispatch */
+	return dispatch_one(r, m, c, after_of(r));
 }
 
 static int run_steps(struct req *r, MYSQL *m, const char *q, int max, cb_step_fn fn,

@@ -382,7 +382,8 @@ static int run_chat_assign(struct req *r, MYSQL *m)
 	mysql_free_result(res);
 	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Assigned', agent_id = %llu, "
 		"answered_at = COALESCE(answered_at, UTC_TIMESTAMP(3)), updated_at = UTC_TIMESTAMP(3) "
-		"WHERE id = %llu", (unsigned long long)uid, (unsigned long long)id);
+		"WHERE id = %llu AND status NOT IN ('Ended','Failed')", (unsigned long long)uid,
+		(unsigned long long)id);
 	return req_update_journey(r, m, id, q, "assigned", text);
 }
 
@@ -402,7 +403,7 @@ static int run_chat_end(struct req *r, MYSQL *m)
 		return req_fail(r, CCQ_E_CONFLICT, "transaction %llu has ended", (unsigned long long)id);
 	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Ended', result = IF(agent_id IS NULL, "
 		"'unassigned', 'answered'), ended_at = UTC_TIMESTAMP(3), updated_at = UTC_TIMESTAMP(3) "
-		"WHERE id = %llu", (unsigned long long)id);
+		"WHERE id = %llu AND status NOT IN ('Ended','Failed')", (unsigned long long)id);
 	return req_update_journey(r, m, id, q, "ended", "Chat ended");
 }
 
