@@ -4,11 +4,12 @@
 # agents) against the same packaged Kamailio as a plain stateful relay of the
 # same calls, in one run on the same machine. Method and results: BENCHMARKS.md.
 #
-# Usage: tests/bench/inbound.sh [-r "RATE ..."] [-d SECONDS] [-a AGENTS] [-l MS]
+# Usage: tests/bench/inbound.sh [-r "RATE ..."] [-d SECONDS] [-a AGENTS] [-l MS] [-w WORKERS]
 #   -r  call rates to try, calls per second      (default "10 20 40 80")
 #   -d  seconds of traffic per rate               (default 10)
 #   -a  agents (users with one device each)       (default 20)
 #   -l  call length in ms (caller hangs up)        (default 1000)
+#   -w  queued's MySQL workers (mysql_workers)    (default: queued's, 2)
 # It runs its own lab (build/lab-bench, its own ports) and stops it at the end.
 set -euo pipefail
 
@@ -17,13 +18,14 @@ rates="10 20 40 80"
 dur=10
 agents=20
 len=1000
-while getopts "r:d:a:l:h" o; do
+while getopts "r:d:a:l:w:h" o; do
     case $o in
         r) rates=$OPTARG ;;
         d) dur=$OPTARG ;;
         a) agents=$OPTARG ;;
         l) len=$OPTARG ;;
-        h) sed -n '2,13p' "$0"; exit 0 ;;
+        w) export CCQ_MYSQL_WORKERS=$OPTARG ;;
+        h) sed -n '2,14p' "$0"; exit 0 ;;
         *) exit 2 ;;
     esac
 done
