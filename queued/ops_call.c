@@ -1063,6 +1063,23 @@ static int run_call_ended(struct req *r, MYSQL *m)
 	if (arg_str(r, "call_id", call_id, sizeof(call_id), 1) < 0
 			|| arg_str(r, "by", by, sizeof(by), 1) < 0)
 		return -1;
+	{
+		/* most ends of calls without a TXN (a device's INVITE challenged
+		 * with 407, a refused call) stop at one key lookup; a leg cannot
+		 * appear meanwhile: the reports of this Call-ID run in order */
+		struct qb lq;
+		uint64_t leg;
+		int found;
+		qb_init(&lq);
+		qb_add(&lq, "SELECT txn_id FROM txn_leg WHERE call_id = ");
+		qb_str(&lq, m, call_id, strlen(call_id));
+		if (sql_u64_qb(r, m, &lq, &leg, &found) < 0)
+			return -1;
+		if (!found) {
+			reply_simple(r, "ok", 0, NULL);
+			return 0;
+		}
+	}
 	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
 		return -1;
 	if (txn_by_call(r, m, call_id, &t, 1) < 0) {
