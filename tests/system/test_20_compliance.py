@@ -977,6 +977,13 @@ class TestOutboundCalls:
                                                                 or ""), inv
         assert (header(inv, "Privacy") or "").strip() == "id", inv
         assert not call.txn(("Ended",))["caller_id"]
+        # joining an inbox alone reaches the proxy: Bob now presents its DID
+        org.member("Sales", "102")
+        synced(lab)
+        call = Call(lab, bob, national(fresh_number()))
+        call.assert_answered()
+        frm = header(call.trunk_invite(), "From", "f")
+        assert uri_user(frm) == sales.did, "a new member still goes out as %s" % frm
 
     def test_device_cannot_choose_its_caller_id(self, running_lab):
         """From display name, P-Asserted-Identity, P-Preferred-Identity and
