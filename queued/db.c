@@ -152,6 +152,46 @@ MYSQL_RES *db_select(struct db_job *j, MYSQL *m, const char *sql, size_t len)
 	return r;
 }
 
+int db_exec_multi(struct db_job *j, MYSQL *m, const char *sql, size_t len, MYSQL_RES **res,
+		int nres, uint64_t *first_id)
+{
+	int n = 0, st;
+
+	for (int i = 0; i < nres; i++)
+		res[i] = NULL;
+	if (db_exec(j, m, sql, len) < 0)
+		return -1;
+	do {
+		MYSQL_RES *r = mysql_store_result(m);
+		if (!r && mysql_field_count(m) != 0) {
+			fail_from(j, m, "reading a result");
+			goto fail;
+		}
+		if (n == 0 && first_id)
+			*first_id = mysql_insert_id(m);
+		if (r && n < nres)
+			res[n] = r;
+		else if (r)
+			mysql_free_result(r);
+		n++;
+		st = mysql_next_result(m);
+		if (st > 0) {
+			/* a statement of the batch failed: MySQL ran none after it */
+			fail_from(j, m, "a statement of a batch");
+			LOG_D("failed SQL batch (statement %d): %.*s", n + 1, (int)len, sql);
+			goto fail;
+		}
+	} while (st == 0);
+	return 0;
+fail:
+	for (int i = 0; i < nres; i++)
+		if (res[i]) {
+			mysql_free_result(res[i]);
+			res[i] = NULL;
+		}
+	return -1;
+}
+
 void qb_init(struct qb *q)
 {
 	memset(q, 0, sizeof(*q));

@@ -72,6 +72,17 @@ int db_exec(struct db_job *j, MYSQL *m, const char *sql, size_t len);
 /* Run a statement returning rows; NULL with j filled on failure. */
 MYSQL_RES *db_select(struct db_job *j, MYSQL *m, const char *sql, size_t len);
 
+/*
+ * Run several statements separated by ';' in one round trip (the session
+ * allows multi-statements). res[i] gets the result set of statement i (NULL
+ * if it has none) for i < nres; the caller frees them. first_id gets the
+ * insert id of the first statement. MySQL stops at the first failing
+ * statement: the job is filled, no result is handed back, -1 is returned,
+ * and a transaction the batch started is still open (the caller rolls back).
+ */
+int db_exec_multi(struct db_job *j, MYSQL *m, const char *sql, size_t len, MYSQL_RES **res,
+		int nres, uint64_t *first_id);
+
 /* A growing SQL text with escaping. */
 struct qb {
 	char *buf;

@@ -8,6 +8,8 @@
  */
 #include "ccq_config.h"
 #include "ops.h"
+#include "dircache.h"
+#include "agentview.h"
 #include "server.h"
 #include "log.h"
 
@@ -84,16 +86,34 @@ int arg_bool(struct req *r, const char *key, int *v, int required)
 	return 0;
 }
 
+void qb_journey(struct qb *q, MYSQL *m, uint64_t txn, const char *kind, const char *text,
+		const char *at)
+{
+	qb_add(q, "INSERT INTO txn_event (txn_id, at, kind, text) VALUES (%llu, %s, '%s', ",
+		(unsigned long long)txn, at ? at : "UTC_TIMESTAMP(3)", kind);
+	qb_str(q, m, text, utf8_cut(text, CCQ_EVENT_TEXT_MAX));
+	qb_add(q, ")");
+}
+
+size_t utf8_cut(const char *s, size_t max)
+{
+	size_t n = strnlen(s, max + 1);
+	if (n <= max)
+		return n;
+	/* back to the start of the character that crosses the limit */
+	n = max;
+	while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+		n--;
+	return n;
+}
+
 int req_journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const char *text,
 		const char *at)
 {
 	struct qb q;
 	int rc;
 	qb_init(&q);
-	qb_add(&q, "INSERT INTO txn_event (txn_id, at, kind, text) VALUES (%llu, %s, '%s', ",
-		(unsigned long long)txn, at ? at : "UTC_TIMESTAMP(3)", kind);
-	qb_str(&q, m, text, strnlen(text, 1024));
-	qb_add(&q, ")");
+	qb_journey(&q, m, txn, kind, text, at);
 	rc = q.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory") : db_exec(&r->j, m, q.buf, q.len);
 	qb_free(&q);
 	return rc;
@@ -587,13 +607,23 @@ static void op_stats(struct conn *c, uint64_t id, const msgpack_object *args)
 static int req_run(struct db_job *j, MYSQL *m)
 {
 	struct req *r = (struct req *)j;
+	int rc;
 	/* a rerun (lost connection or lock, a retried report) must not carry
 	 * the events of an attempt that was rolled back */
 	if (!(r->op->flags & OP_KEEP_AFTER)) {
 		free(r->after_data);
 		r->after_data = NULL;
 	}
-	return r->op->run(r, m);
+	rc = r->op->run(r, m);
+	/* after the change's commit (or its failure: a stale cache is only
+	 * a few misses), see dircache.h */
+	if (r->op->flags & OP_DIRECTORY)
+		dircache_bump();
+	/* callbacks, chats, transfers, outbound calls, the sweeps: agents'
+	 * states changed in ways the view does not follow */
+	if (!(r->op->flags & OP_VIEW_SAFE))
+		av_soft_dirty();
+	return rc;
 }
 
 static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)

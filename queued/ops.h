@@ -35,6 +35,13 @@ typedef void (*op_now_fn)(struct conn *c, uint64_t id, const msgpack_object *arg
                          * second (up to 10 minutes) instead of failing */
 #define OP_KEEP_AFTER 0x4 /* a rerun of the job keeps after_data (what an
                          * earlier run committed); others start afresh */
+#define OP_DIRECTORY 0x8  /* changes what the directory cache holds (trunks,
+                         * inboxes, DIDs, organisations, recording settings):
+                         * the cache's generation is bumped after each run */
+#define OP_VIEW_SAFE 0x10 /* keeps queued's view of the inboxes' members up to
+                         * date itself, or changes nothing in it; after any
+                         * other operation the views are read again soon
+                         * (agentview.h) */
 
 struct op_def {
 	const char *name;
@@ -81,8 +88,16 @@ int arg_str(struct req *r, const char *key, char *buf, size_t size, int required
 int arg_uint(struct req *r, const char *key, uint64_t *v, int required, uint64_t max);
 int arg_bool(struct req *r, const char *key, int *v, int required);
 
+/* A journey event's text is at most this many bytes (txn_event.text holds
+ * 1024 characters; longer texts are cut, never between a character's bytes). */
+#define CCQ_EVENT_TEXT_MAX 1024
+/* The length of s cut to at most max bytes at a UTF-8 character boundary. */
+size_t utf8_cut(const char *s, size_t max);
 /* Add a journey event to a TXN; at is an SQL time expression (NULL = now);
- * kind is a constant of ours, text is escaped. */
+ * kind is a constant of ours, text is escaped. qb_journey appends the
+ * INSERT to a batch of statements instead of running it. */
+void qb_journey(struct qb *q, MYSQL *m, uint64_t txn, const char *kind, const char *text,
+		const char *at);
 int req_journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const char *text,
 		const char *at);
 /* The customer of an organisation with this number ("+6591234567"):

@@ -16,11 +16,15 @@
 #include "callbacks.h"
 #include "recording.h"
 #include "ccq_e164.h"
+#include "dircache.h"
+#include "agentview.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <ctype.h>
+#include <stdatomic.h>
+#include <time.h>
 
 #define TS(col) "DATE_FORMAT(" col ", '%%Y-%%m-%%d %%H:%%i:%%s.%%f')"
 
@@ -44,12 +48,6 @@ static struct call_after *after_of(struct req *r)
 	if (!r->after_data)
 		r->after_data = calloc(1, sizeof(struct call_after));
 	return r->after_data;
-}
-
-static int journey_at(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const char *text,
-		const char *at)
-{
-	return req_journey(r, m, txn, kind, text, at);
 }
 
 static int journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const char *text)
@@ -98,24 +96,14 @@ struct txn_row {
 	char customer[101];
 };
 
-/*
- * The TXN of a call leg. With lock (inside a transaction), the TXN's row is
- * locked, so that what is read is still true when the caller writes:
- * the reports of a TXN's other legs (a transfer, a callback) and queued's
- * sweeps run on other MySQL workers at the same time.
- */
-static int txn_by_call(struct req *r, MYSQL *m, const char *call_id, struct txn_row *t, int lock)
+/* The SELECT of a TXN's call facts: by a leg's Call-ID, or (call_id NULL)
+ * by the TXN's id. With lock, FOR UPDATE (see txn_by_call). */
+static void qb_txn(struct qb *q, MYSQL *m, const char *call_id, uint64_t id, int lock)
 {
-	struct qb q;
-	MYSQL_RES *res;
-	MYSQL_ROW row;
-
-	memset(t, 0, sizeof(*t));
-	qb_init(&q);
 	/* the inbox and customer by scalar subqueries, not joins: FOR UPDATE
 	 * then locks the TXN's row alone (a join would lock the inbox's row too
 	 * and make every call of the inbox wait for each other) */
-	qb_add(&q, "SELECT t.id, COALESCE(t.org_id, 0), COALESCE(t.inbox_id, 0), "
+	qb_add(q, "SELECT t.id, COALESCE(t.org_id, 0), COALESCE(t.inbox_id, 0), "
 		"COALESCE(t.agent_id, 0), t.status, "
 		"COALESCE((SELECT i.name FROM inbox i WHERE i.id = t.inbox_id), ''), "
 		"COALESCE(t.number, ''), "
@@ -125,23 +113,20 @@ static int txn_by_call(struct req *r, MYSQL *m, const char *call_id, struct txn_
 		"COALESCE(t.current_call_id, t.sip_call_id), t.direction = 'outbound', "
 		"COALESCE(t.device_id, 0), "
 		"COALESCE((SELECT c.name FROM customer c WHERE c.id = t.customer_id), ''), "
-		"t.call_type = 'callback' FROM txn t WHERE t.id = "
-		"(SELECT txn_id FROM txn_leg WHERE call_id = ");
-	qb_str(&q, m, call_id, strlen(call_id));
-	qb_add(&q, ")%s", lock ? " FOR UPDATE" : "");
-	if (q.oom) {
-		qb_free(&q);
-		return req_fail(r, CCQ_E_INTERNAL, "out of memory");
+		"t.call_type = 'callback' FROM txn t WHERE t.id = ");
+	if (call_id) {
+		qb_add(q, "(SELECT txn_id FROM txn_leg WHERE call_id = ");
+		qb_str(q, m, call_id, strlen(call_id));
+		qb_add(q, ")");
+	} else {
+		qb_add(q, "%llu", (unsigned long long)id);
 	}
-	res = db_select(&r->j, m, q.buf, q.len);
-	qb_free(&q);
-	if (!res)
-		return -1;
-	row = mysql_fetch_row(res);
-	if (!row) {
-		mysql_free_result(res);
-		return req_fail(r, CCQ_E_NOT_FOUND, "no transaction for call %s", call_id);
-	}
+	qb_add(q, "%s", lock ? " FOR UPDATE" : "");
+}
+
+static void txn_from_row(MYSQL_ROW row, struct txn_row *t)
+{
+	memset(t, 0, sizeof(*t));
 	t->id = strtoull(row[0], NULL, 10);
 	t->org_id = (uint32_t)strtoul(row[1], NULL, 10);
 	t->inbox_id = (uint32_t)strtoul(row[2], NULL, 10);
@@ -157,16 +142,45 @@ static int txn_by_call(struct req *r, MYSQL *m, const char *call_id, struct txn_
 	t->device_id = row[12] ? strtoull(row[12], NULL, 10) : 0;
 	snprintf(t->customer, sizeof(t->customer), "%s", row[13] ? row[13] : "");
 	t->callback = row[14] && atoi(row[14]);
+}
+
+/* The TXN from a result of qb_txn: 0, or -1 with the request failed
+ * (CCQ_E_NOT_FOUND when there is none). Frees res. */
+static int txn_from_res(struct req *r, MYSQL_RES *res, const char *what, struct txn_row *t)
+{
+	MYSQL_ROW row = mysql_fetch_row(res);
+	if (!row) {
+		mysql_free_result(res);
+		memset(t, 0, sizeof(*t));
+		return req_fail(r, CCQ_E_NOT_FOUND, "no transaction for call %s", what);
+	}
+	txn_from_row(row, t);
 	mysql_free_result(res);
 	return 0;
 }
 
 /*
- * Pick the next agent for a TXN and mark it Assigning; fills targets.
- * Returns 1 (ringing), 0 (nobody available), -1 (error).
+ * The TXN of a call leg. With lock (inside a transaction), the TXN's row is
+ * locked, so that what is read is still true when the caller writes:
+ * the reports of a TXN's other legs (a transfer, a callback) and queued's
+ * sweeps run on other MySQL workers at the same time.
  */
+static int txn_by_call(struct req *r, MYSQL *m, const char *call_id, struct txn_row *t, int lock)
+{
+	struct qb q;
+	MYSQL_RES *res;
+
+	memset(t, 0, sizeof(*t));
+	qb_init(&q);
+	qb_txn(&q, m, call_id, 0, lock);
+	if (!(res = req_select_qb(r, m, &q)))
+		return -1;
+	return txn_from_res(r, res, call_id, t);
+}
+
+/* A ring decision: the agent, their devices (targets), the recording. */
 struct ring_pick {
-	char ext[33], name[101], devices[400];
+	char ext[33], name[101], devices[1000];
 	int ntargets;
 	char targets[8][200];
 	struct rec_decision rec;     /* recording of the call to this agent */
@@ -194,7 +208,8 @@ struct ring_pick {
  * Lock candidate uid's user row and check, with what is committed now, that
  * it is still free. wait: block for the lock (else skip a row another
  * decision holds). Returns 1 (ours), 0 (not free), 2 (skipped: locked by
- * another decision), -1 (error).
+ * another decision; with wait < 0, 2 stands for "not ours" in both
+ * cases, one statement), -1 (error).
  *
  * Decisions run on several MySQL workers at once; two of them may read the
  * same agent as free. The row lock makes the second wait until the first
@@ -208,7 +223,7 @@ static int claim_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, ui
 	uint64_t v;
 	int found;
 
-	if (!wait) {
+	if (wait <= 0) {
 		/* the usual case in one statement: free, and nobody else holds it
 		 * (READ COMMITTED: a row the condition rejects is not kept locked) */
 		snprintf(q, sizeof(q), "SELECT u.id FROM user u WHERE u.id = %llu AND " AGENT_FREE
@@ -217,6 +232,8 @@ static int claim_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, ui
 			return -1;
 		if (found)
 			return 1;
+		if (wait < 0)
+			return 2;       /* the caller does not need to know which */
 		/* taken by another decision, or not free? Asked without a lock, so
 		 * that an agent we do not take is not held until we commit */
 		snprintf(q, sizeof(q), "SELECT u.id FROM user u WHERE u.id = %llu AND " AGENT_FREE,
@@ -241,17 +258,130 @@ static int claim_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, ui
 /*
  * Among the available members: who has the fewest calls in progress (an
  * agent on a call is not idle), then who has been idle longest (never
- * called first), then the lowest id.
+ * called first), then the lowest id. Columns: id, ext_key, name,
+ * record_calls, and the registered enabled devices (see ring_devices).
+ * txn 0: a call that has no TXN yet (nobody was rung for it).
  */
 #define CANDIDATES 8
 #define PICK_ROUNDS 4
-static int pick_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, struct ring_pick *p)
+/* devices: "username US domain US kind US label" joined by RS (0x1f, 0x1e:
+ * none of them can hold these), cut at 512 characters: a longer text would
+ * be a BLOB, which MariaDB cannot keep in an in-memory temporary table (an
+ * on-disk one made this query ten times slower under load). The few agents
+ * with that many devices get them read on their own (load_devices). */
+#define DEVICES_CUT 512
+/* member u's registered enabled devices (argument: DEVICES_CUT) */
+#define MEMBER_DEVICES \
+	"CAST((SELECT GROUP_CONCAT(CONCAT(d.username, 0x1f, d.domain, 0x1f, d.kind, 0x1f, " \
+	"  COALESCE(d.label, '')) ORDER BY d.id SEPARATOR 0x1e) FROM device d " \
+	"  WHERE d.user_id = u.id AND d.enabled = 1 AND EXISTS (SELECT 1 FROM device_contact c " \
+	"  WHERE c.device_id = d.id AND c.expires_at > UTC_TIMESTAMP(3))) AS CHAR(%d)) "
+/* b.n: each agent's calls in progress, counted once for all agents (the
+ * few TXNs in those states, by the status index), joined ON b.agent_id */
+#define CALLS_IN_PROGRESS \
+	"LEFT JOIN (SELECT a.agent_id, COUNT(*) AS n FROM txn a " \
+	"  WHERE a.status IN ('Assigning','Assigned','Transferring') GROUP BY a.agent_id) b "
+static void qb_candidates(struct qb *q, uint32_t inbox, uint64_t txn, const char *tried)
 {
-	char q[2400], tried[PICK_ROUNDS * CANDIDATES * 12 + 8] = "0";
+	qb_add(q,
+		/* the calls in progress counted once for all agents (the few
+		 * TXNs in those states, by the status index), not per member */
+		"SELECT u.id, u.ext_key, u.name, u.record_calls, "
+		MEMBER_DEVICES
+		"FROM inbox_member im JOIN user u ON u.id = im.user_id "
+		CALLS_IN_PROGRESS
+		"  ON b.agent_id = u.id "
+		"WHERE im.inbox_id = %u AND u.id NOT IN (%s) AND COALESCE(b.n, 0) < u.max_calls AND "
+		AGENT_READY
+		"ORDER BY COALESCE(b.n, 0), u.last_call_end IS NOT NULL, u.last_call_end, u.id "
+		"LIMIT %d", DEVICES_CUT, inbox, tried, inbox, (unsigned long long)txn, CANDIDATES);
+}
+
+
+static int read_candidates(MYSQL_RES *res, struct av_member *c)
+{
+	MYSQL_ROW row;
+	int n = 0;
+	while ((row = mysql_fetch_row(res)) && n < CANDIDATES) {
+		c[n].id = strtoull(row[0], NULL, 10);
+		snprintf(c[n].ext, sizeof(c[n].ext), "%s", row[1]);
+		snprintf(c[n].name, sizeof(c[n].name), "%s", row[2]);
+		c[n].record = row[3] ? atoi(row[3]) != 0 : -1;
+		snprintf(c[n].devices, sizeof(c[n].devices), "%s", row[4] ? row[4] : "");
+		/* bytes, not characters: a text of multi-byte labels is re-read
+		 * a little early, never used cut */
+		c[n].cut = strlen(c[n].devices) >= DEVICES_CUT - 12;
+		n++;
+	}
+	return n;
+}
+
+/* A candidate's devices when the candidates' query may have cut them. */
+static int load_devices(struct req *r, MYSQL *m, struct av_member *c)
+{
+	char q[400];
 	MYSQL_RES *res;
 	MYSQL_ROW row;
-	uint64_t uid = 0, cand[CANDIDATES];
-	char cext[CANDIDATES][33], cname[CANDIDATES][101];
+	size_t l = 0;
+	int n = 0;
+
+	if (!c->cut)
+		return 0;
+	snprintf(q, sizeof(q), "SELECT DISTINCT d.id, d.username, d.domain, d.kind, "
+		"COALESCE(d.label, '') FROM device d JOIN device_contact c ON c.device_id = d.id "
+		"WHERE d.user_id = %llu AND d.enabled = 1 AND c.expires_at > UTC_TIMESTAMP(3) "
+		"ORDER BY d.id LIMIT 8", (unsigned long long)c->id);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	c->devices[0] = '\0';
+	while ((row = mysql_fetch_row(res)) && l < sizeof(c->devices)) {
+		l += (size_t)snprintf(c->devices + l, sizeof(c->devices) - l, "%s%s\x1f%s\x1f%s\x1f%s",
+			n++ ? "\x1e" : "", row[1], row[2], row[3], row[4]);
+	}
+	mysql_free_result(res);
+	c->cut = 0;
+	return 0;
+}
+
+/* The ring targets and the "desk_phone (Desk), web_phone" text of a
+ * candidate's devices. Returns the number of targets. */
+static int ring_devices(const struct av_member *c, struct ring_pick *p)
+{
+	char buf[sizeof(c->devices)], *save = NULL, *rec;
+
+	snprintf(p->ext, sizeof(p->ext), "%s", c->ext);
+	snprintf(p->name, sizeof(p->name), "%s", c->name);
+	p->ntargets = 0;
+	p->devices[0] = '\0';
+	snprintf(buf, sizeof(buf), "%s", c->devices);
+	for (rec = strtok_r(buf, "\x1e", &save); rec && p->ntargets < 8;
+			rec = strtok_r(NULL, "\x1e", &save)) {
+		char *f[4] = { rec, NULL, NULL, NULL };
+		size_t l = strlen(p->devices);
+		for (int i = 1; i < 4; i++) {
+			if (!f[i - 1] || !(f[i] = strchr(f[i - 1], 0x1f)))
+				break;
+			*f[i]++ = '\0';
+		}
+		if (!f[3])
+			continue;          /* not a whole record */
+		snprintf(p->targets[p->ntargets++], sizeof(p->targets[0]), "sip:%s@%s", f[0], f[1]);
+		snprintf(p->devices + l, sizeof(p->devices) - l, "%s%s%s%s%s", l ? ", " : "", f[2],
+			f[3][0] ? " (" : "", f[3], f[3][0] ? ")" : "");
+	}
+	return p->ntargets;
+}
+
+/*
+ * Pick the next agent for a TXN and mark it Assigning; fills p.
+ * Returns 1 (ringing), 0 (nobody available), -1 (error).
+ */
+static int pick_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, struct ring_pick *p)
+{
+	char q[600], tried[PICK_ROUNDS * CANDIDATES * 12 + 8] = "0";
+	MYSQL_RES *res;
+	uint64_t uid = 0;
+	struct av_member cand[CANDIDATES];
 	int n, held[CANDIDATES], nheld, rc, chosen = -1, lost;
 
 	memset(p, 0, sizeof(*p));
@@ -259,33 +389,20 @@ static int pick_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, str
 	 * again, without the ones already tried, until a round loses nothing
 	 * to another decision (or nobody is left). */
 	for (int round = 0; round < PICK_ROUNDS && chosen < 0; round++) {
-		n = nheld = lost = 0;
-		snprintf(q, sizeof(q),
-			/* the calls in progress counted once for all agents (the few
-			 * TXNs in those states, by the status index), not per member */
-			"SELECT u.id, u.ext_key, u.name FROM inbox_member im JOIN user u ON u.id = im.user_id "
-			"LEFT JOIN (SELECT a.agent_id, COUNT(*) AS n FROM txn a "
-			"  WHERE a.status IN ('Assigning','Assigned','Transferring') GROUP BY a.agent_id) b "
-			"  ON b.agent_id = u.id "
-			"WHERE im.inbox_id = %u AND u.id NOT IN (%s) AND COALESCE(b.n, 0) < u.max_calls AND "
-			AGENT_READY
-			"ORDER BY COALESCE(b.n, 0), u.last_call_end IS NOT NULL, u.last_call_end, u.id "
-			"LIMIT %d", inbox, tried, inbox, (unsigned long long)txn, CANDIDATES);
-		if (!(res = db_select(&r->j, m, q, strlen(q))))
+		struct qb qq;
+		nheld = lost = 0;
+		qb_init(&qq);
+		qb_candidates(&qq, inbox, txn, tried);
+		if (!(res = req_select_qb(r, m, &qq)))
 			return -1;
-		while ((row = mysql_fetch_row(res)) && n < CANDIDATES) {
-			cand[n] = strtoull(row[0], NULL, 10);
-			snprintf(cext[n], sizeof(cext[0]), "%s", row[1]);
-			snprintf(cname[n], sizeof(cname[0]), "%s", row[2]);
-			n++;
-		}
+		n = read_candidates(res, cand);
 		mysql_free_result(res);
 		if (n == 0)
 			break;
 		/* the first one nobody else is deciding about; then wait for those
 		 * another decision holds, and check them again once it is done */
 		for (int i = 0; i < n && chosen < 0; i++) {
-			if ((rc = claim_agent(r, m, txn, inbox, cand[i], 0)) < 0)
+			if ((rc = claim_agent(r, m, txn, inbox, cand[i].id, 0)) < 0)
 				return -1;
 			if (rc == 1)
 				chosen = i;
@@ -295,7 +412,7 @@ static int pick_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, str
 				lost = 1;   /* free when read, taken since */
 		}
 		for (int k = 0; k < nheld && chosen < 0; k++) {
-			if ((rc = claim_agent(r, m, txn, inbox, cand[held[k]], 1)) < 0)
+			if ((rc = claim_agent(r, m, txn, inbox, cand[held[k]].id, 1)) < 0)
 				return -1;
 			if (rc == 1)
 				chosen = held[k];
@@ -306,28 +423,15 @@ static int pick_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, str
 			break;
 		for (int i = 0; i < n; i++) {
 			size_t l = strlen(tried);
-			snprintf(tried + l, sizeof(tried) - l, ",%llu", (unsigned long long)cand[i]);
+			snprintf(tried + l, sizeof(tried) - l, ",%llu", (unsigned long long)cand[i].id);
 		}
 	}
 	if (chosen < 0)
 		return 0;
-	uid = cand[chosen];
-	snprintf(p->ext, sizeof(p->ext), "%s", cext[chosen]);
-	snprintf(p->name, sizeof(p->name), "%s", cname[chosen]);
-
-	snprintf(q, sizeof(q), "SELECT DISTINCT d.username, d.domain, d.kind, d.label FROM device d "
-		"JOIN device_contact c ON c.device_id = d.id WHERE d.user_id = %llu AND d.enabled = 1 "
-		"AND c.expires_at > UTC_TIMESTAMP(3) ORDER BY d.id LIMIT 8", (unsigned long long)uid);
-	if (!(res = db_select(&r->j, m, q, strlen(q))))
+	uid = cand[chosen].id;
+	if (load_devices(r, m, &cand[chosen]) < 0)
 		return -1;
-	while ((row = mysql_fetch_row(res)) && p->ntargets < 8) {
-		size_t l = strlen(p->devices);
-		snprintf(p->targets[p->ntargets++], sizeof(p->targets[0]), "sip:%s@%s", row[0], row[1]);
-		snprintf(p->devices + l, sizeof(p->devices) - l, "%s%s%s%s%s", l ? ", " : "", row[2],
-			row[3][0] ? " (" : "", row[3], row[3][0] ? ")" : "");
-	}
-	mysql_free_result(res);
-	if (p->ntargets == 0)
+	if (ring_devices(&cand[chosen], p) == 0)
 		return 0;
 	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Assigning', agent_id = %llu, "
 		"updated_at = UTC_TIMESTAMP(3) WHERE id = %llu", (unsigned long long)uid,
@@ -340,7 +444,7 @@ static int pick_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, str
 	if (db_exec(&r->j, m, q, strlen(q)) < 0)
 		return -1;
 	{
-		char text[700];
+		char text[1200];
 		snprintf(text, sizeof(text), "Ringing %s - %s - %s", p->ext, p->name, p->devices);
 		if (journey(r, m, txn, "ringing", text) < 0)
 			return -1;
@@ -348,6 +452,85 @@ static int pick_agent(struct req *r, MYSQL *m, uint64_t txn, uint32_t inbox, str
 	if (rec_decide(r, m, txn, uid, &p->rec) < 0)
 		return -1;
 	return 1;
+}
+
+/* ---- queued's view of the inboxes' members (agentview.h) ----------------- */
+
+static int64_t epoch_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Read the view of inbox from MySQL if it is stale. */
+static int view_fresh(struct req *r, MYSQL *m, uint32_t inbox, int64_t now)
+{
+	struct av_token tok;
+	struct av_member *v;
+	char q[2000];
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	size_t n = 0;
+
+	if (!av_stale(inbox, now, &tok))
+		return 0;
+	snprintf(q, sizeof(q), "SELECT u.id, u.ext_key, u.name, u.record_calls, u.max_calls, "
+		"COALESCE(b.n, 0), COALESCE(CAST(UNIX_TIMESTAMP(u.last_call_end) * 1000 AS UNSIGNED), 0), "
+		"COALESCE(CAST(UNIX_TIMESTAMP(u.wrapup_until) * 1000 AS UNSIGNED), 0), "
+		"EXISTS (SELECT 1 FROM device d JOIN device_contact c ON c.device_id = d.id "
+		"  WHERE d.user_id = u.id AND d.enabled = 1 AND c.expires_at > UTC_TIMESTAMP(3)), "
+		MEMBER_DEVICES
+		"FROM inbox_member im JOIN user u ON u.id = im.user_id "
+		CALLS_IN_PROGRESS
+		"  ON b.agent_id = u.id WHERE im.inbox_id = %u", DEVICES_CUT, inbox);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	v = calloc(mysql_num_rows(res) + 1, sizeof(*v));
+	if (!v) {
+		mysql_free_result(res);
+		return req_fail(r, CCQ_E_INTERNAL, "out of memory");
+	}
+	while ((row = mysql_fetch_row(res))) {
+		struct av_member *a = &v[n++];
+		a->id = strtoull(row[0], NULL, 10);
+		snprintf(a->ext, sizeof(a->ext), "%s", row[1]);
+		snprintf(a->name, sizeof(a->name), "%s", row[2]);
+		a->record = row[3] ? atoi(row[3]) != 0 : -1;
+		a->max_calls = (unsigned)strtoul(row[4], NULL, 10);
+		a->calls = (unsigned)strtoul(row[5], NULL, 10);
+		a->last_end_ms = strtoll(row[6], NULL, 10);
+		a->wrapup_until_ms = strtoll(row[7], NULL, 10);
+		a->registered = row[8] && atoi(row[8]);
+		snprintf(a->devices, sizeof(a->devices), "%s", row[9] ? row[9] : "");
+		a->cut = strlen(a->devices) >= DEVICES_CUT - 12;
+	}
+	mysql_free_result(res);
+	av_install(inbox, v, n, &tok, now);
+	free(v);
+	return 0;
+}
+
+/* The claim of member uid of inbox for a new call (no TXN yet): locked,
+ * and free with what is committed now (see claim_agent). */
+static void qb_claim(struct qb *q, uint32_t inbox, uint64_t uid)
+{
+	qb_add(q, "SELECT u.id FROM user u WHERE u.id = %llu AND EXISTS (SELECT 1 FROM "
+		"inbox_member im WHERE im.inbox_id = %u AND im.user_id = u.id) AND " AGENT_FREE
+		"FOR UPDATE SKIP LOCKED", (unsigned long long)uid, inbox, inbox, 0ULL);
+}
+
+/* 1 (ours), 0 (not free, or held by another decision), -1 */
+static int claim_member(struct req *r, MYSQL *m, uint32_t inbox, uint64_t uid)
+{
+	struct qb q;
+	uint64_t v;
+	int found;
+	qb_init(&q);
+	qb_claim(&q, inbox, uid);
+	if (sql_u64_qb(r, m, &q, &v, &found) < 0)
+		return -1;
+	return found;
 }
 
 /* The part of a ring decision about the agent: targets, and recording. */
@@ -456,6 +639,52 @@ static int reply_simple(struct req *r, const char *action, int code, const char 
 
 /* ---- blind transfer -------------------------------------------------------- */
 
+/*
+ * Looking for a pending transfer costs a query on every call from a trunk;
+ * calls are let through without it unless a transfer started within the
+ * last TRANSFER_WINDOW_MS (attach_transfer looks 120 s back). After a
+ * start, the first call asks MySQL when the latest pending transfer began.
+ * 0: not known yet; otherwise the monotonic time (ms) the window closes.
+ */
+#define TRANSFER_WINDOW_MS 130000u
+static _Atomic uint64_t g_transfer_until_ms;
+
+static uint64_t now_ms(void)
+{
+	return db_now_ns() / 1000000u;
+}
+
+static void transfer_window_open(void)
+{
+	uint64_t until = now_ms() + TRANSFER_WINDOW_MS, cur = atomic_load(&g_transfer_until_ms);
+	while (cur < until && !atomic_compare_exchange_weak(&g_transfer_until_ms, &cur, until))
+		;
+}
+
+/* 1 if a call from a trunk may be a transfer's second leg, 0 if not, -1 */
+static int transfer_possible(struct req *r, MYSQL *m)
+{
+	uint64_t cur = atomic_load(&g_transfer_until_ms);
+	if (cur == 0) {
+		char q[300];
+		uint64_t left = 0, until;
+		int found;
+		/* ms left of the window of the latest transfer still pending
+		 * (from before a restart); on the status index */
+		snprintf(q, sizeof(q), "SELECT GREATEST(0, TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(3), "
+			"MAX(transfer_at)) DIV 1000 + %u) FROM txn WHERE status = 'Transferring'",
+			TRANSFER_WINDOW_MS);
+		if (sql_u64(r, m, q, strlen(q), &left, &found) < 0)
+			return -1;
+		until = now_ms() + left;
+		if (until == 0)
+			until = 1;
+		atomic_compare_exchange_strong(&g_transfer_until_ms, &cur, until);
+		cur = atomic_load(&g_transfer_until_ms);
+	}
+	return now_ms() < cur;
+}
+
 /* call.transfer: the agent sent REFER; the caller will call the target. */
 static int run_call_transfer(struct req *r, MYSQL *m)
 {
@@ -482,6 +711,9 @@ static int run_call_transfer(struct req *r, MYSQL *m)
 		memcpy(user, p, n);
 		user[n] = '\0';
 	}
+	/* from now on a new call from a trunk may be this transfer's second leg
+	 * (set before the TXN changes: see transfer_possible) */
+	transfer_window_open();
 	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
 		return -1;
 	if (txn_by_call(r, m, call_id, &t, 1) < 0)
@@ -543,7 +775,7 @@ static int attach_transfer(struct req *r, MYSQL *m, const char *call_id, const c
 	uint64_t txn = 0, tuid = 0;
 	struct ring_pick p;
 	struct txn_row t;
-	char text[700], prev_leg[256] = "";
+	char text[1200], prev_leg[256] = "";
 
 	if (!dest[0])
 		return 0;
@@ -667,17 +899,147 @@ fail:
 
 /* ---- call.route --------------------------------------------------------- */
 
+/* What the directory cache keeps for a source address and a DID. */
+struct trunk_fact {
+	uint64_t id;                 /* 0: not a trunk */
+	char name[101];
+};
+
+struct did_fact {
+	uint64_t inbox;              /* 0: nobody owns this DID */
+	uint32_t org;
+	char name[101], country[3];
+	unsigned ring_timeout, max_wait;
+	int rec_inbox, rec_org;      /* record_calls: inbox's (-1 unset), org's */
+};
+
+static int trunk_by_source(struct req *r, MYSQL *m, const char *src, uint64_t port,
+		struct trunk_fact *f)
+{
+	char key[96], esc[140], q[300];
+	uint64_t gen = dircache_gen();
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	snprintf(key, sizeof(key), "%s|%llu", src, (unsigned long long)port);
+	if (dircache_get(DC_TRUNK, key, f, sizeof(*f)))
+		return 0;
+	memset(f, 0, sizeof(*f));
+	mysql_real_escape_string(m, esc, src, strlen(src));
+	snprintf(q, sizeof(q), "SELECT id, name FROM trunk WHERE address = '%s' AND port = %llu",
+		esc, (unsigned long long)port);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	if ((row = mysql_fetch_row(res))) {
+		f->id = strtoull(row[0], NULL, 10);
+		snprintf(f->name, sizeof(f->name), "%s", row[1]);
+	}
+	mysql_free_result(res);
+	dircache_put(DC_TRUNK, key, f, sizeof(*f), gen);
+	return 0;
+}
+
+/* e164did: digits without '+' */
+static int inbox_by_did(struct req *r, MYSQL *m, const char *e164did, struct did_fact *f)
+{
+	char q[500];
+	uint64_t gen = dircache_gen();
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	if (dircache_get(DC_DID, e164did, f, sizeof(*f)))
+		return 0;
+	memset(f, 0, sizeof(*f));
+	snprintf(q, sizeof(q), "SELECT i.id, i.name, i.org_id, o.default_country, i.ring_timeout, "
+		"i.max_wait, i.record_calls, o.record_calls FROM inbox_did d "
+		"JOIN inbox i ON i.id = d.inbox_id JOIN org o ON o.id = i.org_id WHERE d.did = '+%s'",
+		e164did);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	if ((row = mysql_fetch_row(res))) {
+		f->inbox = strtoull(row[0], NULL, 10);
+		snprintf(f->name, sizeof(f->name), "%s", row[1]);
+		f->org = (uint32_t)strtoul(row[2], NULL, 10);
+		snprintf(f->country, sizeof(f->country), "%s", row[3]);
+		f->ring_timeout = (unsigned)strtoul(row[4], NULL, 10);
+		f->max_wait = (unsigned)strtoul(row[5], NULL, 10);
+		f->rec_inbox = row[6] ? atoi(row[6]) != 0 : -1;
+		f->rec_org = row[7] && atoi(row[7]) != 0;
+	}
+	mysql_free_result(res);
+	dircache_put(DC_DID, e164did, f, sizeof(*f), gen);
+	return 0;
+}
+
+/* The INSERT of a new inbound TXN (and its id into @ccq_txn, for the
+ * statements after it in the same batch). */
+static void qb_new_txn(struct qb *q, MYSQL *m, const char *call_id, const char *from,
+		const struct did_fact *d, uint64_t customer, uint64_t trunk, const char *e164did,
+		const char *src, uint64_t port, const char *caller, const char *e164caller,
+		uint64_t agent)
+{
+	char s2[80];
+	qb_add(q, "INSERT INTO txn (org_id, inbox_id, customer_id, trunk_id, kind, direction, "
+		"call_type, status, agent_id, sip_call_id, current_call_id, from_uri, to_uri, "
+		"source_addr, caller_id, number, created_at, updated_at) VALUES (%u, %llu, %s%llu, "
+		"%llu, 'call', 'inbound', 'direct', '%s', %s%llu, ", d->org,
+		(unsigned long long)d->inbox, customer ? "" : "NULL + ", (unsigned long long)customer,
+		(unsigned long long)trunk, agent ? "Assigning" : "Waiting", agent ? "" : "NULL + ",
+		(unsigned long long)agent);
+	qb_str(q, m, call_id, strlen(call_id));
+	qb_add(q, ", ");
+	qb_str(q, m, call_id, strlen(call_id));
+	qb_add(q, ", ");
+	qb_str(q, m, from, strlen(from));
+	qb_add(q, ", '+%s', ", e164did);
+	snprintf(s2, sizeof(s2), "%s:%llu", src, (unsigned long long)port);
+	qb_str(q, m, s2, strlen(s2));
+	qb_add(q, ", ");
+	qb_str(q, m, caller, strlen(caller));
+	qb_add(q, ", ");
+	if (e164caller[0])
+		qb_add(q, "'+%s'", e164caller);
+	else
+		qb_add(q, "NULL");
+	qb_add(q, ", UTC_TIMESTAMP(3), UTC_TIMESTAMP(3));SET @ccq_txn = LAST_INSERT_ID();"
+		"INSERT INTO txn_leg (call_id, txn_id, kind, created_at) VALUES (");
+	qb_str(q, m, call_id, strlen(call_id));
+	qb_add(q, ", @ccq_txn, 'first', UTC_TIMESTAMP(3))");
+}
+
+/* One more row of a multi-row INSERT INTO txn_event for TXN @ccq_txn. */
+static void qb_event_row(struct qb *q, MYSQL *m, int first, const char *kind, const char *text)
+{
+	qb_add(q, "%s(@ccq_txn, UTC_TIMESTAMP(3), '%s', ", first ? ";INSERT INTO txn_event "
+		"(txn_id, at, kind, text) VALUES " : ", ", kind);
+	qb_str(q, m, text, utf8_cut(text, CCQ_EVENT_TEXT_MAX));
+	qb_add(q, ")");
+}
+
+/*
+ * A new call from a carrier. The usual case takes three round trips to
+ * MySQL: (1) the customer, the TXN of this Call-ID if the request is a
+ * retry, and the free members of the inbox with their devices; (2) the
+ * claim of the first of them (their user row, see claim_agent); (3) the
+ * TXN, its first leg, its first journey events and the ring, committed, in
+ * one batch. Trunks and DIDs come from the directory cache. A retried
+ * request, a lost claim or nobody free take the general path: the TXN
+ * first, then pick_agent or the queue.
+ */
 static int run_call_route(struct req *r, MYSQL *m)
 {
 	char call_id[256], from[512], caller[64], caller_name[128], did[64], src[64];
-	char q[1200], e164did[16], e164caller[16] = "", trunk_name[101] = "";
-	uint64_t port = 0, trunk = 0, inbox = 0, txn = 0, customer = 0;
-	uint32_t org = 0;
-	char inbox_name[101] = "", country[3] = "", cust_name[101] = "";
-	unsigned ring_timeout = 20;
-	MYSQL_RES *res;
+	char e164did[16], e164caller[16] = "", cust_name[101] = "", text[1200], pretty[40];
+	uint64_t port = 0, txn = 0, customer = 0;
+	struct trunk_fact tr;
+	struct did_fact d;
+	MYSQL_RES *res[4];
 	MYSQL_ROW row;
-	int found, rc;
+	int rc, nres, have, claimed = 0;
+	struct av_member c;
+	uint64_t skip[CANDIDATES];
+	size_t nskip = 0;
+	int64_t now;
 	struct qb qq;
 	struct txn_row t;
 	struct ring_pick pick;
@@ -699,25 +1061,16 @@ static int run_call_route(struct req *r, MYSQL *m)
 		return -1;
 
 	/* 1. a carrier trunk? (by source address and port) */
-	{
-		char esc[140];
-		mysql_real_escape_string(m, esc, src, strlen(src));
-		snprintf(q, sizeof(q), "SELECT id, name FROM trunk WHERE address = '%s' AND port = %llu",
-			esc, (unsigned long long)port);
-	}
-	if (!(res = db_select(&r->j, m, q, strlen(q))))
+	if (trunk_by_source(r, m, src, port, &tr) < 0)
 		return -1;
-	if ((row = mysql_fetch_row(res))) {
-		trunk = strtoull(row[0], NULL, 10);
-		snprintf(trunk_name, sizeof(trunk_name), "%s", row[1]);
-	}
-	mysql_free_result(res);
-	if (!trunk)
+	if (!tr.id)
 		return reply_simple(r, "auth", 0, NULL); /* not a trunk: a device must authenticate */
 
 	/* 2a. the second leg of a blind transfer: the caller, told by the agent's
 	 * REFER, calls the target extension through the same trunk */
-	{
+	if ((rc = transfer_possible(r, m)) < 0)
+		return -1;
+	if (rc) {
 		int rc2 = attach_transfer(r, m, call_id, did, caller);
 		if (rc2 != 0)
 			return rc2 < 0 ? -1 : 0;
@@ -728,90 +1081,97 @@ static int run_call_route(struct req *r, MYSQL *m)
 		char plus[70];
 		snprintf(plus, sizeof(plus), "%s%s", did[0] == '+' ? "" : "+", did);
 		if (ccq_e164_normalize(plus, strlen(plus), NULL, e164did, &why) < 0) {
-			LOG_N("call %s from trunk %s to '%s': not a number (%s)", call_id, trunk_name, did, why);
+			LOG_N("call %s from trunk %s to '%s': not a number (%s)", call_id, tr.name, did, why);
 			return reply_simple(r, "reject", 404, "Unknown number");
 		}
 	}
-	snprintf(q, sizeof(q), "SELECT i.id, i.name, i.org_id, o.default_country, i.ring_timeout "
-		"FROM inbox_did d JOIN inbox i ON i.id = d.inbox_id JOIN org o ON o.id = i.org_id "
-		"WHERE d.did = '+%s'", e164did);
-	if (!(res = db_select(&r->j, m, q, strlen(q))))
+	if (inbox_by_did(r, m, e164did, &d) < 0)
 		return -1;
-	if ((row = mysql_fetch_row(res))) {
-		inbox = strtoull(row[0], NULL, 10);
-		snprintf(inbox_name, sizeof(inbox_name), "%s", row[1]);
-		org = (uint32_t)strtoul(row[2], NULL, 10);
-		snprintf(country, sizeof(country), "%s", row[3]);
-		ring_timeout = (unsigned)strtoul(row[4], NULL, 10);
-	}
-	mysql_free_result(res);
-	if (!inbox) {
-		LOG_N("call %s from trunk %s to +%s: no inbox has this DID (404)", call_id, trunk_name,
+	if (!d.inbox) {
+		LOG_N("call %s from trunk %s to +%s: no inbox has this DID (404)", call_id, tr.name,
 			e164did);
 		return reply_simple(r, "reject", 404, "Unknown number");
 	}
-
-	/* 3. the caller, and the customer with that number */
-	if (caller[0] && ccq_e164_normalize(caller, strlen(caller), country, e164caller, &why) < 0)
+	if (caller[0] && ccq_e164_normalize(caller, strlen(caller), d.country, e164caller, &why) < 0)
 		e164caller[0] = '\0'; /* withheld or odd: the journey keeps the raw caller ID */
-	if (e164caller[0]) {
-		char plus[24];
-		snprintf(plus, sizeof(plus), "+%s", e164caller);
-		if (customer_by_number(r, m, org, plus, &customer, cust_name, sizeof(cust_name)) < 0)
-			return -1;
-	}
 
-	/* 4. the TXN (idempotent on the Call-ID) */
-	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
+	/* 3. the member to offer the call to, from queued's view of the
+	 * inbox (read again from MySQL when stale, see agentview.h) */
+	now = epoch_ms();
+	if (view_fresh(r, m, (uint32_t)d.inbox, now) < 0)
 		return -1;
+	if ((have = av_take((uint32_t)d.inbox, skip, nskip, now, &c)))
+		skip[nskip++] = c.id;
+
+	/* 4. one round trip: the customer with the caller's number, the TXN
+	 * if this is a retry (idempotent on the Call-ID), and the claim of
+	 * that member (see claim_agent) */
 	qb_init(&qq);
-	qb_add(&qq, "SELECT id FROM txn WHERE sip_call_id = ");
+	nres = 0;
+	if (e164caller[0]) {
+		qb_add(&qq, "SELECT c.id, c.name FROM customer_number n JOIN customer c "
+			"ON c.id = n.customer_id WHERE n.org_id = %u AND n.number = '+%s';", d.org,
+			e164caller);
+		nres = 1;
+	}
+	qb_add(&qq, "START TRANSACTION;SELECT id FROM txn WHERE sip_call_id = ");
 	qb_str(&qq, m, call_id, strlen(call_id));
 	qb_add(&qq, " FOR UPDATE");
-	rc = qq.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory")
-		: sql_u64(r, m, qq.buf, qq.len, &txn, &found);
-	if (rc < 0)
-		goto fail;
-	if (!found) {
-		char text[700], pretty[40];
-		qq.len = 0;
-		qb_add(&qq, "INSERT INTO txn (org_id, inbox_id, customer_id, trunk_id, kind, direction, "
-			"call_type, status, sip_call_id, current_call_id, from_uri, to_uri, source_addr, "
-			"caller_id, number, created_at, updated_at) VALUES (%u, %llu, %s%llu, %llu, 'call', 'inbound', 'direct', "
-			"'Waiting', ", org, (unsigned long long)inbox, customer ? "" : "NULL + ",
-			(unsigned long long)customer, (unsigned long long)trunk);
-		qb_str(&qq, m, call_id, strlen(call_id));
-		qb_add(&qq, ", ");
-		qb_str(&qq, m, call_id, strlen(call_id));
-		qb_add(&qq, ", ");
-		qb_str(&qq, m, from, strlen(from));
-		qb_add(&qq, ", '+%s', ", e164did);
-		{
-			char s2[80];
-			snprintf(s2, sizeof(s2), "%s:%llu", src, (unsigned long long)port);
-			qb_str(&qq, m, s2, strlen(s2));
+	if (have) {
+		qb_add(&qq, ";");
+		qb_claim(&qq, (uint32_t)d.inbox, c.id);
+	}
+	if (qq.oom) {
+		qb_free(&qq);
+		if (have)
+			av_untake((uint32_t)d.inbox, c.id);
+		return req_fail(r, CCQ_E_INTERNAL, "out of memory");
+	}
+	rc = db_exec_multi(&r->j, m, qq.buf, qq.len, res, nres + 2 + have, NULL);
+	qb_free(&qq);
+	if (rc < 0) {
+		if (have)
+			av_untake((uint32_t)d.inbox, c.id);
+		goto fail2;
+	}
+	if (nres && (row = mysql_fetch_row(res[0]))) {
+		customer = strtoull(row[0], NULL, 10);
+		snprintf(cust_name, sizeof(cust_name), "%s", row[1]);
+	}
+	if ((row = mysql_fetch_row(res[nres + 1])))
+		txn = strtoull(row[0], NULL, 10);
+	claimed = have && mysql_fetch_row(res[nres + 2]) != NULL;
+	for (int i = 0; i < nres + 2 + have; i++)
+		if (res[i])
+			mysql_free_result(res[i]);
+	if (txn) {
+		/* a retried request: its TXN exists; the general path decides */
+		if (have)
+			av_untake((uint32_t)d.inbox, c.id);
+		have = claimed = 0;
+	}
+	/* refused (not free after all, or another decision holds the row):
+	 * the next member in the view's order, a few times */
+	while (have && !claimed) {
+		av_untake((uint32_t)d.inbox, c.id);
+		have = nskip < CANDIDATES && av_take((uint32_t)d.inbox, skip, nskip, now, &c);
+		if (!have)
+			break;
+		skip[nskip++] = c.id;
+		if ((rc = claim_member(r, m, (uint32_t)d.inbox, c.id)) < 0) {
+			av_untake((uint32_t)d.inbox, c.id);
+			goto fail2;
 		}
-		qb_add(&qq, ", ");
-		qb_str(&qq, m, caller, strlen(caller));
-		qb_add(&qq, ", ");
-		if (e164caller[0])
-			qb_add(&qq, "'+%s'", e164caller);
-		else
-			qb_add(&qq, "NULL");
-		qb_add(&qq, ", UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))");
-		if (qq.oom) {
-			req_fail(r, CCQ_E_INTERNAL, "out of memory");
-			goto fail;
-		}
-		if (db_exec(&r->j, m, qq.buf, qq.len) < 0)
-			goto fail;
-		txn = mysql_insert_id(m);
-		qq.len = 0;
-		qb_add(&qq, "INSERT INTO txn_leg (call_id, txn_id, kind, created_at) VALUES (");
-		qb_str(&qq, m, call_id, strlen(call_id));
-		qb_add(&qq, ", %llu, 'first', UTC_TIMESTAMP(3))", (unsigned long long)txn);
-		if (qq.oom || db_exec(&r->j, m, qq.buf, qq.len) < 0)
-			goto fail;
+		claimed = rc;
+	}
+	if (claimed && (load_devices(r, m, &c) < 0 || ring_devices(&c, &pick) == 0)) {
+		av_untake((uint32_t)d.inbox, c.id);
+		if (r->j.err)
+			goto fail2;
+		claimed = 0;      /* no device left: the general path */
+	}
+
+	if (!txn) {
 		if (e164caller[0]) {
 			char plus[20];
 			snprintf(plus, sizeof(plus), "+%s", e164caller);
@@ -819,50 +1179,72 @@ static int run_call_route(struct req *r, MYSQL *m)
 		} else {
 			snprintf(pretty, sizeof(pretty), "%s", caller[0] ? caller : "a withheld number");
 		}
+		qb_init(&qq);
+		qb_new_txn(&qq, m, call_id, from, &d, customer, tr.id, e164did, src, port, caller,
+			e164caller, claimed ? c.id : 0);
 		snprintf(text, sizeof(text), "Call received from %s%s%s%s via trunk %s", pretty,
-			cust_name[0] ? " (" : "", cust_name, cust_name[0] ? ")" : "", trunk_name);
-		/* both first events in one statement (ids, hence order, as listed) */
-		qq.len = 0;
-		qb_add(&qq, "INSERT INTO txn_event (txn_id, at, kind, text) VALUES (%llu, "
-			"UTC_TIMESTAMP(3), 'received', ", (unsigned long long)txn);
-		qb_str(&qq, m, text, strlen(text));
-		snprintf(text, sizeof(text), "Call routed to Inbox [%s]", inbox_name);
-		qb_add(&qq, "), (%llu, UTC_TIMESTAMP(3), 'routed', ", (unsigned long long)txn);
-		qb_str(&qq, m, text, strlen(text));
-		qb_add(&qq, ")");
-		if (qq.oom || db_exec(&r->j, m, qq.buf, qq.len) < 0)
-			goto fail;
+			cust_name[0] ? " (" : "", cust_name, cust_name[0] ? ")" : "", tr.name);
+		qb_event_row(&qq, m, 1, "received", text);
+		snprintf(text, sizeof(text), "Call routed to Inbox [%s]", d.name);
+		qb_event_row(&qq, m, 0, "routed", text);
+		if (claimed) {
+			rec_settle(&pick.rec, c.record, d.rec_inbox, d.rec_org);
+			snprintf(text, sizeof(text), "Ringing %s - %s - %s", pick.ext, pick.name,
+				pick.devices);
+			qb_event_row(&qq, m, 0, "ringing", text);
+			rec_journey_text(text, sizeof(text), pick.rec.record, pick.rec.rule);
+			qb_event_row(&qq, m, 0, "recording", text);
+			qb_add(&qq, ";INSERT INTO txn_ring (txn_id, user_id, at) VALUES (@ccq_txn, %llu, "
+				"UTC_TIMESTAMP(3));COMMIT", (unsigned long long)c.id);
+		}
+		if (qq.oom) {
+			qb_free(&qq);
+			req_fail(r, CCQ_E_INTERNAL, "out of memory");
+			goto fail2;
+		}
+		rc = db_exec_multi(&r->j, m, qq.buf, qq.len, NULL, 0, &txn);
+		qb_free(&qq);
+		if (rc < 0) {
+			if (claimed)
+				av_untake((uint32_t)d.inbox, c.id);
+			goto fail2;
+		}
 		a = after_of(r);
-		a->org_id = org;
-		a->inbox_id = (uint32_t)inbox;
+		a->org_id = d.org;
+		a->inbox_id = (uint32_t)d.inbox;
 		a->txn = txn;
 		snprintf(a->call_id, sizeof(a->call_id), "%s", call_id);
 		snprintf(a->event, sizeof(a->event), "call.incoming");
-		snprintf(a->text, sizeof(a->text), "incoming call in inbox %s from %s%s%s%s", inbox_name,
+		snprintf(a->text, sizeof(a->text), "incoming call in inbox %s from %s%s%s%s", d.name,
 			pretty, cust_name[0] ? " (" : "", cust_name, cust_name[0] ? ")" : "");
 		snprintf(a->number, sizeof(a->number), "%s%s", e164caller[0] ? "+" : "", e164caller);
 		snprintf(a->customer, sizeof(a->customer), "%s", cust_name);
-		snprintf(a->inbox, sizeof(a->inbox), "%s", inbox_name);
+		snprintf(a->inbox, sizeof(a->inbox), "%s", d.name);
+		if (claimed) {
+			/* committed with the batch */
+			rec_meta(&pick.rec, txn, d.org, d.inbox, pick.ext);
+			pack_ring(req_reply(r), txn, d.name, d.ring_timeout, &pick);
+			return 0;
+		}
 	}
-	qb_free(&qq);
 
-	/* 5. ring an agent, or queue */
+	/* 5. the general path (the TXN exists, in our transaction): ring an
+	 * agent, or queue */
 	if (txn_by_call(r, m, call_id, &t, 0) < 0)
 		goto fail2;
-	rc = pick_agent(r, m, txn, (uint32_t)inbox, &pick);
+	rc = pick_agent(r, m, t.id, (uint32_t)d.inbox, &pick);
 	if (rc < 0)
 		goto fail2;
 	if (rc == 1) {
 		pk = req_reply(r);
-		pack_ring(pk, txn, inbox_name, ring_timeout, &pick);
+		pack_ring(pk, t.id, d.name, d.ring_timeout, &pick);
 	} else if (queue_or_miss(r, m, &t, &pk) < 0) {
 		goto fail2;
 	}
 	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
 		return -1;
+	av_soft_dirty();  /* pick_agent decided from MySQL, not from the view */
 	return 0;
-fail:
-	qb_free(&qq);
 fail2:
 	if (!r->j.conn_lost)
 		mysql_query(m, "ROLLBACK");
@@ -894,6 +1276,7 @@ static int run_call_ring_failed(struct req *r, MYSQL *m)
 	struct txn_row t;
 	struct ring_pick pick;
 	msgpack_packer *pk;
+	uint32_t rung = 0;
 	int rc;
 
 	if (req_who(r, m) < 0)
@@ -910,6 +1293,7 @@ static int run_call_ring_failed(struct req *r, MYSQL *m)
 	/* an ended call stays ended (its end may have been decided first) */
 	if (t.agent_id && strcmp(t.status, "Ended") != 0 && strcmp(t.status, "Failed") != 0) {
 		char text[300] = "No answer";
+		rung = t.agent_id;
 		MYSQL_RES *res;
 		MYSQL_ROW row;
 		snprintf(q, sizeof(q), "SELECT ext_key, name FROM user WHERE id = %u", t.agent_id);
@@ -947,6 +1331,11 @@ static int run_call_ring_failed(struct req *r, MYSQL *m)
 	}
 	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
 		return -1;
+	/* the rung agent is free again; whoever pick_agent took is read again */
+	if (rung && !t.outbound && !t.callback)
+		av_call_over(rung, 0, epoch_ms());
+	else
+		av_soft_dirty();
 	return 0;
 fail:
 	return req_rollback(r, m);
@@ -959,10 +1348,11 @@ static int run_call_answered(struct req *r, MYSQL *m)
 	char call_id[256], contact[256], q[1400], text[500], at[64];
 	struct txn_row t;
 	struct qb qq;
-	MYSQL_RES *res;
+	MYSQL_RES *res[3], *dres;
 	MYSQL_ROW row;
 	uint64_t dev = 0;
 	struct call_after *a;
+	int rc;
 
 	if (req_who(r, m) < 0)
 		return -1;
@@ -971,36 +1361,48 @@ static int run_call_answered(struct req *r, MYSQL *m)
 	if (arg_str(r, "call_id", call_id, sizeof(call_id), 1) < 0
 			|| arg_str(r, "contact", contact, sizeof(contact), 0) < 0)
 		return -1;
-	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
-		return -1;
-	if (txn_by_call(r, m, call_id, &t, 1) < 0)
+	/* one round trip: the TXN, locked, and the device by the Contact of
+	 * the 200 among the registrations (the TXN's agent's first) */
+	qb_init(&qq);
+	qb_add(&qq, "START TRANSACTION;");
+	qb_txn(&qq, m, call_id, 0, 1);
+	qb_add(&qq, ";SELECT d.id, d.kind, d.label, u.ext_key, u.name, u.id FROM device_contact c "
+		"JOIN device d ON d.id = c.device_id JOIN user u ON u.id = d.user_id WHERE c.contact = ");
+	qb_str(&qq, m, contact, strlen(contact));
+	qb_add(&qq, " ORDER BY u.id = COALESCE((SELECT t.agent_id FROM txn t WHERE t.id = "
+		"(SELECT txn_id FROM txn_leg WHERE call_id = ");
+	qb_str(&qq, m, call_id, strlen(call_id));
+	qb_add(&qq, ")), 0) DESC LIMIT 1");
+	if (qq.oom) {
+		qb_free(&qq);
+		return req_fail(r, CCQ_E_INTERNAL, "out of memory");
+	}
+	rc = db_exec_multi(&r->j, m, qq.buf, qq.len, res, 3, NULL);
+	qb_free(&qq);
+	if (rc < 0)
 		goto fail;
+	dres = res[2];
+	if (txn_from_res(r, res[1], call_id, &t) < 0) {
+		mysql_free_result(dres);
+		goto fail;
+	}
 	if (strcmp(t.status, "Assigned") == 0 || strcmp(t.status, "Ended") == 0
 			|| strcmp(t.status, "Failed") == 0) {
 		/* a retransmitted 200, or a report retried after the call's end */
+		mysql_free_result(dres);
 		mysql_query(m, "ROLLBACK");
 		reply_simple(r, "ok", 0, NULL);
 		return 0;
 	}
-	/* the device: by the Contact of the 200 among the agent's registrations */
-	qb_init(&qq);
-	qb_add(&qq, "SELECT d.id, d.kind, d.label, u.ext_key, u.name, u.id FROM device_contact c "
-		"JOIN device d ON d.id = c.device_id JOIN user u ON u.id = d.user_id WHERE c.contact = ");
-	qb_str(&qq, m, contact, strlen(contact));
-	qb_add(&qq, " ORDER BY u.id = %u DESC LIMIT 1", t.agent_id);
-	res = qq.oom ? NULL : db_select(&r->j, m, qq.buf, qq.len);
-	qb_free(&qq);
-	if (!res)
-		goto fail;
-	row = mysql_fetch_row(res);
+	row = mysql_fetch_row(dres);
 	if (!row && t.agent_id) {
-		mysql_free_result(res);
+		mysql_free_result(dres);
 		snprintf(q, sizeof(q), "SELECT d.id, d.kind, d.label, u.ext_key, u.name, u.id "
 			"FROM device d JOIN user u ON u.id = d.user_id WHERE u.id = %u AND d.enabled = 1 "
 			"ORDER BY d.id LIMIT 1", t.agent_id);
-		if (!(res = db_select(&r->j, m, q, strlen(q))))
+		if (!(dres = db_select(&r->j, m, q, strlen(q))))
 			goto fail;
-		row = mysql_fetch_row(res);
+		row = mysql_fetch_row(dres);
 	}
 	if (t.outbound) {
 		/* the customer answered the agent's call */
@@ -1016,22 +1418,28 @@ static int run_call_answered(struct req *r, MYSQL *m)
 	} else {
 		snprintf(text, sizeof(text), "Answered by %s", contact[0] ? contact : "an unknown device");
 	}
-	mysql_free_result(res);
+	mysql_free_result(dres);
 	req_event_time(r, at, sizeof(at));
-	snprintf(q, sizeof(q), "UPDATE txn SET status = 'Assigned', answered_at = COALESCE(answered_at, %s), "
-		"updated_at = UTC_TIMESTAMP(3), device_id = %s%llu, agent_id = %s%u WHERE id = %llu",
+	/* the writes and the commit: one round trip */
+	qb_init(&qq);
+	qb_add(&qq, "UPDATE txn SET status = 'Assigned', answered_at = COALESCE(answered_at, %s), "
+		"updated_at = UTC_TIMESTAMP(3), device_id = %s%llu, agent_id = %s%u WHERE id = %llu;",
 		at, dev ? "" : "NULL + ", (unsigned long long)dev, t.agent_id ? "" : "NULL + ", t.agent_id,
 		(unsigned long long)t.id);
-	if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey_at(r, m, t.id, "answered", text, at) < 0)
-		goto fail;
-	if (t.agent_id) {
-		snprintf(q, sizeof(q), "UPDATE txn_ring SET result = 'answered' WHERE txn_id = %llu "
+	qb_journey(&qq, m, t.id, "answered", text, at);
+	if (t.agent_id)
+		qb_add(&qq, ";UPDATE txn_ring SET result = 'answered' WHERE txn_id = %llu "
 			"AND user_id = %u", (unsigned long long)t.id, t.agent_id);
-		if (db_exec(&r->j, m, q, strlen(q)) < 0)
-			goto fail;
+	qb_add(&qq, ";COMMIT");
+	if (qq.oom) {
+		qb_free(&qq);
+		req_fail(r, CCQ_E_INTERNAL, "out of memory");
+		goto fail;
 	}
-	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
-		return -1;
+	rc = db_exec_multi(&r->j, m, qq.buf, qq.len, NULL, 0, NULL);
+	qb_free(&qq);
+	if (rc < 0)
+		goto fail;
 	a = after_of(r);
 	a->org_id = t.org_id;
 	a->inbox_id = t.inbox_id;
@@ -1054,6 +1462,8 @@ static int run_call_ended(struct req *r, MYSQL *m)
 	const char *status = "Ended", *result;
 	struct txn_row t;
 	struct call_after *a;
+	struct qb w;
+	MYSQL_RES *res[2];
 	int rc;
 
 	if (req_who(r, m) < 0)
@@ -1079,10 +1489,18 @@ static int run_call_ended(struct req *r, MYSQL *m)
 			reply_simple(r, "ok", 0, NULL);
 			return 0;
 		}
+		/* START TRANSACTION and the TXN (by the leg's TXN id), locked */
+		qb_init(&lq);
+		qb_add(&lq, "START TRANSACTION;");
+		qb_txn(&lq, m, NULL, leg, 1);
+		rc = lq.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory")
+			: db_exec_multi(&r->j, m, lq.buf, lq.len, res, 2, NULL);
+		qb_free(&lq);
+		if (rc < 0)
+			goto fail;
+		rc = txn_from_res(r, res[1], call_id, &t);
 	}
-	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
-		return -1;
-	if (txn_by_call(r, m, call_id, &t, 1) < 0) {
+	if (rc < 0) {
 		if (r->j.err != CCQ_E_NOT_FOUND)
 			goto fail;
 		/* a call without a TXN (a device's call, a rejected one): nothing to end */
@@ -1131,6 +1549,8 @@ static int run_call_ended(struct req *r, MYSQL *m)
 		result = cb_result;
 		goto commit;
 	}
+	/* the writes and the commit: one round trip */
+	qb_init(&w);
 	if (strcmp(t.status, "Assigned") == 0) {
 		result = "answered";
 		if (t.outbound)
@@ -1146,12 +1566,9 @@ static int run_call_ended(struct req *r, MYSQL *m)
 		status = "Failed";
 		result = "failed";
 		if (code >= 300 && code <= 699) {
-			char fq[200];
 			snprintf(text, sizeof(text), "Call failed (SIP %d)", code);
-			snprintf(fq, sizeof(fq), "UPDATE txn SET failure_reason = 'SIP %d' WHERE id = %llu",
+			qb_add(&w, "UPDATE txn SET failure_reason = 'SIP %d' WHERE id = %llu;",
 				code, (unsigned long long)t.id);
-			if (db_exec(&r->j, m, fq, strlen(fq)) < 0)
-				goto fail;
 		} else {
 			snprintf(text, sizeof(text), "Call failed");
 		}
@@ -1160,28 +1577,37 @@ static int run_call_ended(struct req *r, MYSQL *m)
 		snprintf(text, sizeof(text), "Caller hung up while %s",
 			strcmp(t.status, "Assigning") == 0 ? "ringing" : "waiting");
 	}
-	snprintf(q, sizeof(q), "UPDATE txn SET status = '%s', result = '%s', "
-		"ended_at = %s, updated_at = UTC_TIMESTAMP(3) WHERE id = %llu",
+	qb_add(&w, "UPDATE txn SET status = '%s', result = '%s', "
+		"ended_at = %s, updated_at = UTC_TIMESTAMP(3) WHERE id = %llu;",
 		status, result, at, (unsigned long long)t.id);
-	if (db_exec(&r->j, m, q, strlen(q)) < 0 || journey_at(r, m, t.id, "ended", text, at) < 0)
-		goto fail;
+	qb_journey(&w, m, t.id, "ended", text, at);
 	if (t.agent_id && strcmp(result, "answered") == 0) {
 		/* idle from the end of the call; wrap-up time before the next one */
 		/* never backwards: two of the agent's calls may end in either order */
-		snprintf(q, sizeof(q), "UPDATE user SET last_call_end = GREATEST(COALESCE(last_call_end, "
+		qb_add(&w, ";UPDATE user SET last_call_end = GREATEST(COALESCE(last_call_end, "
 			"%s), %s), wrapup_until = GREATEST(COALESCE(wrapup_until, %s), %s + INTERVAL "
 			"wrapup_seconds SECOND) WHERE id = %u", at, at, at, at, t.agent_id);
-		if (db_exec(&r->j, m, q, strlen(q)) < 0)
-			goto fail;
 	} else if (t.agent_id) {
-		snprintf(q, sizeof(q), "UPDATE txn_ring SET result = 'canceled' WHERE txn_id = %llu "
+		qb_add(&w, ";UPDATE txn_ring SET result = 'canceled' WHERE txn_id = %llu "
 			"AND user_id = %u", (unsigned long long)t.id, t.agent_id);
-		if (db_exec(&r->j, m, q, strlen(q)) < 0)
-			goto fail;
 	}
+	qb_add(&w, ";COMMIT");
+	rc = w.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory")
+		: db_exec_multi(&r->j, m, w.buf, w.len, NULL, 0, NULL);
+	qb_free(&w);
+	if (rc < 0)
+		goto fail;
+	goto done;
 commit:
 	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
 		return -1;
+done:
+	/* queued's view of the agent (agentview.h): inbound direct calls are
+	 * followed one by one, the rest is read again */
+	if (t.agent_id && !t.outbound && !t.callback)
+		av_call_over(t.agent_id, strcmp(result, "answered") == 0, epoch_ms());
+	else
+		av_soft_dirty();
 	a = after_of(r);
 	a->org_id = t.org_id;
 	a->inbox_id = t.inbox_id;
@@ -1272,6 +1698,7 @@ static int run_device_contact(struct req *r, MYSQL *m)
 	}
 	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
 		return -1;
+	av_hard_dirty();   /* who can be rung changed: the views are read again */
 	after_of(r)->wake_dispatch = 1;
 	reply_simple(r, "ok", 0, NULL);
 	return 0;
@@ -1332,79 +1759,90 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 		after_of(r)->wake_dispatch = blocked;
 		return 0;
 	}
+	/* one round trip: the device and its user (the caller ID as the
+	 * module's loader gives it, ccq_comp.c: the user's, else the first DID
+	 * of the default inbox, else none), the default inbox's name, the
+	 * customer with the dialled number in the user's organisation, and
+	 * whether this Call-ID was already reported (a retransmitted INVITE) */
 	qb_init(&qq);
-	/* the caller ID as the module's loader gives it (ccq_comp.c): the
-	 * user's, else the first DID of the default inbox, else none */
 	qb_add(&qq, "SELECT d.id, u.id, u.org_id, u.ext_key, u.name, COALESCE(NULLIF(u.caller_id, ''), "
 		"(SELECT MIN(x.did) FROM inbox_did x WHERE x.inbox_id = (SELECT MIN(im.inbox_id) "
 		"FROM inbox_member im WHERE im.user_id = u.id)), ''), "
-		"(SELECT MIN(im.inbox_id) FROM inbox_member im WHERE im.user_id = u.id), d.kind, d.label "
+		"(SELECT MIN(im.inbox_id) FROM inbox_member im WHERE im.user_id = u.id), d.kind, d.label, "
+		"COALESCE((SELECT i.name FROM inbox i WHERE i.id = (SELECT MIN(im.inbox_id) "
+		"FROM inbox_member im WHERE im.user_id = u.id)), '') "
 		"FROM device d JOIN user u ON u.id = d.user_id WHERE d.username = ");
 	qb_str(&qq, m, user, strlen(user));
 	qb_add(&qq, " AND d.domain = ");
 	qb_str(&qq, m, domain, strlen(domain));
-	res = qq.oom ? NULL : db_select(&r->j, m, qq.buf, qq.len);
-	qb_free(&qq);
-	if (!res)
-		return -1;
-	if ((row = mysql_fetch_row(res))) {
-		dev = strtoull(row[0], NULL, 10);
-		uid = strtoull(row[1], NULL, 10);
-		org = strtoull(row[2], NULL, 10);
-		snprintf(ext, sizeof(ext), "%s", row[3]);
-		snprintf(name, sizeof(name), "%s", row[4]);
-		snprintf(caller, sizeof(caller), "%s", row[5]);
-		inbox = row[6] ? strtoull(row[6], NULL, 10) : 0;
-		snprintf(device, sizeof(device), "%s%s%s%s", row[7], row[8][0] ? " (" : "", row[8],
-			row[8][0] ? ")" : "");
-	}
-	mysql_free_result(res);
-	if (!uid)
-		return req_fail(r, CCQ_E_NOT_FOUND, "no device %s@%s", user, domain);
-	if (want && want != inbox) {
-		/* dialled with **<inbox id>*: that inbox if the extension may work in
-		 * it (a member, or an owner/admin with the add-on of the same org) */
-		uint64_t ok = 0;
-		int f = 0;
-		snprintf(q, sizeof(q), "SELECT i.id FROM inbox i JOIN user u ON u.id = %llu "
-			"WHERE i.id = %llu AND i.org_id = u.org_id AND (EXISTS (SELECT 1 FROM inbox_member im "
-			"WHERE im.inbox_id = i.id AND im.user_id = u.id) OR (u.role IN ('owner','admin') "
-			"AND u.cc_addon = 1))", (unsigned long long)uid, (unsigned long long)want);
-		if (sql_u64(r, m, q, strlen(q), &ok, &f) < 0)
-			return -1;
-		if (f)
-			inbox = want;
-		else
-			snprintf(inbox_note, sizeof(inbox_note), "Inbox %llu is not one of extension %s's "
-				"inboxes", (unsigned long long)want, ext);
-	}
-	if (inbox) {
-		snprintf(q, sizeof(q), "SELECT name FROM inbox WHERE id = %llu", (unsigned long long)inbox);
-		if (!(res = db_select(&r->j, m, q, strlen(q))))
-			return -1;
-		if ((row = mysql_fetch_row(res)))
-			snprintf(inbox_name, sizeof(inbox_name), "%s", row[0]);
-		mysql_free_result(res);
-	}
-	if (number[0] == '+' && customer_by_number(r, m, org, number, &cust_id, cust,
-			sizeof(cust)) < 0)
-		return -1;
-	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
-		return -1;
-	qb_init(&qq);
-	qb_add(&qq, "SELECT t.id FROM txn_leg l JOIN txn t ON t.id = l.txn_id WHERE l.call_id = ");
+	qb_add(&qq, ";SELECT c.id, c.name FROM customer_number n JOIN customer c ON c.id = "
+		"n.customer_id JOIN device d ON d.username = ");
+	qb_str(&qq, m, user, strlen(user));
+	qb_add(&qq, " AND d.domain = ");
+	qb_str(&qq, m, domain, strlen(domain));
+	qb_add(&qq, " JOIN user u ON u.id = d.user_id WHERE n.org_id = u.org_id AND n.number = ");
+	/* only an E.164 number can be a customer's (customer_by_number) */
+	qb_str(&qq, m, number[0] == '+' && strlen(number) <= 20 ? number : "", number[0] == '+'
+		&& strlen(number) <= 20 ? strlen(number) : 0);
+	qb_add(&qq, ";START TRANSACTION;SELECT l.txn_id FROM txn_leg l WHERE l.call_id = ");
 	qb_str(&qq, m, call_id, strlen(call_id));
-	if (qq.oom || sql_u64(r, m, qq.buf, qq.len, &txn, &found) < 0) {
+	{
+		MYSQL_RES *rs[4];
+		int rc = qq.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory")
+			: db_exec_multi(&r->j, m, qq.buf, qq.len, rs, 4, NULL);
 		qb_free(&qq);
-		goto fail;
+		if (rc < 0)
+			goto fail;
+		if ((row = mysql_fetch_row(rs[0]))) {
+			dev = strtoull(row[0], NULL, 10);
+			uid = strtoull(row[1], NULL, 10);
+			org = strtoull(row[2], NULL, 10);
+			snprintf(ext, sizeof(ext), "%s", row[3]);
+			snprintf(name, sizeof(name), "%s", row[4]);
+			snprintf(caller, sizeof(caller), "%s", row[5]);
+			inbox = row[6] ? strtoull(row[6], NULL, 10) : 0;
+			snprintf(device, sizeof(device), "%s%s%s%s", row[7], row[8][0] ? " (" : "", row[8],
+				row[8][0] ? ")" : "");
+			snprintf(inbox_name, sizeof(inbox_name), "%s", row[9]);
+		}
+		if ((row = mysql_fetch_row(rs[1]))) {
+			cust_id = strtoull(row[0], NULL, 10);
+			snprintf(cust, sizeof(cust), "%s", row[1]);
+		}
+		found = mysql_fetch_row(rs[3]) != NULL;
+		for (int i = 0; i < 4; i++)
+			if (rs[i])
+				mysql_free_result(rs[i]);
+	}
+	if (!uid) {
+		mysql_query(m, "ROLLBACK");
+		return req_fail(r, CCQ_E_NOT_FOUND, "no device %s@%s", user, domain);
 	}
 	if (found) { /* a retransmitted INVITE already reported */
-		qb_free(&qq);
 		mysql_query(m, "ROLLBACK");
 		reply_simple(r, "ok", 0, NULL);
 		return 0;
 	}
-	qq.len = 0;
+	if (want && want != inbox) {
+		/* dialled with **<inbox id>*: that inbox if the extension may work in
+		 * it (a member, or an owner/admin with the add-on of the same org) */
+		snprintf(q, sizeof(q), "SELECT i.id, i.name FROM inbox i JOIN user u ON u.id = %llu "
+			"WHERE i.id = %llu AND i.org_id = u.org_id AND (EXISTS (SELECT 1 FROM inbox_member im "
+			"WHERE im.inbox_id = i.id AND im.user_id = u.id) OR (u.role IN ('owner','admin') "
+			"AND u.cc_addon = 1))", (unsigned long long)uid, (unsigned long long)want);
+		if (!(res = db_select(&r->j, m, q, strlen(q))))
+			goto fail;
+		if ((row = mysql_fetch_row(res))) {
+			inbox = want;
+			snprintf(inbox_name, sizeof(inbox_name), "%s", row[1]);
+		} else {
+			snprintf(inbox_note, sizeof(inbox_note), "Inbox %llu is not one of extension %s's "
+				"inboxes", (unsigned long long)want, ext);
+		}
+		mysql_free_result(res);
+	}
+	/* the TXN, its first leg and its journey so far, committed: one round trip */
+	qb_init(&qq);
 	qb_add(&qq, "INSERT INTO txn (org_id, inbox_id, customer_id, agent_id, device_id, kind, "
 		"direction, call_type, status, sip_call_id, current_call_id, caller_id, number, result, "
 		"failure_reason, created_at, updated_at, ended_at) VALUES (%llu, %s%llu, %s%llu, %llu, %llu, "
@@ -1420,53 +1858,57 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 	qb_str(&qq, m, number[0] ? number : NULL, strlen(number));
 	qb_add(&qq, ", %s, ", blocked ? "'blocked'" : "NULL");
 	qb_str(&qq, m, blocked ? reason : NULL, strlen(reason));
-	qb_add(&qq, ", %s, UTC_TIMESTAMP(3), %s)", at, blocked ? at : "NULL");
-	if (qq.oom || db_exec(&r->j, m, qq.buf, qq.len) < 0) {
-		qb_free(&qq);
-		goto fail;
-	}
-	txn = mysql_insert_id(m);
-	qq.len = 0;
-	qb_add(&qq, "INSERT INTO txn_leg (call_id, txn_id, kind, created_at) VALUES (");
+	qb_add(&qq, ", %s, UTC_TIMESTAMP(3), %s);SET @ccq_txn = LAST_INSERT_ID();"
+		"INSERT INTO txn_leg (call_id, txn_id, kind, created_at) VALUES (", at,
+		blocked ? at : "NULL");
 	qb_str(&qq, m, call_id, strlen(call_id));
-	qb_add(&qq, ", %llu, 'first', %s)", (unsigned long long)txn, at);
-	if (qq.oom || db_exec(&r->j, m, qq.buf, qq.len) < 0) {
+	qb_add(&qq, ", @ccq_txn, 'first', %s);INSERT INTO txn_event (txn_id, at, kind, text) VALUES ",
+		at);
+	/* the events in journey order, in one statement (ids follow the rows) */
+#define OUT_EVENT(kind, txt) do { \
+		qb_add(&qq, "%s(@ccq_txn, %s, '%s', ", nev++ ? ", " : "", at, kind); \
+		qb_str(&qq, m, txt, utf8_cut(txt, CCQ_EVENT_TEXT_MAX)); \
+		qb_add(&qq, ")"); \
+	} while (0)
+	{
+		int nev = 0;
+		snprintf(text, sizeof(text), "Outgoing call initiated from Extension %s - %s", ext, name);
+		OUT_EVENT("initiated", text);
+		if (inbox_note[0]) {
+			snprintf(text, sizeof(text), "%s: the default inbox is used", inbox_note);
+			OUT_EVENT("inbox_refused", text);
+		}
+		if (inbox_name[0]) {
+			snprintf(text, sizeof(text), "Call routed to Inbox [%s]", inbox_name);
+			OUT_EVENT("routed", text);
+		}
+		if (blocked) {
+			snprintf(text, sizeof(text), "Blocked by compliance: %s (rule %s)", reason, rule);
+			OUT_EVENT("blocked", text);
+		} else {
+			/* the agent is on the line from the start: the product's journey
+			 * names the extension's device before the customer answers */
+			snprintf(text, sizeof(text), "Answered by %s - %s - %s", ext, name, device);
+			OUT_EVENT("agent_answered", text);
+			snprintf(text, sizeof(text), "Compliance check passed; dialling %s%s%s%s", number,
+				cust[0] ? " (" : "", cust, cust[0] ? ")" : "");
+			OUT_EVENT("dialling", text);
+			if (record >= 0) {
+				/* a new TXN has no recording line to repeat */
+				rec_journey_text(text, sizeof(text), record, rec_rule);
+				OUT_EVENT("recording", text);
+			}
+		}
+	}
+#undef OUT_EVENT
+	qb_add(&qq, ";COMMIT");
+	{
+		int rc = qq.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory")
+			: db_exec_multi(&r->j, m, qq.buf, qq.len, NULL, 0, &txn);
 		qb_free(&qq);
-		goto fail;
-	}
-	qb_free(&qq);
-	snprintf(text, sizeof(text), "Outgoing call initiated from Extension %s - %s", ext, name);
-	if (journey_at(r, m, txn, "initiated", text, at) < 0)
-		goto fail;
-	if (inbox_note[0]) {
-		snprintf(text, sizeof(text), "%s: the default inbox is used", inbox_note);
-		if (journey_at(r, m, txn, "inbox_refused", text, at) < 0)
+		if (rc < 0)
 			goto fail;
 	}
-	if (inbox_name[0]) {
-		snprintf(text, sizeof(text), "Call routed to Inbox [%s]", inbox_name);
-		if (journey_at(r, m, txn, "routed", text, at) < 0)
-			goto fail;
-	}
-	if (blocked) {
-		snprintf(text, sizeof(text), "Blocked by compliance: %s (rule %s)", reason, rule);
-		if (journey_at(r, m, txn, "blocked", text, at) < 0)
-			goto fail;
-	} else {
-		/* the agent is on the line from the start: the product's journey
-		 * names the extension's device before the customer answers */
-		snprintf(text, sizeof(text), "Answered by %s - %s - %s", ext, name, device);
-		if (journey_at(r, m, txn, "agent_answered", text, at) < 0)
-			goto fail;
-		snprintf(text, sizeof(text), "Compliance check passed; dialling %s%s%s%s", number,
-			cust[0] ? " (" : "", cust, cust[0] ? ")" : "");
-		if (journey_at(r, m, txn, "dialling", text, at) < 0)
-			goto fail;
-		if (record >= 0 && rec_journey(r, m, txn, record, rec_rule, at) < 0)
-			goto fail;
-	}
-	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
-		return -1;
 	{
 		msgpack_packer *pk = req_reply(r);
 		msgpack_pack_map(pk, 1);
@@ -1773,17 +2215,17 @@ static int run_inbox_state(struct req *r, MYSQL *m)
 }
 
 const struct op_def ops_call[] = {
-	{ "call.route", run_call_route, NULL, after_call, 0 },
-	{ "call.ring_failed", run_call_ring_failed, NULL, after_call, 0 },
-	{ "call.answered", run_call_answered, NULL, after_call, OP_RETRY },
-	{ "call.ended", run_call_ended, NULL, after_ended, OP_RETRY },
+	{ "call.route", run_call_route, NULL, after_call, OP_VIEW_SAFE },
+	{ "call.ring_failed", run_call_ring_failed, NULL, after_call, OP_VIEW_SAFE },
+	{ "call.answered", run_call_answered, NULL, after_call, OP_RETRY | OP_VIEW_SAFE },
+	{ "call.ended", run_call_ended, NULL, after_ended, OP_RETRY | OP_VIEW_SAFE },
 	{ "call.transfer", run_call_transfer, NULL, after_call, OP_RETRY },
 	{ "call.outbound", run_call_outbound, NULL, after_call, OP_RETRY },
 	{ "call.wait", NULL, calls_op_wait, NULL, 0 },
-	{ "device.contact", run_device_contact, NULL, after_call, OP_RETRY },
-	{ "watch", run_watch, NULL, after_watch, 0 },
-	{ "me", run_me, NULL, NULL, 0 },
-	{ "inbox.state", run_inbox_state, NULL, NULL, 0 },
+	{ "device.contact", run_device_contact, NULL, after_call, OP_RETRY | OP_VIEW_SAFE },
+	{ "watch", run_watch, NULL, after_watch, OP_VIEW_SAFE },
+	{ "me", run_me, NULL, NULL, OP_VIEW_SAFE },
+	{ "inbox.state", run_inbox_state, NULL, NULL, OP_VIEW_SAFE },
 	{ NULL, NULL, NULL, NULL, 0 }
 };
 

@@ -100,18 +100,6 @@ struct cb_row {
 
 /* ---- small helpers -------------------------------------------------------- */
 
-/* Bytes of s to keep so that at most max are kept and no UTF-8 character is cut. */
-static size_t cut_utf8(const char *s, size_t max)
-{
-	size_t n = strnlen(s, max + 1);
-	if (n <= max)
-		return n;
-	n = max;
-	while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-		n--;
-	return n;
-}
-
 static int exec_sql(struct req *r, MYSQL *m, const char *q)
 {
 	return db_exec(&r->j, m, q, strlen(q));
@@ -314,14 +302,14 @@ static int cb_close(struct req *r, MYSQL *m, const struct cb_row *c, const char 
 
 	qb_init(&q);
 	qb_add(&q, "UPDATE callback_request SET status = '%s', reason = ", status);
-	qb_str(&q, m, reason, reason ? cut_utf8(reason, 255) : 0);
+	qb_str(&q, m, reason, reason ? utf8_cut(reason, 255) : 0);
 	qb_add(&q, ", updated_at = UTC_TIMESTAMP(3) WHERE id = %llu", (unsigned long long)c->id);
 	if (req_exec_qb(r, m, &q) < 0)
 		return -1;
 	qb_init(&q);
 	qb_add(&q, "UPDATE txn SET status = '%s', result = '%s', failure_reason = ", txn_status,
 		result);
-	qb_str(&q, m, failed ? reason : NULL, failed && reason ? cut_utf8(reason, 255) : 0);
+	qb_str(&q, m, failed ? reason : NULL, failed && reason ? utf8_cut(reason, 255) : 0);
 	qb_add(&q, ", ended_at = COALESCE(ended_at, %s), updated_at = UTC_TIMESTAMP(3) "
 		"WHERE id = %llu", at ? at : "UTC_TIMESTAMP(3)", (unsigned long long)c->txn);
 	if (req_exec_qb(r, m, &q) < 0 || req_journey(r, m, c->txn, kind, text, at) < 0
@@ -368,7 +356,7 @@ static int cb_attempt_failed(struct req *r, MYSQL *m, const struct cb_row *c, co
 		qb_add(&qq, "UPDATE callback_request SET status = 'queued', next_attempt_at = "
 			"UTC_TIMESTAMP(3) + INTERVAL %u SECOND, progress_at = NULL, reason = ",
 			s.retry_delay);
-		qb_str(&qq, m, reason, cut_utf8(reason, 255));
+		qb_str(&qq, m, reason, utf8_cut(reason, 255));
 		qb_add(&qq, ", updated_at = UTC_TIMESTAMP(3) WHERE id = %llu", (unsigned long long)c->id);
 		if (req_exec_qb(r, m, &qq) < 0)
 			return -1;
@@ -916,7 +904,7 @@ static int new_customer(struct req *r, MYSQL *m, uint32_t org, const char *name,
 
 	qb_init(&q);
 	qb_add(&q, "INSERT INTO customer (org_id, name, created_at) VALUES (%u, ", org);
-	qb_str(&q, m, name, cut_utf8(name, 100));
+	qb_str(&q, m, name, utf8_cut(name, 100));
 	qb_add(&q, ", UTC_TIMESTAMP(3))");
 	if (req_exec_qb(r, m, &q) < 0)
 		return -1;

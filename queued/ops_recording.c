@@ -170,8 +170,7 @@ int rec_journey(struct req *r, MYSQL *m, uint64_t txn, int record, const char *r
 	MYSQL_ROW row;
 	int same;
 
-	snprintf(text, sizeof(text), "Recording %s%s%s%s", record ? "on" : "off",
-		rule[0] ? " (" : "", rule, rule[0] ? " policy)" : "");
+	rec_journey_text(text, sizeof(text), record, rule);
 	/* re-rings and retried attempts do not repeat an unchanged decision */
 	snprintf(q, sizeof(q), "SELECT text FROM txn_event WHERE txn_id = %llu AND kind = "
 		"'recording' ORDER BY at DESC, id DESC LIMIT 1", (unsigned long long)txn);
@@ -209,6 +208,22 @@ int rec_decide(struct req *r, MYSQL *m, uint64_t txn, uint64_t uid, struct rec_d
 	mysql_free_result(res);
 	if (!row)
 		return req_fail(r, CCQ_E_NOT_FOUND, "no transaction %llu", (unsigned long long)txn);
+	rec_meta(d, txn, org, inbox, ext);
+	return rec_journey(r, m, txn, d->record, d->rule, NULL);
+}
+
+void rec_settle(struct rec_decision *d, int user, int inbox, int org)
+{
+	d->record = user >= 0 ? user : inbox >= 0 ? inbox : org > 0;
+	snprintf(d->rule, sizeof(d->rule), "%s", user >= 0 ? "user" : inbox >= 0 ? "inbox"
+		: "organisation");
+}
+
+void rec_meta(struct rec_decision *d, uint64_t txn, uint64_t org, uint64_t inbox,
+		const char *ext_key)
+{
+	char ext[33];
+	snprintf(ext, sizeof(ext), "%s", ext_key);
 	/* an extension key may hold '+' (and ':' or '|' would break the k:v
 	 * list): what rtpengine gets is [A-Za-z0-9_.-] */
 	for (char *c = ext; *c; c++)
@@ -216,8 +231,13 @@ int rec_decide(struct req *r, MYSQL *m, uint64_t txn, uint64_t uid, struct rec_d
 				|| *c == '_' || *c == '.' || *c == '-'))
 			*c = '_';
 	snprintf(d->meta, sizeof(d->meta), "ccq_txn:%llu|ccq_org:%llu|ccq_inbox:%llu|ccq_agent:%s",
-		(unsigned long long)txn, org, inbox, ext);
-	return rec_journey(r, m, txn, d->record, d->rule, NULL);
+		(unsigned long long)txn, (unsigned long long)org, (unsigned long long)inbox, ext);
+}
+
+void rec_journey_text(char *text, size_t size, int record, const char *rule)
+{
+	snprintf(text, size, "Recording %s%s%s%s", record ? "on" : "off",
+		rule[0] ? " (" : "", rule, rule[0] ? " policy)" : "");
 }
 
 int rec_outbound_args(struct req *r, int *record, char *rule, size_t size)
@@ -1177,7 +1197,7 @@ static int run_rec_forget(struct req *r, MYSQL *m)
 }
 
 const struct op_def ops_recording[] = {
-	{ "recording.set", run_rec_set, NULL, NULL, 0 },
+	{ "recording.set", run_rec_set, NULL, NULL, OP_DIRECTORY },
 	{ "recording.show", run_rec_show, NULL, NULL, 0 },
 	{ "recording.list", run_rec_list, NULL, NULL, 0 },
 	{ "recording.get", run_rec_get, NULL, NULL, 0 },

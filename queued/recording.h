@@ -28,6 +28,15 @@ struct rec_decision {
  */
 int rec_decide(struct req *r, MYSQL *m, uint64_t txn, uint64_t uid, struct rec_decision *d);
 
+/* The same decision from the three settings at hand (-1: not set; the
+ * organisation's is 0 or 1), for a TXN that has no recording line yet. */
+void rec_settle(struct rec_decision *d, int user, int inbox, int org);
+/* d->meta for TXN txn of org/inbox ringing extension ext_key. */
+void rec_meta(struct rec_decision *d, uint64_t txn, uint64_t org, uint64_t inbox,
+		const char *ext_key);
+/* "Recording on (user policy)": the journey line of a decision. */
+void rec_journey_text(char *text, size_t size, int record, const char *rule);
+
 /*
  * The journey line of a decision made elsewhere (call.outbound: the
  * module's snapshot): "Recording on (user policy)", or without the

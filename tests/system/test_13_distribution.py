@@ -130,3 +130,39 @@ def test_all_devices_of_the_agent_ring_in_parallel(running_lab, org):
     assert events(t, "answered")[0]["text"] == \
         "Answered by 101 - Alice Lim - mobile_app (Alice mobile)", t["events"]
     assert int(t["device_id"]) == ids[mobile.username], (t["device_id"], ids)
+
+
+def test_many_devices_with_long_labels_all_ring(running_lab, org):
+    """queued reads the free agents' devices as one text cut at 512
+    characters (ops_call.c, DEVICES_CUT); an agent whose devices do not fit
+    (four devices with 100-character labels: about 560) has them read on
+    their own: every device still rings, every label is in the journey."""
+    lab = running_lab
+    ib = org.inbox("Support", ring_timeout=10, max_wait=30)
+    org.user("102", "Bob Tan")
+    org.member(ib, "102")
+    kinds = ("desk_phone", "mobile_app", "desktop_app", "web_phone")
+    labels = [("%s " % k.split("_")[0]).ljust(100, "x") for k in kinds]
+    devs = [org.device("102", kind=k, label=lb) for k, lb in zip(kinds, labels)]
+    for d in devs:
+        d.register()
+    ringers = [d.ring() for d in devs[:3]]
+    answering = devs[3].answer()
+    try:
+        call = lab.carrier(ib.did, duration_ms=1000, timeout=30)
+        assert call.rc == 0, call.summary()
+        assert answering.wait(10) == 0, answering.summary()
+        for rg in ringers:
+            assert rg.wait(10) == 0, "a ringing device got no CANCEL:\n" + rg.summary()
+    finally:
+        for rg in ringers:
+            rg.stop()
+        answering.stop()
+    for rg in ringers:
+        assert rg.requests()[0] == "INVITE" and "CANCEL" in rg.requests(), rg.requests()
+    t = lab.wait_txn_state(call.call_id, lambda t: t["status"] == "Ended")
+    assert t["result"] == "answered" and t["agent_ext"] == "102", t
+    ring = events(t, "ringing")
+    assert len(ring) == 1, ring
+    for k, lb in zip(kinds, labels):
+        assert "%s (%s)" % (k, lb) in ring[0]["text"], (k, ring)
