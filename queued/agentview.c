@@ -22,6 +22,9 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct view *g_v;
 static size_t g_nv;
 static _Atomic uint64_t g_hard = 1, g_soft = 1;
+/* changes made to the views here (takes, untakes, ends): a read that
+ * overlapped one may have missed it, and is read again soon */
+static _Atomic uint64_t g_local;
 
 static struct view *find(uint32_t inbox)
 {
@@ -31,7 +34,7 @@ static struct view *find(uint32_t inbox)
 	return NULL;
 }
 
-int av_stale(uint32_t inbox, int64_t now_ms, struct av_token *t)
+int av_stale(uint32_t inbox, int64_t now_ms, int64_t max_age_ms, struct av_token *t)
 {
 	struct view *v;
 	int stale;
@@ -41,10 +44,11 @@ int av_stale(uint32_t inbox, int64_t now_ms, struct av_token *t)
 	t->dgen = dircache_gen();
 	t->hard = atomic_load(&g_hard);
 	t->soft = atomic_load(&g_soft);
+	t->local = atomic_load(&g_local);
 	pthread_mutex_lock(&g_mu);
 	v = find(inbox);
 	stale = !v || v->dgen != t->dgen || v->hard != t->hard
-		|| now_ms - v->loaded_ms >= AV_MAX_AGE_MS || now_ms < v->loaded_ms
+		|| now_ms - v->loaded_ms >= max_age_ms || now_ms < v->loaded_ms
 		|| (v->soft != t->soft && now_ms - v->loaded_ms >= AV_REFRESH_MS);
 	pthread_mutex_unlock(&g_mu);
 	return stale;
@@ -88,8 +92,25 @@ void av_install(uint32_t inbox, const struct av_member *m, size_t n, const struc
 	/* a change during the read shows as a difference at the next check */
 	v->dgen = t->dgen;
 	v->hard = t->hard;
-	v->soft = t->soft;
+	/* a take or an end during the read: soft-stale (0 is never current) */
+	v->soft = atomic_load(&g_local) == t->local ? t->soft : 0;
 	pthread_mutex_unlock(&g_mu);
+}
+
+/* agent's calls in progress, in every view (g_mu held) */
+static void add_calls(uint64_t agent, int d)
+{
+	atomic_fetch_add(&g_local, 1);
+	for (size_t k = 0; k < g_nv; k++)
+		for (size_t i = 0; i < g_v[k].n; i++) {
+			struct av_member *a = &g_v[k].m[i];
+			if (a->id != agent)
+				continue;
+			if (d > 0)
+				a->calls++;
+			else if (a->calls)
+				a->calls--;
+		}
 }
 
 /* a before b in the order of offers? */
@@ -124,44 +145,43 @@ int av_take(uint32_t inbox, const uint64_t *skip, size_t nskip, int64_t now_ms,
 			best = a;
 	}
 	if (best) {
-		best->calls++;
 		*out = *best;
+		out->calls++;
+		add_calls(best->id, 1);   /* in the views of all the agent's inboxes */
 	}
 	pthread_mutex_unlock(&g_mu);
 	return best != NULL;
 }
 
-void av_untake(uint32_t inbox, uint64_t agent)
+void av_untake(uint32_t inbox, uint64_t agent, int refused)
 {
 	struct view *v;
 	pthread_mutex_lock(&g_mu);
+	add_calls(agent, -1);
 	v = find(inbox);
-	for (size_t i = 0; v && i < v->n; i++)
-		if (v->m[i].id == agent) {
-			if (v->m[i].calls)
-				v->m[i].calls--;
+	for (size_t i = 0; refused && v && i < v->n; i++)
+		if (v->m[i].id == agent)
 			v->refused[i] = 1;
-		}
 	pthread_mutex_unlock(&g_mu);
-	av_soft_dirty();
+	if (refused)
+		av_soft_dirty();
 }
 
 void av_call_over(uint64_t agent, int answered, int64_t now_ms)
 {
 	pthread_mutex_lock(&g_mu);
+	add_calls(agent, -1);
 	for (size_t k = 0; k < g_nv; k++)
 		for (size_t i = 0; i < g_v[k].n; i++) {
 			struct av_member *a = &g_v[k].m[i];
 			if (a->id != agent)
 				continue;
-			if (a->calls)
-				a->calls--;
 			if (answered && now_ms > a->last_end_ms)
 				a->last_end_ms = now_ms;
+			if (answered && now_ms + (int64_t)a->wrapup_seconds * 1000 > a->wrapup_until_ms)
+				a->wrapup_until_ms = now_ms + (int64_t)a->wrapup_seconds * 1000;
 		}
 	pthread_mutex_unlock(&g_mu);
-	/* wrap-up and the rest: from MySQL soon */
-	av_soft_dirty();
 }
 
 void av_soft_dirty(void)

@@ -184,6 +184,13 @@ int db_exec_multi(struct db_job *j, MYSQL *m, const char *sql, size_t len, MYSQL
 	} while (st == 0);
 	return 0;
 fail:
+	/* read what is left of the batch (nothing after a failed statement;
+	 * the rest after a failed read), so that the connection can go on */
+	while (mysql_more_results(m) && mysql_next_result(m) == 0) {
+		MYSQL_RES *x = mysql_store_result(m);
+		if (x)
+			mysql_free_result(x);
+	}
 	for (int i = 0; i < nres; i++)
 		if (res[i]) {
 			mysql_free_result(res[i]);

@@ -463,8 +463,8 @@ static int64_t epoch_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Read the view of inbox from MySQL if it is stale. */
-static int view_fresh(struct req *r, MYSQL *m, uint32_t inbox, int64_t now)
+/* Read the view of inbox from MySQL if it is stale (older than max_age). */
+static int view_fresh(struct req *r, MYSQL *m, uint32_t inbox, int64_t now, int64_t max_age)
 {
 	struct av_token tok;
 	struct av_member *v;
@@ -473,7 +473,7 @@ static int view_fresh(struct req *r, MYSQL *m, uint32_t inbox, int64_t now)
 	MYSQL_ROW row;
 	size_t n = 0;
 
-	if (!av_stale(inbox, now, &tok))
+	if (!av_stale(inbox, now, max_age, &tok))
 		return 0;
 	snprintf(q, sizeof(q), "SELECT u.id, u.ext_key, u.name, u.record_calls, u.max_calls, "
 		"COALESCE(b.n, 0), COALESCE(CAST(UNIX_TIMESTAMP(u.last_call_end) * 1000 AS UNSIGNED), 0), "
@@ -481,7 +481,7 @@ static int view_fresh(struct req *r, MYSQL *m, uint32_t inbox, int64_t now)
 		"EXISTS (SELECT 1 FROM device d JOIN device_contact c ON c.device_id = d.id "
 		"  WHERE d.user_id = u.id AND d.enabled = 1 AND c.expires_at > UTC_TIMESTAMP(3)), "
 		MEMBER_DEVICES
-		"FROM inbox_member im JOIN user u ON u.id = im.user_id "
+		", u.wrapup_seconds FROM inbox_member im JOIN user u ON u.id = im.user_id "
 		CALLS_IN_PROGRESS
 		"  ON b.agent_id = u.id WHERE im.inbox_id = %u", DEVICES_CUT, inbox);
 	if (!(res = db_select(&r->j, m, q, strlen(q))))
@@ -504,6 +504,7 @@ static int view_fresh(struct req *r, MYSQL *m, uint32_t inbox, int64_t now)
 		a->registered = row[8] && atoi(row[8]);
 		snprintf(a->devices, sizeof(a->devices), "%s", row[9] ? row[9] : "");
 		a->cut = strlen(a->devices) >= DEVICES_CUT - 12;
+		a->wrapup_seconds = (unsigned)strtoul(row[10], NULL, 10);
 	}
 	mysql_free_result(res);
 	av_install(inbox, v, n, &tok, now);
@@ -1072,6 +1073,8 @@ static int run_call_route(struct req *r, MYSQL *m)
 		return -1;
 	if (rc) {
 		int rc2 = attach_transfer(r, m, call_id, did, caller);
+		if (rc2 > 0)
+			av_soft_dirty();  /* the target rings: read the views again */
 		if (rc2 != 0)
 			return rc2 < 0 ? -1 : 0;
 	}
@@ -1098,7 +1101,7 @@ static int run_call_route(struct req *r, MYSQL *m)
 	/* 3. the member to offer the call to, from queued's view of the
 	 * inbox (read again from MySQL when stale, see agentview.h) */
 	now = epoch_ms();
-	if (view_fresh(r, m, (uint32_t)d.inbox, now) < 0)
+	if (view_fresh(r, m, (uint32_t)d.inbox, now, AV_DECISION_AGE_MS) < 0)
 		return -1;
 	if ((have = av_take((uint32_t)d.inbox, skip, nskip, now, &c)))
 		skip[nskip++] = c.id;
@@ -1124,14 +1127,14 @@ static int run_call_route(struct req *r, MYSQL *m)
 	if (qq.oom) {
 		qb_free(&qq);
 		if (have)
-			av_untake((uint32_t)d.inbox, c.id);
+			av_untake((uint32_t)d.inbox, c.id, 0);
 		return req_fail(r, CCQ_E_INTERNAL, "out of memory");
 	}
 	rc = db_exec_multi(&r->j, m, qq.buf, qq.len, res, nres + 2 + have, NULL);
 	qb_free(&qq);
 	if (rc < 0) {
 		if (have)
-			av_untake((uint32_t)d.inbox, c.id);
+			av_untake((uint32_t)d.inbox, c.id, 0);
 		goto fail2;
 	}
 	if (nres && (row = mysql_fetch_row(res[0]))) {
@@ -1145,27 +1148,41 @@ static int run_call_route(struct req *r, MYSQL *m)
 		if (res[i])
 			mysql_free_result(res[i]);
 	if (txn) {
-		/* a retried request: its TXN exists; the general path decides */
+		/* a retried request: its TXN exists; the general path decides,
+		 * without the member's row this batch may have locked (pick_agent
+		 * may wait for other rows: never while holding one) */
 		if (have)
-			av_untake((uint32_t)d.inbox, c.id);
-		have = claimed = 0;
+			av_untake((uint32_t)d.inbox, c.id, 0);
+		have = 0;
+		if (claimed) {
+			claimed = 0;
+			qb_init(&qq);
+			qb_add(&qq, "ROLLBACK;START TRANSACTION;SELECT id FROM txn WHERE sip_call_id = ");
+			qb_str(&qq, m, call_id, strlen(call_id));
+			qb_add(&qq, " FOR UPDATE");
+			rc = qq.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory")
+				: db_exec_multi(&r->j, m, qq.buf, qq.len, NULL, 0, NULL);
+			qb_free(&qq);
+			if (rc < 0)
+				goto fail2;
+		}
 	}
 	/* refused (not free after all, or another decision holds the row):
 	 * the next member in the view's order, a few times */
 	while (have && !claimed) {
-		av_untake((uint32_t)d.inbox, c.id);
+		av_untake((uint32_t)d.inbox, c.id, 1);
 		have = nskip < CANDIDATES && av_take((uint32_t)d.inbox, skip, nskip, now, &c);
 		if (!have)
 			break;
 		skip[nskip++] = c.id;
 		if ((rc = claim_member(r, m, (uint32_t)d.inbox, c.id)) < 0) {
-			av_untake((uint32_t)d.inbox, c.id);
+			av_untake((uint32_t)d.inbox, c.id, 0);
 			goto fail2;
 		}
 		claimed = rc;
 	}
 	if (claimed && (load_devices(r, m, &c) < 0 || ring_devices(&c, &pick) == 0)) {
-		av_untake((uint32_t)d.inbox, c.id);
+		av_untake((uint32_t)d.inbox, c.id, 0);
 		if (r->j.err)
 			goto fail2;
 		claimed = 0;      /* no device left: the general path */
@@ -1197,16 +1214,12 @@ static int run_call_route(struct req *r, MYSQL *m)
 			qb_add(&qq, ";INSERT INTO txn_ring (txn_id, user_id, at) VALUES (@ccq_txn, %llu, "
 				"UTC_TIMESTAMP(3));COMMIT", (unsigned long long)c.id);
 		}
-		if (qq.oom) {
-			qb_free(&qq);
-			req_fail(r, CCQ_E_INTERNAL, "out of memory");
-			goto fail2;
-		}
-		rc = db_exec_multi(&r->j, m, qq.buf, qq.len, NULL, 0, &txn);
+		rc = qq.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory")
+			: db_exec_multi(&r->j, m, qq.buf, qq.len, NULL, 0, &txn);
 		qb_free(&qq);
 		if (rc < 0) {
 			if (claimed)
-				av_untake((uint32_t)d.inbox, c.id);
+				av_untake((uint32_t)d.inbox, c.id, 0);
 			goto fail2;
 		}
 		a = after_of(r);
@@ -1334,8 +1347,7 @@ static int run_call_ring_failed(struct req *r, MYSQL *m)
 	/* the rung agent is free again; whoever pick_agent took is read again */
 	if (rung && !t.outbound && !t.callback)
 		av_call_over(rung, 0, epoch_ms());
-	else
-		av_soft_dirty();
+	av_soft_dirty();
 	return 0;
 fail:
 	return req_rollback(r, m);
@@ -1608,6 +1620,13 @@ done:
 		av_call_over(t.agent_id, strcmp(result, "answered") == 0, epoch_ms());
 	else
 		av_soft_dirty();
+	if (t.inbox_id && !t.outbound && view_fresh(r, m, t.inbox_id, epoch_ms(), AV_MAX_AGE_MS) < 0) {
+		/* the end is committed: a view that could not be read is read by
+		 * the next decision */
+		r->j.err = 0;
+		r->j.errmsg[0] = '\0';
+		r->j.conn_lost = r->j.lock_lost = 0;
+	}
 	a = after_of(r);
 	a->org_id = t.org_id;
 	a->inbox_id = t.inbox_id;
@@ -2111,12 +2130,16 @@ static int run_sweep(struct req *r, MYSQL *m)
 			return -1;
 	}
 done:
+	if (out->n)
+		av_soft_dirty();   /* agents rung or calls missed (agentview.h) */
 	{
 		msgpack_packer *pk = req_reply(r);
 		msgpack_pack_nil(pk);
 	}
 	return 0;
 fail:
+	if (out->n)
+		av_soft_dirty();
 	return req_rollback(r, m);
 }
 
@@ -2337,4 +2360,4 @@ static int run_janitor(struct req *r, MYSQL *m)
 const struct op_def calls_janitor_op = { "call.janitor", run_janitor, NULL, NULL, 0 };
 
 const struct op_def calls_sweep_op = { "call.sweep", run_sweep, NULL, after_sweep,
-	OP_KEEP_AFTER };
+	OP_KEEP_AFTER | OP_VIEW_SAFE };

@@ -28,6 +28,7 @@
  * when a slot is taken (step_dispatch).
  */
 #include "ops.h"
+#include "agentview.h"
 #include "server.h"
 #include "log.h"
 #include "calls.h"
@@ -2107,10 +2108,14 @@ static int run_dispatch(struct req *r, MYSQL *m)
 		if (a->ndial)
 			a->more = 1;
 	}
+	if (a->ndial || a->nnote)
+		av_soft_dirty();   /* agents took callbacks (agentview.h) */
 	msgpack_pack_nil(req_reply(r));
 	return 0;
 partial:
 	/* what was committed before the failure must still be pushed */
+	if (a->ndial || a->nnote)
+		av_soft_dirty();
 	if (!a->ndial && !a->nnote)
 		return -1;
 	LOG_W("callback dispatch stopped early: %s", r->j.errmsg);
@@ -2161,4 +2166,4 @@ const struct op_def ops_callback[] = {
 };
 
 const struct op_def callbacks_dispatch_op = { "callback.dispatch", run_dispatch, NULL,
-	after_dispatch, 0 };
+	after_dispatch, OP_VIEW_SAFE };

@@ -107,16 +107,23 @@ PY
 }
 
 # queued's view of the decisions since the last call: call.route's wait for a
-# MySQL worker and run time on it, p50/p99 (ms; bucket upper bounds)
+# MySQL worker and run time on it, p50/p99 (ms; bucket upper bounds), and
+# the run time of the two other reports of each call
 route_ms() {
     ccqctl --json stats --reset | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
-r = [i for i in d["items"] if i["op"] == "call.route"]
+ops = {i["op"]: i for i in d["items"]}
+r = ops.get("call.route")
 if r:
-    r = r[0]
     print("queued call.route wait p50/p99 %.2f/%.2f run p50/p99 %.2f/%.2f ms (%d workers)" % (
-        r["wait_p50_ms"], r["wait_p99_ms"], r["run_p50_ms"], r["run_p99_ms"], d["workers"]))'
+        r["wait_p50_ms"], r["wait_p99_ms"], r["run_p50_ms"], r["run_p99_ms"], d["workers"]),
+        end="")
+    for name in ("call.answered", "call.ended"):
+        o = ops.get(name)
+        if o:
+            print("; %s run p50/p99 %.2f/%.2f" % (name, o["run_p50_ms"], o["run_p99_ms"]), end="")
+    print()'
 }
 
 printf '\n%-6s %-8s %10s %10s %8s %10s\n' RATE TARGET ATTEMPTED SUCCESS FAILED "CALLS/S"
