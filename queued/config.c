@@ -23,7 +23,7 @@ void config_defaults(struct queued_config *c, const char *default_sql_dir)
 	c->mysql_connect_timeout = 5;
 	c->mysql_read_timeout = 10;
 	c->mysql_write_timeout = 10;
-	c->mysql_workers = 2;
+	c->mysql_workers = 3;
 	snprintf(c->sql_dir, sizeof(c->sql_dir), "%s", default_sql_dir ? default_sql_dir : "");
 	c->log_level = LOG_INFO;
 	c->max_frame = 1024u * 1024u;
