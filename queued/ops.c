@@ -119,10 +119,18 @@ int req_journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const c
 	return rc;
 }
 
+void qb_customer(struct qb *q, MYSQL *m, uint64_t org, const char *e164)
+{
+	qb_add(q, "SELECT c.id, c.name FROM customer_number n JOIN customer c "
+		"ON c.id = n.customer_id WHERE n.org_id = %llu AND n.number = ",
+		(unsigned long long)org);
+	qb_str(q, m, e164, strlen(e164));
+}
+
 int customer_by_number(struct req *r, MYSQL *m, uint64_t org, const char *e164,
 		uint64_t *id, char *name, size_t size)
 {
-	char esc[48], q[400];
+	struct qb q;
 	MYSQL_RES *res;
 	MYSQL_ROW row;
 
@@ -130,11 +138,9 @@ int customer_by_number(struct req *r, MYSQL *m, uint64_t org, const char *e164,
 	name[0] = '\0';
 	if (!e164[0] || strlen(e164) > 20)
 		return 0;
-	mysql_real_escape_string(m, esc, e164, strlen(e164));
-	snprintf(q, sizeof(q), "SELECT c.id, c.name FROM customer_number n JOIN customer c "
-		"ON c.id = n.customer_id WHERE n.org_id = %llu AND n.number = '%s'",
-		(unsigned long long)org, esc);
-	if (!(res = db_select(&r->j, m, q, strlen(q))))
+	qb_init(&q);
+	qb_customer(&q, m, org, e164);
+	if (!(res = req_select_qb(r, m, &q)))
 		return -1;
 	if ((row = mysql_fetch_row(res))) {
 		*id = strtoull(row[0], NULL, 10);
@@ -241,6 +247,21 @@ int text_ok(const char *s)
 int req_exec_qb(struct req *r, MYSQL *m, struct qb *q)
 {
 	int rc = q->oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory") : db_exec(&r->j, m, q->buf, q->len);
+	qb_free(q);
+	return rc;
+}
+
+int req_multi_qb(struct req *r, MYSQL *m, struct qb *q, MYSQL_RES **res, int nres,
+		uint64_t *first_id)
+{
+	int rc;
+	if (q->oom) {
+		for (int i = 0; i < nres; i++)
+			res[i] = NULL;
+		rc = req_fail(r, CCQ_E_INTERNAL, "out of memory");
+	} else {
+		rc = db_exec_multi(&r->j, m, q->buf, q->len, res, nres, first_id);
+	}
 	qb_free(q);
 	return rc;
 }

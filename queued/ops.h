@@ -39,9 +39,12 @@ typedef void (*op_now_fn)(struct conn *c, uint64_t id, const msgpack_object *arg
                          * inboxes, DIDs, organisations, recording settings):
                          * the cache's generation is bumped after each run */
 #define OP_VIEW_SAFE 0x10 /* keeps queued's view of the inboxes' members up to
-                         * date itself, or changes nothing in it; after any
-                         * other operation the views are read again soon
-                         * (agentview.h) */
+                         * date itself, or changes nothing it holds (reads,
+                         * lists, customers, recordings); after any other
+                         * operation (callbacks, chats, transfers, outbound
+                         * calls) the views are read again soon (agentview.h).
+                         * A new operation without the flag is safe, only
+                         * slower. */
 
 struct op_def {
 	const char *name;
@@ -104,6 +107,8 @@ int req_journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const c
  * *id 0 and name "" when there is none. */
 int customer_by_number(struct req *r, MYSQL *m, uint64_t org, const char *e164,
 		uint64_t *id, char *name, size_t size);
+/* The SELECT of customer_by_number (columns id, name), for a batch. */
+void qb_customer(struct qb *q, MYSQL *m, uint64_t org, const char *e164);
 /* One UPDATE and its journey event in one transaction; replies {id: txn}.
  * An UPDATE that changes no row fails the request (conflict): put the
  * state it requires in its WHERE. */
@@ -126,6 +131,10 @@ int req_rollback(struct req *r, MYSQL *m);
 
 /* Run the statement in q (then freed); -1 with the request failed. */
 int req_exec_qb(struct req *r, MYSQL *m, struct qb *q);
+/* Run the batch of statements in q (then freed; see db_exec_multi): 0, or
+ * -1 with the request failed (a transaction the batch began is still open). */
+int req_multi_qb(struct req *r, MYSQL *m, struct qb *q, MYSQL_RES **res, int nres,
+		uint64_t *first_id);
 /* Run the SELECT in q (then freed): its rows, or NULL with the request failed. */
 MYSQL_RES *req_select_qb(struct req *r, MYSQL *m, struct qb *q);
 /*

@@ -1112,9 +1112,10 @@ static int run_call_route(struct req *r, MYSQL *m)
 	qb_init(&qq);
 	nres = 0;
 	if (e164caller[0]) {
-		qb_add(&qq, "SELECT c.id, c.name FROM customer_number n JOIN customer c "
-			"ON c.id = n.customer_id WHERE n.org_id = %u AND n.number = '+%s';", d.org,
-			e164caller);
+		char plus[20];
+		snprintf(plus, sizeof(plus), "+%s", e164caller);
+		qb_customer(&qq, m, d.org, plus);
+		qb_add(&qq, ";");
 		nres = 1;
 	}
 	qb_add(&qq, "START TRANSACTION;SELECT id FROM txn WHERE sip_call_id = ");
@@ -1124,14 +1125,7 @@ static int run_call_route(struct req *r, MYSQL *m)
 		qb_add(&qq, ";");
 		qb_claim(&qq, (uint32_t)d.inbox, c.id);
 	}
-	if (qq.oom) {
-		qb_free(&qq);
-		if (have)
-			av_untake((uint32_t)d.inbox, c.id, 0);
-		return req_fail(r, CCQ_E_INTERNAL, "out of memory");
-	}
-	rc = db_exec_multi(&r->j, m, qq.buf, qq.len, res, nres + 2 + have, NULL);
-	qb_free(&qq);
+	rc = req_multi_qb(r, m, &qq, res, nres + 2 + have, NULL);
 	if (rc < 0) {
 		if (have)
 			av_untake((uint32_t)d.inbox, c.id, 0);
@@ -1160,9 +1154,7 @@ static int run_call_route(struct req *r, MYSQL *m)
 			qb_add(&qq, "ROLLBACK;START TRANSACTION;SELECT id FROM txn WHERE sip_call_id = ");
 			qb_str(&qq, m, call_id, strlen(call_id));
 			qb_add(&qq, " FOR UPDATE");
-			rc = qq.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory")
-				: db_exec_multi(&r->j, m, qq.buf, qq.len, NULL, 0, NULL);
-			qb_free(&qq);
+			rc = req_multi_qb(r, m, &qq, NULL, 0, NULL);
 			if (rc < 0)
 				goto fail2;
 		}
@@ -1214,9 +1206,7 @@ static int run_call_route(struct req *r, MYSQL *m)
 			qb_add(&qq, ";INSERT INTO txn_ring (txn_id, user_id, at) VALUES (@ccq_txn, %llu, "
 				"UTC_TIMESTAMP(3));COMMIT", (unsigned long long)c.id);
 		}
-		rc = qq.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory")
-			: db_exec_multi(&r->j, m, qq.buf, qq.len, NULL, 0, &txn);
-		qb_free(&qq);
+		rc = req_multi_qb(r, m, &qq, NULL, 0, &txn);
 		if (rc < 0) {
 			if (claimed)
 				av_untake((uint32_t)d.inbox, c.id, 0);
@@ -1364,7 +1354,6 @@ static int run_call_answered(struct req *r, MYSQL *m)
 	MYSQL_ROW row;
 	uint64_t dev = 0;
 	struct call_after *a;
-	int rc;
 
 	if (req_who(r, m) < 0)
 		return -1;
@@ -1385,13 +1374,7 @@ static int run_call_answered(struct req *r, MYSQL *m)
 		"(SELECT txn_id FROM txn_leg WHERE call_id = ");
 	qb_str(&qq, m, call_id, strlen(call_id));
 	qb_add(&qq, ")), 0) DESC LIMIT 1");
-	if (qq.oom) {
-		qb_free(&qq);
-		return req_fail(r, CCQ_E_INTERNAL, "out of memory");
-	}
-	rc = db_exec_multi(&r->j, m, qq.buf, qq.len, res, 3, NULL);
-	qb_free(&qq);
-	if (rc < 0)
+	if (req_multi_qb(r, m, &qq, res, 3, NULL) < 0)
 		goto fail;
 	dres = res[2];
 	if (txn_from_res(r, res[1], call_id, &t) < 0) {
@@ -1443,14 +1426,7 @@ static int run_call_answered(struct req *r, MYSQL *m)
 		qb_add(&qq, ";UPDATE txn_ring SET result = 'answered' WHERE txn_id = %llu "
 			"AND user_id = %u", (unsigned long long)t.id, t.agent_id);
 	qb_add(&qq, ";COMMIT");
-	if (qq.oom) {
-		qb_free(&qq);
-		req_fail(r, CCQ_E_INTERNAL, "out of memory");
-		goto fail;
-	}
-	rc = db_exec_multi(&r->j, m, qq.buf, qq.len, NULL, 0, NULL);
-	qb_free(&qq);
-	if (rc < 0)
+	if (req_multi_qb(r, m, &qq, NULL, 0, NULL) < 0)
 		goto fail;
 	a = after_of(r);
 	a->org_id = t.org_id;
@@ -1505,9 +1481,7 @@ static int run_call_ended(struct req *r, MYSQL *m)
 		qb_init(&lq);
 		qb_add(&lq, "START TRANSACTION;");
 		qb_txn(&lq, m, NULL, leg, 1);
-		rc = lq.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory")
-			: db_exec_multi(&r->j, m, lq.buf, lq.len, res, 2, NULL);
-		qb_free(&lq);
+		rc = req_multi_qb(r, m, &lq, res, 2, NULL);
 		if (rc < 0)
 			goto fail;
 		rc = txn_from_res(r, res[1], call_id, &t);
@@ -1604,9 +1578,7 @@ static int run_call_ended(struct req *r, MYSQL *m)
 			"AND user_id = %u", (unsigned long long)t.id, t.agent_id);
 	}
 	qb_add(&w, ";COMMIT");
-	rc = w.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory")
-		: db_exec_multi(&r->j, m, w.buf, w.len, NULL, 0, NULL);
-	qb_free(&w);
+	rc = req_multi_qb(r, m, &w, NULL, 0, NULL);
 	if (rc < 0)
 		goto fail;
 	goto done;
@@ -1807,9 +1779,7 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 	qb_str(&qq, m, call_id, strlen(call_id));
 	{
 		MYSQL_RES *rs[4];
-		int rc = qq.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory")
-			: db_exec_multi(&r->j, m, qq.buf, qq.len, rs, 4, NULL);
-		qb_free(&qq);
+		int rc = req_multi_qb(r, m, &qq, rs, 4, NULL);
 		if (rc < 0)
 			goto fail;
 		if ((row = mysql_fetch_row(rs[0]))) {
@@ -1922,9 +1892,7 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 #undef OUT_EVENT
 	qb_add(&qq, ";COMMIT");
 	{
-		int rc = qq.oom ? req_fail(r, CCQ_E_INTERNAL, "out of memory")
-			: db_exec_multi(&r->j, m, qq.buf, qq.len, NULL, 0, &txn);
-		qb_free(&qq);
+		int rc = req_multi_qb(r, m, &qq, NULL, 0, &txn);
 		if (rc < 0)
 			goto fail;
 	}

@@ -2156,10 +2156,10 @@ static void after_callback(struct req *r)
 const struct op_def ops_callback[] = {
 	{ "callback.request", run_callback_request, NULL, after_callback, 0 },
 	{ "callback.schedule", run_callback_schedule, NULL, after_callback, 0 },
-	{ "callback.list", run_callback_list, NULL, NULL, 0 },
+	{ "callback.list", run_callback_list, NULL, NULL, OP_VIEW_SAFE },
 	{ "callback.cancel", run_callback_cancel, NULL, after_callback, 0 },
 	{ "callback.move", run_callback_move, NULL, after_callback, 0 },
-	{ "callback.note", run_callback_note, NULL, NULL, 0 },
+	{ "callback.note", run_callback_note, NULL, NULL, OP_VIEW_SAFE },
 	{ "callback.progress", run_callback_progress, NULL, after_callback, OP_RETRY },
 	{ "callback.attach", NULL, callbacks_op_attach, NULL, 0 },
 	{ NULL, NULL, NULL, NULL, 0 }

@@ -653,12 +653,12 @@ badpin:
 }
 
 const struct op_def ops_compliance[] = {
-	{ "list.add", run_list_add, NULL, NULL, 0 },
-	{ "list.remove", run_list_remove, NULL, NULL, 0 },
-	{ "list.list", run_list_list, NULL, NULL, 0 },
-	{ "list.count", run_list_count, NULL, NULL, 0 },
-	{ "policy.set", run_policy_set, NULL, NULL, 0 },
-	{ "policy.get", run_policy_get, NULL, NULL, 0 },
-	{ "pin.set", run_pin_set, NULL, NULL, 0 },
+	{ "list.add", run_list_add, NULL, NULL, OP_VIEW_SAFE },
+	{ "list.remove", run_list_remove, NULL, NULL, OP_VIEW_SAFE },
+	{ "list.list", run_list_list, NULL, NULL, OP_VIEW_SAFE },
+	{ "list.count", run_list_count, NULL, NULL, OP_VIEW_SAFE },
+	{ "policy.set", run_policy_set, NULL, NULL, OP_VIEW_SAFE },
+	{ "policy.get", run_policy_get, NULL, NULL, OP_VIEW_SAFE },
+	{ "pin.set", run_pin_set, NULL, NULL, OP_VIEW_SAFE },
 	{ NULL, NULL, NULL, NULL, 0 }
 };

@@ -1198,12 +1198,12 @@ static int run_rec_forget(struct req *r, MYSQL *m)
 
 const struct op_def ops_recording[] = {
 	{ "recording.set", run_rec_set, NULL, NULL, OP_DIRECTORY },
-	{ "recording.show", run_rec_show, NULL, NULL, 0 },
-	{ "recording.list", run_rec_list, NULL, NULL, 0 },
-	{ "recording.get", run_rec_get, NULL, NULL, 0 },
-	{ "recording.mark", run_rec_mark, NULL, NULL, 0 },
-	{ "recording.purge", run_rec_purge, NULL, NULL, 0 },
-	{ "recording.forget", run_rec_forget, NULL, NULL, 0 },
-	{ "call.recording", run_call_recording, NULL, NULL, OP_RETRY },
+	{ "recording.show", run_rec_show, NULL, NULL, OP_VIEW_SAFE },
+	{ "recording.list", run_rec_list, NULL, NULL, OP_VIEW_SAFE },
+	{ "recording.get", run_rec_get, NULL, NULL, OP_VIEW_SAFE },
+	{ "recording.mark", run_rec_mark, NULL, NULL, OP_VIEW_SAFE },
+	{ "recording.purge", run_rec_purge, NULL, NULL, OP_VIEW_SAFE },
+	{ "recording.forget", run_rec_forget, NULL, NULL, OP_VIEW_SAFE },
+	{ "call.recording", run_call_recording, NULL, NULL, OP_RETRY | OP_VIEW_SAFE },
 	{ NULL, NULL, NULL, NULL, 0 }
 };

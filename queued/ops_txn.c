@@ -468,12 +468,12 @@ static int run_customer_journey(struct req *r, MYSQL *m)
 
 const struct op_def ops_txn[] = {
 	{ "txn.create", run_txn_create, NULL, NULL, 0 },
-	{ "txn.get", run_txn_get, NULL, NULL, 0 },
-	{ "txn.list", run_txn_list, NULL, NULL, 0 },
-	{ "txn.link", run_txn_link, NULL, NULL, 0 },
+	{ "txn.get", run_txn_get, NULL, NULL, OP_VIEW_SAFE },
+	{ "txn.list", run_txn_list, NULL, NULL, OP_VIEW_SAFE },
+	{ "txn.link", run_txn_link, NULL, NULL, OP_VIEW_SAFE },
 	{ "chat.create", run_chat_create, NULL, NULL, 0 },
 	{ "chat.assign", run_chat_assign, NULL, NULL, 0 },
 	{ "chat.end", run_chat_end, NULL, NULL, 0 },
-	{ "customer.journey", run_customer_journey, NULL, NULL, 0 },
+	{ "customer.journey", run_customer_journey, NULL, NULL, OP_VIEW_SAFE },
 	{ NULL, NULL, NULL, NULL, 0 }
 };

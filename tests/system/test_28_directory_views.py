@@ -1,0 +1,134 @@
+"""queued decides a new call from its directory cache (trunks by source
+address, DIDs) and from its view of each inbox's members (queued(8)). A
+change made through queued reaches the very next call; a change made with
+SQL behind queued's back within the cache's 5 seconds; the view follows
+membership changes and an agent's wrap-up."""
+
+from datetime import datetime
+
+from ccqlab import PORTS, wait_until
+
+
+def at(s):
+    return datetime.strptime(s, "%Y-%m-%d %H:%M:%S.%f")
+
+
+def missed_inbox(lab, did):
+    """Call DID from the lab's trunk; the inbox (max wait 0, nobody
+    available) takes the missed-call flow: 480. Returns the TXN's inbox."""
+    call = lab.carrier(did, scenario="carrier_reject.xml", timeout=15)
+    assert call.final() == 480, (call.responses(), call.summary())
+    t = lab.wait_txn_state(call.call_id, lambda t: t["status"] == "Ended")
+    assert t and t["result"] == "missed", t
+    return t["inbox"]
+
+
+def answered_call(lab, phone, did, ring=None, timeout=30):
+    """A call to DID that PHONE answers (RING: another phone's ringing sipp,
+    stopped with it). Returns the ended TXN."""
+    ans = phone.answer()
+    try:
+        call = lab.carrier(did, duration_ms=500, timeout=timeout)
+        assert call.rc == 0, call.summary()
+        assert ans.wait(20) == 0, ans.summary()
+    finally:
+        if ring:
+            ring.stop()
+        ans.stop()
+    return lab.wait_txn_state(call.call_id, lambda t: t["status"] == "Ended")
+
+
+def test_a_moved_did_reaches_its_new_inbox_at_once(running_lab, org):
+    lab = running_lab
+    alpha = org.inbox("Alpha", max_wait=0)
+    org.inbox("Beta", max_wait=0, did=False)
+    did = alpha.did
+    lab.trunk_port(0)
+    assert missed_inbox(lab, did) == "Alpha"          # now in the cache
+    # removed: the next call is refused at once, not served from the cache
+    org.json("inbox", "did", "remove", "Alpha", did)
+    call = lab.carrier(did, scenario="carrier_reject.xml", timeout=15)
+    assert call.final() == 404, call.responses()
+    # given to another inbox: the next call goes there
+    org.json("inbox", "did", "add", "Beta", did)
+    assert missed_inbox(lab, did) == "Beta"
+    # an SQL edit behind queued's back is seen once the entry expires (5 s)
+    lab.sql("UPDATE inbox_did d JOIN inbox b ON b.id = d.inbox_id JOIN inbox a "
+            "ON a.org_id = b.org_id AND a.name = 'Alpha' SET d.inbox_id = a.id "
+            "WHERE d.did = '%s'" % did)
+    seen = []
+    assert wait_until(lambda: seen.append(missed_inbox(lab, did)) or seen[-1] == "Alpha", 12,
+                      interval=1.0), seen
+
+
+def test_an_address_becomes_a_trunk_at_once(running_lab, org):
+    """queued caches "not a trunk" for a source address; adding the trunk
+    makes the next call from it a carrier call."""
+    lab = running_lab
+    inbox = org.inbox("Sales", max_wait=0)
+    port = PORTS.take("peer")
+
+    def call():
+        return lab.sipp("carrier_reject.xml", port, "-s", inbox.did.lstrip("+"),
+                        remote=lab.sip_addr, timeout=15, name="new-trunk")
+    first = call()
+    assert first.final() in (401, 407), first.summary()
+    r = lab.ccqctl("trunk", "add", "carrier-new-%d" % port, "127.0.0.1", "--port", str(port))
+    assert r.returncode == 0, r.stdout + r.stderr
+    second = call()
+    assert second.final() == 480, "a call from the new trunk: %r\n%s" % (
+        second.responses(), second.summary())
+
+
+def test_a_removed_member_is_not_rung(running_lab, org):
+    """Alice would be offered the call first (never called); removed from
+    the inbox just before it, she is not rung."""
+    lab = running_lab
+    ib = org.inbox("Sales", ring_timeout=10, max_wait=20)
+    alice = org.agent(ib, "101", "Alice Lim")
+    bob = org.agent(ib, "102", "Bob Tan")
+    bob.register()
+    # a first call, while only Bob is registered, puts the inbox's view in
+    # queued; then Alice registers (never called: first in the order)
+    answered_call(lab, bob, ib.did)
+    alice.register()
+    org.json("inbox", "member", "remove", "Sales", "101")
+    ring = alice.ring(timeout=15)
+    t = answered_call(lab, bob, ib.did, ring=ring)
+    assert ring.requests() == [], "the removed member rang: %r" % ring.requests()
+    assert t["agent_ext"] == "102", t
+
+
+def test_a_new_registration_reaches_the_next_call(running_lab, org):
+    """Alice registers after queued read the inbox's view (when only Bob
+    was registered); never called, she is offered the very next call."""
+    lab = running_lab
+    ib = org.inbox("Sales", ring_timeout=10, max_wait=20)
+    alice = org.agent(ib, "101", "Alice Lim")
+    bob = org.agent(ib, "102", "Bob Tan")
+    bob.register()
+    assert answered_call(lab, bob, ib.did)["agent_ext"] == "102"
+    alice.register()
+    t = answered_call(lab, alice, ib.did)
+    rings = [e["text"] for e in t["events"] if e["kind"] == "ringing"]
+    assert len(rings) == 1 and rings[0].startswith("Ringing 101 "), rings
+    assert t["agent_ext"] == "101", t
+
+
+def test_wrapup_holds_the_agents_next_call(running_lab, org):
+    """After a talked call the agent is in wrap-up (3 s here): the next call
+    waits in the queue and rings the agent only once the wrap-up is over."""
+    lab = running_lab
+    ib = org.inbox("Sales", ring_timeout=10, max_wait=30)
+    org.user("101", "Alice Lim", wrapup=3)
+    org.member(ib, "101")
+    phone = org.device("101")
+    phone.register()
+    t1 = answered_call(lab, phone, ib.did)
+    ended = at([e for e in t1["events"] if e["kind"] == "ended"][0]["at"])
+    t2 = answered_call(lab, phone, ib.did, timeout=40)
+    kinds = [e["kind"] for e in t2["events"]]
+    assert "queued" in kinds, t2["events"]
+    rang = at([e for e in t2["events"] if e["kind"] == "ringing"][0]["at"])
+    assert (rang - ended).total_seconds() >= 3.0, (ended, rang, t2["events"])
+    assert t2["result"] == "answered" and t2["agent_ext"] == "101", t2
