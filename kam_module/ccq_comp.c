@@ -196,6 +196,57 @@ const struct comp_user *comp_user_by_device(const struct comp_snap *s, const cha
 	return NULL;
 }
 
+int comp_user_record(const struct comp_snap *s, const struct comp_user *u, uint32_t inbox_id,
+		int *record, const char **rule)
+{
+	const struct comp_inbox *ib = (const struct comp_inbox *)((const char *)s + s->inboxes_off);
+	const struct comp_member *mb = (const struct comp_member *)((const char *)s + s->members_off);
+	const struct comp_inbox *found = NULL;
+	size_t lo, hi;
+	int member = 0;
+
+	*record = u->record;
+	*rule = u->record_rule;
+	if (!inbox_id || inbox_id == u->inbox_id)
+		return 1;
+	for (lo = 0, hi = s->ninboxes; lo < hi;) { /* sorted by id */
+		size_t mid = lo + (hi - lo) / 2;
+		if (ib[mid].id == inbox_id) {
+			found = &ib[mid];
+			break;
+		}
+		if (ib[mid].id < inbox_id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (!found || found->org_id != comp_orgs(s)[u->org].id)
+		return 0;
+	for (lo = 0, hi = s->nmembers; lo < hi && !member;) { /* by (user, inbox) */
+		size_t mid = lo + (hi - lo) / 2;
+		if (mb[mid].user_id == u->id && mb[mid].inbox_id == inbox_id)
+			member = 1;
+		else if (mb[mid].user_id < u->id || (mb[mid].user_id == u->id
+				&& mb[mid].inbox_id < inbox_id))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (!member && !u->all_inboxes)
+		return 0;
+	if (u->own_record >= 0) {
+		*record = u->own_record;
+		*rule = "user";
+	} else if (found->record >= 0) {
+		*record = found->record;
+		*rule = "inbox";
+	} else {
+		*record = u->org_record;
+		*rule = "organisation";
+	}
+	return 1;
+}
+
 static enum ccq_gate_verdict gate_eval(const struct comp_snap *s, const struct comp_user *u,
 		const struct comp_org *o, struct comp_verdict *v, enum ccq_pin_state pin_state,
 		int pin_locked);
@@ -394,7 +445,9 @@ static MYSQL_RES *users_query(MYSQL *m)
 		"COALESCE(u.pin_hash, ''), COALESCE(d.inbox_id, 0), "
 		"COALESCE(u.record_calls, i.record_calls, o.record_calls, 0), "
 		"CASE WHEN u.record_calls IS NOT NULL THEN 'user' "
-		"WHEN i.record_calls IS NOT NULL THEN 'inbox' ELSE 'organisation' END "
+		"WHEN i.record_calls IS NOT NULL THEN 'inbox' ELSE 'organisation' END, "
+		"COALESCE(u.record_calls, -1), o.record_calls, "
+		"u.role IN ('owner', 'admin') AND u.cc_addon = 1 "
 		"FROM user u JOIN org o ON o.id = u.org_id "
 		"LEFT JOIN (SELECT user_id, MIN(inbox_id) AS inbox_id FROM inbox_member "
 		"GROUP BY user_id) d ON d.user_id = u.id "
@@ -402,13 +455,26 @@ static MYSQL_RES *users_query(MYSQL *m)
 	static const char *without =
 		"SELECT u.id, u.org_id, u.ext_key, u.name, COALESCE(u.caller_id, ''), "
 		"COALESCE(u.pin_hash, ''), COALESCE((SELECT MIN(im.inbox_id) FROM inbox_member im "
-		"WHERE im.user_id = u.id), 0), 0, 'organisation' FROM user u ORDER BY u.id";
+		"WHERE im.user_id = u.id), 0), 0, 'organisation', -1, 0, "
+		"u.role IN ('owner', 'admin') AND u.cc_addon = 1 FROM user u ORDER BY u.id";
 
 	if (mysql_query(m, with_rec) == 0)
 		return mysql_store_result(m);
 	if (mysql_errno(m) != 1054) /* ER_BAD_FIELD_ERROR: an older schema */
 		return NULL;
 	if (mysql_query(m, without) != 0)
+		return NULL;
+	return mysql_store_result(m);
+}
+
+/* The inboxes with their own recording setting (-1 inherit, also before 005). */
+static MYSQL_RES *inboxes_query(MYSQL *m)
+{
+	if (mysql_query(m, "SELECT id, org_id, COALESCE(record_calls, -1) FROM inbox ORDER BY id") == 0)
+		return mysql_store_result(m);
+	if (mysql_errno(m) != 1054)
+		return NULL;
+	if (mysql_query(m, "SELECT id, org_id, -1 FROM inbox ORDER BY id") != 0)
 		return NULL;
 	return mysql_store_result(m);
 }
@@ -632,13 +698,13 @@ static struct comp_snap *snap_build(MYSQL *m, const struct comp_snap *prev, stru
 		char *err, size_t errlen)
 {
 	uint64_t t0 = mono_ms();
-	MYSQL_RES *ro = NULL, *ru = NULL, *rd = NULL;
+	MYSQL_RES *ro = NULL, *ru = NULL, *rd = NULL, *ri = NULL, *rm = NULL;
 	struct blist *lists = NULL;
 	ccq_numset_builder *adds = NULL, *rems = NULL;
 	size_t nlists = 0, cap = 0, dir_end, ovl = 0, total;
 	uint64_t numbers = 0;
 	struct comp_snap *s = NULL;
-	uint32_t no = 0, nu = 0, nd = 0;
+	uint32_t no = 0, nu = 0, nd = 0, ni = 0, nm = 0;
 
 	if (delta_build(&adds, &rems) < 0) {
 		snprintf(err, errlen, "out of memory building the DNC delta");
@@ -652,7 +718,11 @@ static struct comp_snap *snap_build(MYSQL *m, const struct comp_snap *prev, stru
 				"ON p.org_id = o.id ORDER BY o.id") != 0 || !(ro = mysql_store_result(m))
 				|| !(ru = users_query(m))
 				|| mysql_query(m, "SELECT username, domain, user_id, enabled FROM device") != 0
-				|| !(rd = mysql_store_result(m))) {
+				|| !(rd = mysql_store_result(m))
+				|| !(ri = inboxes_query(m))
+				|| mysql_query(m, "SELECT user_id, inbox_id FROM inbox_member "
+					"ORDER BY user_id, inbox_id") != 0
+				|| !(rm = mysql_store_result(m))) {
 			snprintf(err, errlen, "reading the directory: %s", mysql_error(m));
 			goto out;
 		}
@@ -666,10 +736,14 @@ static struct comp_snap *snap_build(MYSQL *m, const struct comp_snap *prev, stru
 		no = (uint32_t)mysql_num_rows(ro);
 		nu = (uint32_t)mysql_num_rows(ru);
 		nd = (uint32_t)mysql_num_rows(rd);
+		ni = (uint32_t)mysql_num_rows(ri);
+		nm = (uint32_t)mysql_num_rows(rm);
 		dir_end = ALIGN64(sizeof(*s));
 		dir_end += ALIGN64((size_t)no * sizeof(struct comp_org));
 		dir_end += ALIGN64((size_t)nu * sizeof(struct comp_user));
 		dir_end += ALIGN64((size_t)nd * sizeof(struct comp_device));
+		dir_end += ALIGN64((size_t)ni * sizeof(struct comp_inbox));
+		dir_end += ALIGN64((size_t)nm * sizeof(struct comp_member));
 		for (size_t i = 0; i < nlists; i++) {
 			lists[i].size = ccq_numset_builder_size(lists[i].b);
 			if (!lists[i].size) {
@@ -696,6 +770,8 @@ static struct comp_snap *snap_build(MYSQL *m, const struct comp_snap *prev, stru
 		struct comp_org *orgs;
 		struct comp_user *users;
 		struct comp_device *devs;
+		struct comp_inbox *inboxes;
+		struct comp_member *members;
 		MYSQL_ROW row;
 		uint32_t i;
 
@@ -712,6 +788,14 @@ static struct comp_snap *snap_build(MYSQL *m, const struct comp_snap *prev, stru
 		s->devices_off = off;
 		devs = (struct comp_device *)(b + off);
 		off += ALIGN64((size_t)nd * sizeof(struct comp_device));
+		s->ninboxes = ni;
+		s->inboxes_off = off;
+		inboxes = (struct comp_inbox *)(b + off);
+		off += ALIGN64((size_t)ni * sizeof(struct comp_inbox));
+		s->nmembers = nm;
+		s->members_off = off;
+		members = (struct comp_member *)(b + off);
+		off += ALIGN64((size_t)nm * sizeof(struct comp_member));
 		for (size_t k = 0; k < nlists; k++) {
 			if (ccq_numset_builder_finish(lists[k].b, b + off, lists[k].size) < 0
 					|| ccq_numset_check(b + off, lists[k].size) != 0) {
@@ -754,6 +838,9 @@ static struct comp_snap *snap_build(MYSQL *m, const struct comp_snap *prev, stru
 			users[i].inbox_id = (uint32_t)strtoul(row[6], NULL, 10);
 			users[i].record = atoi(row[7]) ? 1 : 0;
 			snprintf(users[i].record_rule, sizeof(users[i].record_rule), "%s", row[8]);
+			users[i].own_record = row[9] ? atoi(row[9]) : -1;
+			users[i].org_record = row[10] && atoi(row[10]) ? 1 : 0;
+			users[i].all_inboxes = row[11] && atoi(row[11]) ? 1 : 0;
 			for (size_t k = 0; k < nlists; k++)
 				if (lists[k].kind == 2 && lists[k].owner == users[i].id)
 					users[i].personal_off = lists[k].off;
@@ -767,6 +854,16 @@ static struct comp_snap *snap_build(MYSQL *m, const struct comp_snap *prev, stru
 			for (uint32_t k = 0; k < nu; k++)
 				if (users[k].id == uid)
 					devs[i].user = k;
+		}
+		/* both in the order comp_user_record()'s binary searches need */
+		for (i = 0; (row = mysql_fetch_row(ri)); i++) {
+			inboxes[i].id = (uint32_t)strtoul(row[0], NULL, 10);
+			inboxes[i].org_id = (uint32_t)strtoul(row[1], NULL, 10);
+			inboxes[i].record = atoi(row[2]);
+		}
+		for (i = 0; (row = mysql_fetch_row(rm)); i++) {
+			members[i].user_id = (uint32_t)strtoul(row[0], NULL, 10);
+			members[i].inbox_id = (uint32_t)strtoul(row[1], NULL, 10);
 		}
 	}
 	s->refs = 0;
@@ -805,6 +902,10 @@ out:
 		mysql_free_result(ru);
 	if (rd)
 		mysql_free_result(rd);
+	if (ri)
+		mysql_free_result(ri);
+	if (rm)
+		mysql_free_result(rm);
 	return s;
 }
 

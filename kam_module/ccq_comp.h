@@ -32,6 +32,21 @@ struct comp_user {
 	uint32_t inbox_id;             /* the default inbox (lowest id it is a member of), 0 none */
 	int record;                    /* recording of outbound calls: 1 on, 0 off */
 	char record_rule[16];          /* "user", "inbox", "organisation" (whose setting won) */
+	int own_record;                /* the user's own setting: 1, 0, -1 inherit */
+	int org_record;                /* the organisation's setting: 1, 0 */
+	int all_inboxes;               /* an owner or admin with the add-on: any inbox of the org */
+};
+
+/* An inbox, for the recording of a call routed to it with **<inbox id>*. */
+struct comp_inbox {
+	uint32_t id;
+	uint32_t org_id;
+	int record;                    /* 1, 0, -1 inherit */
+};
+
+/* One membership (user id, inbox id); sorted by user, then inbox. */
+struct comp_member {
+	uint32_t user_id, inbox_id;
 };
 
 struct comp_device {
@@ -63,8 +78,8 @@ struct comp_snap {
 	uint64_t dnc_version;          /* DNC changes reflected up to this version */
 	uint64_t loaded_at;            /* unix ms */
 	uint32_t load_ms;              /* building this snapshot (not the base) */
-	uint32_t norgs, nusers, ndevices;
-	uint64_t orgs_off, users_off, devices_off;
+	uint32_t norgs, nusers, ndevices, ninboxes, nmembers;
+	uint64_t orgs_off, users_off, devices_off, inboxes_off, members_off;
 	uint64_t dnc_off;              /* the DNC overlay (base + delta) in this block, 0 = none */
 	struct comp_dnc *dnc;          /* the DNC base; NULL = empty registry */
 	uint32_t delta_adds, delta_removes; /* entries of the overlay */
@@ -114,6 +129,17 @@ const struct comp_user *comp_user_by_ext(const struct comp_snap *s, const char *
 		const char *ext);
 const struct comp_user *comp_user_by_device(const struct comp_snap *s, const char *username,
 		const char *domain);
+
+/*
+ * The recording of user u's outbound call routed to inbox inbox_id (0 or
+ * u's default inbox: u->record). Returns 1 if u may work in that inbox (a
+ * member, or an owner/admin with the add-on of the same organisation, the
+ * rule queued applies to call.outbound's inbox_id): *record and *rule are
+ * then the most specific setting (user, that inbox, the organisation);
+ * 0 if not (the call stays in the default inbox: u's own resolution).
+ */
+int comp_user_record(const struct comp_snap *s, const struct comp_user *u, uint32_t inbox_id,
+		int *record, const char **rule);
 
 struct comp_verdict {
 	struct ccq_gate_result res;

@@ -968,6 +968,28 @@ refused:
 }
 
 /*
+ * Recording is decided alongside the gate: the most specific of the user's,
+ * the inbox's and the organisation's settings, for the extension's default
+ * inbox or the one dialled with **<inbox id>* (doc/recording.md).
+ */
+static void gate_record(const struct comp_snap *s, const struct comp_user *u, uint32_t inbox)
+{
+	const char *rule;
+	int rec;
+
+	if (!comp_user_record(s, u, inbox, &rec, &rule))
+		inbox = 0;
+	g_gate.record = rec;
+	snprintf(g_gate.record_rule, sizeof(g_gate.record_rule), "%s", rule);
+	snprintf(g_gate.rec_meta, sizeof(g_gate.rec_meta), "ccq_org:%u|ccq_inbox:%u|ccq_agent:%s",
+		comp_orgs(s)[u->org].id, inbox ? inbox : u->inbox_id, u->ext);
+	for (char *c = g_gate.rec_meta; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')
+				|| *c == '_' || *c == ':' || *c == '|' || *c == '.' || *c == '-'))
+			*c = '_';
+}
+
+/*
  * ccq_outbound(): the compliance gate for a call an authenticated device
  * places (From user@domain is the device). Decides from shared memory, with
  * no round trip: 1 allowed ($ccq(number) is the E.164 number to send to the
@@ -1013,15 +1035,7 @@ static int w_ccq_outbound(struct sip_msg *msg, char *p1, char *p2)
 		gate_set(msg, "block", "unknown_device", "Blocked: unknown device", NULL, NULL);
 		return -1;
 	}
-	/* recording is decided alongside (user, default inbox, organisation) */
-	g_gate.record = u->record;
-	snprintf(g_gate.record_rule, sizeof(g_gate.record_rule), "%s", u->record_rule);
-	snprintf(g_gate.rec_meta, sizeof(g_gate.rec_meta), "ccq_org:%u|ccq_inbox:%u|ccq_agent:%s",
-		comp_orgs(s)[u->org].id, u->inbox_id, u->ext);
-	for (char *c = g_gate.rec_meta; *c; c++)
-		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')
-				|| *c == '_' || *c == ':' || *c == '|' || *c == '.' || *c == '-'))
-			*c = '_';
+	gate_record(s, u, 0);
 	cbleg = customer_leg(msg, callid, u, &ru_user, &ct) == 1;
 	if (cbleg) {
 		/* a callback's customer leg: the agent's PIN, if the policy needs
@@ -1054,6 +1068,10 @@ static int w_ccq_outbound(struct sip_msg *msg, char *p1, char *p2)
 			goto report;
 		}
 		inbox_id = ib;
+		/* the recording of a call routed to that inbox follows its
+		 * setting, if the extension may work in it (else queued keeps the
+		 * call in the default inbox, and so does the decision) */
+		gate_record(s, u, ib);
 		ru_user.s += k + 1;
 		ru_user.len -= k + 1;
 	}

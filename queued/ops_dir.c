@@ -543,7 +543,14 @@ static int run_inbox_create(struct req *r, MYSQL *m)
 	qb_free(&q);
 	if (rc < 0)
 		return -1;
-	return reply_id(r, mysql_insert_id(m));
+	{
+		/* the id before bump_directory's UPDATE resets mysql_insert_id();
+		 * the proxy knows the inboxes (recording of calls routed to one
+		 * with **<inbox id>*) */
+		uint64_t id = mysql_insert_id(m);
+		bump_directory(m);
+		return reply_id(r, id);
+	}
 }
 
 static int run_inbox_update(struct req *r, MYSQL *m)

@@ -655,6 +655,17 @@ def test_operator_starts_recording_of_an_unrecorded_call(running_lab, org):
     assert rows[0]["status"] == "ok", rows
 
 
+def caller_org(lab, prefix):
+    """An organisation with extension 101 Alice Lim (her own caller ID), a
+    member of inbox Sales (no DID)."""
+    org = Org(lab, prefix=prefix)
+    org.json("user", "create", "101", "Alice Lim", "--caller-id",
+             "+656%07d" % random.randint(0, 9999999))
+    org.inbox("Sales", did=False)
+    org.member("Sales", "101")
+    return org
+
+
 class Outbound:
     """A manual outbound call: the device (rec_device.xml, A-law) dials
     NUMBER, the carrier on the lab's trunk address (rec_trunk.xml) answers;
@@ -688,11 +699,7 @@ def test_manual_outbound_call_is_recorded(running_lab, tmp_path):
     organisation off): recorded; the customer (the carrier) on the left,
     the agent's device on the right, decoded from A-law."""
     lab = running_lab
-    org = Org(lab, prefix="rec-ob")
-    org.json("user", "create", "101", "Alice Lim", "--caller-id",
-             "+656%07d" % random.randint(0, 9999999))
-    org.inbox("Sales", did=False)
-    org.member("Sales", "101")
+    org = caller_org(lab, "rec-ob")
     org.user("100", "Olivia Owner", role="owner", addon=True)
     phone = org.device("101")
     phone.register(expires=600)
@@ -711,6 +718,61 @@ def test_manual_outbound_call_is_recorded(running_lab, tmp_path):
     w = fetch(lab, txn, tmp_path, "101@" + org.name, stereo=True)
     check_stereo(w, src["rec-trunk.alaw"], src["rec-device.alaw"], 4.0,
                  "ccqrec fetch --stereo (outbound)")
+
+
+def ended_call(lab, phone, dial):
+    """A 2-s manual outbound call dialling DIAL: (the call, its TXN once Ended)."""
+    call = Outbound(lab, phone, dial, talk_ms=2000)
+    return call, lab.wait_txn_state(call.call_id, lambda t: t["status"] == "Ended", 15)
+
+
+def test_outbound_call_routed_to_an_inbox_follows_that_inbox(running_lab, tmp_path):
+    """**<inbox id>* routes a manual call to another of the extension's
+    inboxes, and its recording follows that inbox's setting, not the
+    default inbox's: Support (on) recorded while Sales (the default,
+    inheriting the organisation's off) is not; an inbox the extension may
+    not work in (Secret, on) leaves the call in Sales, unrecorded; the
+    owner with the add-on may route a call to Secret (recorded, in the
+    metadata as Secret's)."""
+    lab = running_lab
+    org = caller_org(lab, "rec-ib")
+    support = org.json("inbox", "create", "Support")["id"]
+    org.member("Support", "101")
+    secret = org.json("inbox", "create", "Secret")["id"]
+    org.user("100", "Olivia Owner", role="owner", addon=True)
+    org.member("Sales", "100")
+    phone = org.device("101")
+    phone.register(expires=600)
+    boss = org.device("100")
+    boss.register(expires=600)
+    lab.trunk_port(0)
+    org.ok("recording", "set", "--inbox", "Support", "on")
+    org.ok("recording", "set", "--inbox", "Secret", "on")
+    lab.module_synced()
+    number = "+6597%06d" % random.randint(0, 999999)
+
+    call, t = ended_call(lab, phone, "**%d*%s" % (support, number[3:]))
+    assert t["inbox"] == "Support", t
+    assert event(t, "recording") == "Recording on (inbox policy)", texts(t)
+    row = recorded(lab, int(t["id"]))[0]
+    assert row["status"] == "ok", row
+
+    call, t = ended_call(lab, phone, number[3:])
+    assert t["inbox"] == "Sales", t
+    assert event(t, "recording") == "Recording off (organisation policy)", texts(t)
+    nothing_recorded(lab, call.call_id, int(t["id"]))
+
+    call, t = ended_call(lab, phone, "**%d*%s" % (secret, number[3:]))
+    assert t["inbox"] == "Sales", t
+    assert event(t, "recording") == "Recording off (organisation policy)", texts(t)
+    nothing_recorded(lab, call.call_id, int(t["id"]))
+
+    call, t = ended_call(lab, boss, "**%d*%s" % (secret, number[3:]))
+    assert t["inbox"] == "Secret", t
+    assert event(t, "recording") == "Recording on (inbox policy)", texts(t)
+    row = recorded(lab, int(t["id"]))[0]
+    assert row["status"] == "ok", row
+    assert "ccq_inbox:%d|" % secret in row["rec_meta"], row
 
 
 def age(lab, txn, days):
