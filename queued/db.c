@@ -127,7 +127,10 @@ static void fail_from(struct db_job *j, MYSQL *m, const char *what)
 	} else {
 		j->err = CCQ_E_INTERNAL;
 		snprintf(j->errmsg, sizeof(j->errmsg), "database error in %s", what);
-		LOG_E("MySQL error %u in %s: %s", e, what, mysql_error(m));
+		if (e == ER_DUP_ENTRY)
+			j->dup_key = 1;
+		if (e != ER_DUP_ENTRY || !j->expect_dup)
+			LOG_E("MySQL error %u in %s: %s", e, what, mysql_error(m));
 	}
 }
 
@@ -291,6 +294,8 @@ static void run_job(struct worker *w, struct db_job *j)
 		j->errmsg[0] = '\0';
 		j->conn_lost = 0;
 		j->lock_lost = 0;
+		j->dup_key = 0;
+		j->expect_dup = 0;
 		if (j->run(j, w->conn) == 0) {
 			/* a job must end its transaction; one that did not would hold
 			 * its locks until this connection's next job */

@@ -38,6 +38,8 @@ struct db_job {
 	char errmsg[256];
 	int conn_lost;        /* set by db helpers: connection-class failure */
 	int lock_lost;        /* set by db helpers: deadlock or lock wait timeout */
+	int dup_key;          /* set by db helpers: a duplicate key (ER_DUP_ENTRY) */
+	int expect_dup;       /* set by the job: a duplicate key is an answer, not logged */
 	uint64_t key;         /* ordering key (see above); 0 = no ordering */
 	/* monotonic times (ns), for statistics: submitted, started, finished */
 	uint64_t t_submit, t_start, t_end;

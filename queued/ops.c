@@ -119,12 +119,13 @@ int req_journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const c
 	return rc;
 }
 
-void qb_customer(struct qb *q, MYSQL *m, uint64_t org, const char *e164)
+void qb_customer(struct qb *q, MYSQL *m, uint64_t org, const char *e164, const char *into)
 {
-	qb_add(q, "SELECT c.id, c.name FROM customer_number n JOIN customer c "
-		"ON c.id = n.customer_id WHERE n.org_id = %llu AND n.number = ",
+	qb_add(q, "SELECT c.id, c.name %s FROM customer_number n JOIN customer c "
+		"ON c.id = n.customer_id WHERE n.org_id = %llu AND n.number = ", into ? into : "",
 		(unsigned long long)org);
 	qb_str(q, m, e164, strlen(e164));
+	qb_add(q, " ORDER BY c.id LIMIT 1");
 }
 
 int customer_by_number(struct req *r, MYSQL *m, uint64_t org, const char *e164,
@@ -139,7 +140,7 @@ int customer_by_number(struct req *r, MYSQL *m, uint64_t org, const char *e164,
 	if (!e164[0] || strlen(e164) > 20)
 		return 0;
 	qb_init(&q);
-	qb_customer(&q, m, org, e164);
+	qb_customer(&q, m, org, e164, NULL);
 	if (!(res = req_select_qb(r, m, &q)))
 		return -1;
 	if ((row = mysql_fetch_row(res))) {

@@ -107,8 +107,9 @@ int req_journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const c
  * *id 0 and name "" when there is none. */
 int customer_by_number(struct req *r, MYSQL *m, uint64_t org, const char *e164,
 		uint64_t *id, char *name, size_t size);
-/* The SELECT of customer_by_number (columns id, name), for a batch. */
-void qb_customer(struct qb *q, MYSQL *m, uint64_t org, const char *e164);
+/* The SELECT of customer_by_number (columns id, name), for a batch; into:
+ * "INTO @a, @b" to keep them in session variables instead, or NULL. */
+void qb_customer(struct qb *q, MYSQL *m, uint64_t org, const char *e164, const char *into);
 /* One UPDATE and its journey event in one transaction; replies {id: txn}.
  * An UPDATE that changes no row fails the request (conflict): put the
  * state it requires in its WHERE. */

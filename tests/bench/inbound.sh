@@ -9,7 +9,7 @@
 #   -d  seconds of traffic per rate               (default 10)
 #   -a  agents (users with one device each)       (default 20)
 #   -l  call length in ms (caller hangs up)        (default 1000)
-#   -w  queued's MySQL workers (mysql_workers)    (default: queued's, 2)
+#   -w  queued's MySQL workers (mysql_workers)    (default: queued's, 3)
 # It runs its own lab (build/lab-bench, its own ports) and stops it at the end.
 set -euo pipefail
 
@@ -84,8 +84,12 @@ BENCH_AGENT_URI=sip:bench@127.0.0.1:$agent_port BENCH_RTPENGINE_NG=$CCQ_RTPENGIN
     -P "$work/relay.pid" -Y "$work" > relay.log 2>&1 &
 sleep 2
 
-commits() {
-    mariadb --socket="$CCQ_MYSQL_SOCK" -N -B -e "SHOW GLOBAL STATUS LIKE 'Com_commit'" | cut -f2
+# MariaDB's counters: commits, row lock waits, ms spent waiting for row locks
+counters() {
+    mariadb --socket="$CCQ_MYSQL_SOCK" -N -B -e "SHOW GLOBAL STATUS WHERE Variable_name IN
+        ('Com_commit', 'Innodb_row_lock_waits', 'Innodb_row_lock_time')" |
+        awk '{ v[$1] = $2 } END { print v["Com_commit"], v["Innodb_row_lock_waits"],
+        v["Innodb_row_lock_time"] }'
 }
 
 # run TARGET RATE: prints "attempted successful failed"
@@ -132,14 +136,14 @@ for r in $rates; do
     for target in relay ccq; do
         if [ "$target" = relay ]; then addr=127.0.0.1:$relay_port; else addr=127.0.0.1:5260; fi
         [ "$target" = ccq ] && route_ms > /dev/null
-        c0=$(commits)
+        read -r c0 w0 l0 < <(counters)
         read -r att ok fail < <(run "$addr" "$r")
-        c1=$(commits)
+        read -r c1 w1 l1 < <(counters)
         cps=$(awk -v ok="$ok" -v d="$dur" 'BEGIN { printf "%.1f", ok / d }')
         printf '%-6s %-8s %10s %10s %8s %10s' "$r" "$target" "$att" "$ok" "$fail" "$cps"
-        [ "$target" = ccq ] && printf '   mysql commits/s %s   %s' \
+        [ "$target" = ccq ] && printf '   mysql commits/s %s, row lock waits %s (%s ms)   %s' \
             "$(awk -v a="$c0" -v b="$c1" -v d="$dur" 'BEGIN { printf "%.1f", (b - a) / d }')" \
-            "$(route_ms)"
+            "$((w1 - w0))" "$((l1 - l0))" "$(route_ms)"
         printf '\n'
         results+=("$r $target $ok")
         sleep 3

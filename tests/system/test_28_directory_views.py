@@ -6,7 +6,7 @@ membership changes and an agent's wrap-up."""
 
 from datetime import datetime
 
-from ccqlab import PORTS, wait_until
+from ccqlab import PORTS, WireClient, wait_until
 
 
 def at(s):
@@ -132,3 +132,52 @@ def test_wrapup_holds_the_agents_next_call(running_lab, org):
     rang = at([e for e in t2["events"] if e["kind"] == "ringing"][0]["at"])
     assert (rang - ended).total_seconds() >= 3.0, (ended, rang, t2["events"])
     assert t2["result"] == "answered" and t2["agent_ext"] == "101", t2
+
+
+def route(lab, call_id, did):
+    """queued's decision for a carrier call, asked as the proxy asks it
+    (call.route over the unix socket, as the local operator)."""
+    with WireClient(lab.queued_sock) as w:
+        rid, reply = w.request("call.route", {
+            "call_id": call_id, "from": "<sip:+6591234567@127.0.0.1>",
+            "caller": "+6591234567", "caller_name": "", "did": did,
+            "source_ip": "127.0.0.1", "source_port": lab.trunk_port(0)})
+    assert reply[:4] == [1, 1, rid, 0], "call.route failed: %r" % (reply,)
+    return reply[4]
+
+
+def test_retried_decision_reuses_its_txn(running_lab, org):
+    """The proxy asks again for a call it already asked about (a retry
+    after a lost reply): the decision's one batch stops at the TXN's
+    INSERT (the Call-ID has one), and the general path decides for that
+    TXN. One TXN per Call-ID, the first ring's agent not rung again within
+    two ring timeouts (the call queues), no error logged; the same for a
+    call nobody could take the first time."""
+    lab = running_lab
+    ib = org.inbox("Sales", ring_timeout=20, max_wait=30)
+    phone = org.agent(ib, "101", "Alice Lim")
+    phone.register(expires=600)
+    org.customer("Jane Tan", "+6591234567")
+    log0 = lab.log_size("queued")
+    cid = "ccqtest-retry-%s@127.0.0.1" % org.name
+    first = route(lab, cid, ib.did)
+    assert first["action"] == "ring" and first["txn"] > 0, first
+    again = route(lab, cid, ib.did)
+    assert again["txn"] == first["txn"], (first, again)
+    assert again["action"] == "queue", again
+    assert lab.txn_ids_for_call(cid) == [first["txn"]]
+    t = lab.txn(first["txn"])
+    tx = [e["text"] for e in t["events"]]
+    assert tx[0].startswith("Call received from") and "(Jane Tan)" in tx[0], tx
+    assert sum(1 for x in tx if x.startswith("Ringing 101 - Alice Lim")) == 1, tx
+
+    # nobody to ring: an inbox with no member
+    ib2 = org.inbox("Empty", ring_timeout=20, max_wait=30)
+    cid2 = "ccqtest-retry2-%s@127.0.0.1" % org.name
+    first = route(lab, cid2, ib2.did)
+    assert first["action"] == "queue" and first["txn"] > 0, first
+    again = route(lab, cid2, ib2.did)
+    assert again["action"] == "queue" and again["txn"] == first["txn"], (first, again)
+    assert lab.txn_ids_for_call(cid2) == [first["txn"]]
+    log = lab.log_since("queued", log0)
+    assert "MySQL error" not in log, log
