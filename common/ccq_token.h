@@ -10,7 +10,10 @@
  *   txn      the callback TXN id (decimal)
  *   ext      the extension key ([A-Za-z0-9_-], 1..32)
  *   digits   the customer's E.164 number without '+' (1..15 digits)
- *   flags    "-" or letters: 'p' = the agent's PIN was verified by queued
+ *   flags    "-" or lowercase letters: 'p' = the agent's PIN was verified by
+ *            queued; on a customer leg, 'r' / 'n' = record it or not, as
+ *            queued decided with the callback's inbox, and whose setting
+ *            won: 'u' user, 'i' inbox, 'o' organisation
  *   exp      expiry, unix seconds
  *   nonce    16 hex digits, random: single use is enforced by the proxy
  *   mac      the first 32 hex digits of HMAC-SHA256(secret, everything

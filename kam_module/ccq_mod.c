@@ -1051,6 +1051,15 @@ static int w_ccq_outbound(struct sip_msg *msg, char *p1, char *p2)
 		snprintf(g_cls.customer, sizeof(g_cls.customer), "+%s", ct.digits);
 		if (strchr(ct.flags, 'p'))
 			ps = CCQ_PIN_VALID;
+		/* queued decided the recording with the callback's inbox: 'r' on,
+		 * 'n' off, and whose setting won ('u', 'i', 'o'); a token without
+		 * them keeps the extension's default inbox's decision */
+		if (strchr(ct.flags, 'r') || strchr(ct.flags, 'n')) {
+			g_gate.record = strchr(ct.flags, 'r') != NULL;
+			snprintf(g_gate.record_rule, sizeof(g_gate.record_rule), "%s",
+				strchr(ct.flags, 'u') ? "user" : strchr(ct.flags, 'i') ? "inbox"
+				: "organisation");
+		}
 		ccq_cb_customer_leg(ct.txn);
 	}
 	/* "**<inbox id>*" first: the call is routed to that inbox instead of

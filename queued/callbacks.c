@@ -158,7 +158,7 @@ void callbacks_op_attach(struct conn *c, uint64_t id, const msgpack_object *args
 	callbacks_kick();
 }
 
-static int sign(const char *secret, char purpose, const struct cb_dial *d, char flag,
+static int sign(const char *secret, char purpose, const struct cb_dial *d, const char *flags,
 		uint64_t exp, char *out)
 {
 	struct ccq_token t;
@@ -171,8 +171,7 @@ static int sign(const char *secret, char purpose, const struct cb_dial *d, char 
 	snprintf(t.ext, sizeof(t.ext), "%s", d->ext);
 	/* d->number is "+" and at most 15 digits */
 	snprintf(t.digits, sizeof(t.digits), "%.15s", d->number + (d->number[0] == '+'));
-	t.flags[0] = flag;
-	t.flags[1] = '\0';
+	snprintf(t.flags, sizeof(t.flags), "%s", flags);
 	rc = ccq_token_sign(secret, strlen(secret), &t, out, CCQ_TOKEN_MAX);
 	if (rc != CCQ_TOKEN_OK)
 		LOG_E("callback %llu: cannot sign its token (%s): extension '%s', number %s",
@@ -184,7 +183,7 @@ int callbacks_push_dial(const struct cb_dial *d)
 {
 	struct cb_settings s;
 	struct dialer *dl;
-	char tok_a[CCQ_TOKEN_MAX], tok_c[CCQ_TOKEN_MAX], pretty[40], display[64];
+	char tok_a[CCQ_TOKEN_MAX], tok_c[CCQ_TOKEN_MAX], pretty[40], display[64], cflags[8];
 	uint64_t now = (uint64_t)time(NULL);
 	unsigned n = 0, k;
 	ccq_enc e;
@@ -209,9 +208,12 @@ int callbacks_push_dial(const struct cb_dial *d)
 		dl = dl->next;
 	/* the agent leg must be answered within the ring timeout; the customer
 	 * leg follows the prompt and the REFER, so it may come a little later */
-	if (sign(s.secret, 'a', d, '-', now + s.ring_timeout + 120, tok_a) < 0
-			|| sign(s.secret, 'c', d, d->pin_ok ? 'p' : '-', now + s.ring_timeout + 300,
-				tok_c) < 0)
+	/* the customer leg's token carries the PIN check and the recording
+	 * decided with the callback's inbox (ccq_token.h) */
+	snprintf(cflags, sizeof(cflags), "%s%c%c", d->pin_ok ? "p" : "", d->record ? 'r' : 'n',
+		d->rec_rule ? d->rec_rule : 'o');
+	if (sign(s.secret, 'a', d, "-", now + s.ring_timeout + 120, tok_a) < 0
+			|| sign(s.secret, 'c', d, cflags, now + s.ring_timeout + 300, tok_c) < 0)
 		goto out;
 	calls_pretty_number(d->number, pretty, sizeof(pretty));
 	snprintf(display, sizeof(display), "Callback %s", pretty);

@@ -42,6 +42,8 @@ struct cb_dial {
 	char device[200];         /* sip:user@domain */
 	char device_name[140];    /* "desk_phone (Front desk)" */
 	char number[17];          /* "+6591234567" */
+	int record;               /* record the customer leg: 1 on, 0 off */
+	char rec_rule;            /* whose setting: 'u' user, 'i' inbox, 'o' organisation */
 };
 
 /* ---- loop side (callbacks.c) ---------------------------------------------- */

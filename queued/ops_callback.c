@@ -1975,6 +1975,24 @@ static int dispatch_one(struct req *r, MYSQL *m, const struct cb_row *c, struct 
 	snprintf(d->ext, sizeof(d->ext), "%s", c->ext);
 	snprintf(d->agent, sizeof(d->agent), "%s", c->name);
 	snprintf(d->number, sizeof(d->number), "%s", c->number);
+	/* the customer leg's recording: the agent's setting, then the
+	 * callback's inbox (its TXN's; the agent's default inbox for a request
+	 * that came with none), then the organisation (doc/recording.md) */
+	snprintf(q, sizeof(q), "SELECT COALESCE(u.record_calls, i.record_calls, o.record_calls, 0), "
+		"CASE WHEN u.record_calls IS NOT NULL THEN 'u' WHEN i.record_calls IS NOT NULL THEN 'i' "
+		"ELSE 'o' END FROM txn t JOIN user u ON u.id = %u JOIN org o ON o.id = u.org_id "
+		"LEFT JOIN inbox i ON i.id = COALESCE(t.inbox_id, (SELECT MIN(im.inbox_id) FROM "
+		"inbox_member im WHERE im.user_id = u.id)) WHERE t.id = %llu", c->user_id,
+		(unsigned long long)c->txn);
+	if (!(res = db_select(&r->j, m, q, strlen(q))))
+		return -1;
+	d->record = 0;
+	d->rec_rule = 'o';
+	if ((row = mysql_fetch_row(res))) {
+		d->record = atoi(row[0]) != 0;
+		d->rec_rule = row[1][0];
+	}
+	mysql_free_result(res);
 	a->ndial++;
 	return 0;
 }

@@ -823,3 +823,23 @@ def test_rtpengine_down_connects_without_the_prompt(running_lab, org):
                  r"^Prompt not played \(.+\); connecting without it$",
                  r"^Answered by Jane Tan$", r"^Call ended by the customer$"])
     assert not any(x.startswith("Prompt played") for x in texts(t)), texts(t)
+
+
+def test_customer_leg_recording_follows_the_callbacks_inbox(running_lab, org):
+    """Alice's default inbox is Sales (inheriting the organisation's off).
+    A callback for a chat of inbox Support, whose recording is on: queued
+    decides with Support and signs it into the customer leg's token, the
+    module records the leg ("Recording on (inbox policy)"); a callback for
+    a chat of Sales is not recorded."""
+    lab = running_lab
+    desk = Desk(org)
+    support = org.inbox("Support", ring_timeout=5, max_wait=20)
+    org.member(support, "101")
+    org.ok("recording", "set", "--inbox", "Support", "on")
+    chat = org.chat(support, desk.customer, as_="100")
+    _, t, _, _ = run_callback(lab, desk, txn=chat)
+    rec = [e["text"] for e in t["events"] if e["kind"] == "recording"]
+    assert rec == ["Recording on (inbox policy)"], texts(t)
+    _, t, _, _ = run_callback(lab, desk)
+    rec = [e["text"] for e in t["events"] if e["kind"] == "recording"]
+    assert rec == ["Recording off (organisation policy)"], texts(t)

@@ -39,6 +39,22 @@ static void test_roundtrip(void **state)
 	assert_string_equal(v.nonce, t.nonce);
 }
 
+/* A customer leg's flags: the PIN check and queued's recording decision
+ * ("pri": PIN verified, record, inbox policy) come back as signed. */
+static void test_customer_leg_flags(void **state)
+{
+	struct ccq_token t, v;
+	char tok[CCQ_TOKEN_MAX];
+	(void)state;
+	make(&t, 'c');
+	strcpy(t.flags, "pri");
+	assert_int_equal(ccq_token_sign(SECRET, SL, &t, tok, sizeof(tok)), CCQ_TOKEN_OK);
+	assert_int_equal(ccq_token_verify(SECRET, SL, tok, strlen(tok), 1900000000, &v), CCQ_TOKEN_OK);
+	assert_string_equal(v.flags, "pri");
+	strcpy(t.flags, "nPo");   /* upper case is not a flag */
+	assert_int_equal(ccq_token_sign(SECRET, SL, &t, tok, sizeof(tok)), CCQ_TOKEN_MALFORMED);
+}
+
 static void test_golden(void **state)
 {
 	/* a fixed nonce gives a fixed token: the format is a contract between
@@ -157,6 +173,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_customer_leg_flags),
 		cmocka_unit_test(test_golden),
 		cmocka_unit_test(test_two_tokens_differ),
 		cmocka_unit_test(test_tampered),
