@@ -1614,10 +1614,12 @@ static void after_ended(struct req *r)
 static int run_device_contact(struct req *r, MYSQL *m)
 {
 	char user[65], domain[129], q[1400];
-	uint64_t dev, expires = 3600;
-	int found, all = 0;
+	uint64_t dev = 0, expires = 3600;
+	int all = 0, before = 0, after = -1;
 	const msgpack_object *cs;
 	struct qb qq;
+	MYSQL_RES *res;
+	MYSQL_ROW row;
 
 	if (req_who(r, m) < 0)
 		return -1;
@@ -1628,18 +1630,27 @@ static int run_device_contact(struct req *r, MYSQL *m)
 			|| arg_uint(r, "expires", &expires, 0, 86400 * 7) < 0
 			|| arg_bool(r, "all", &all, 0) < 0)
 		return -1;
+	/* the device, and whether it is registered now (a refresh that
+	 * leaves it registered changes nothing the member views hold) */
 	qb_init(&qq);
-	qb_add(&qq, "SELECT id FROM device WHERE username = ");
+	qb_add(&qq, "SELECT d.id, (SELECT COUNT(*) FROM device_contact c WHERE c.device_id = d.id "
+		"AND c.expires_at > UTC_TIMESTAMP(3)) > 0 FROM device d WHERE d.username = ");
 	qb_str(&qq, m, user, strlen(user));
-	qb_add(&qq, " AND domain = ");
+	qb_add(&qq, " AND d.domain = ");
 	qb_str(&qq, m, domain, strlen(domain));
-	if (sql_u64_qb(r, m, &qq, &dev, &found) < 0)
+	if (!(res = req_select_qb(r, m, &qq)))
 		return -1;
-	if (!found)
+	if ((row = mysql_fetch_row(res))) {
+		dev = strtoull(row[0], NULL, 10);
+		before = atoi(row[1]) != 0;
+	}
+	mysql_free_result(res);
+	if (!dev)
 		return req_fail(r, CCQ_E_NOT_FOUND, "no device %s@%s", user, domain);
 	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
 		return -1;
 	if (all) {
+		after = -2;   /* read below */
 		snprintf(q, sizeof(q), "DELETE FROM device_contact WHERE device_id = %llu",
 			(unsigned long long)dev);
 		if (db_exec(&r->j, m, q, strlen(q)) < 0)
@@ -1655,6 +1666,10 @@ static int run_device_contact(struct req *r, MYSQL *m)
 				continue;
 			ccq_map_uint(c, "expires", &exp);
 			qb_init(&qq);
+			if (exp == 0)
+				after = -2;
+			else if (after == -1)
+				after = 1;   /* a binding with time left: registered */
 			if (exp == 0) {
 				qb_add(&qq, "DELETE FROM device_contact WHERE device_id = %llu AND contact = ",
 					(unsigned long long)dev);
@@ -1673,10 +1688,24 @@ static int run_device_contact(struct req *r, MYSQL *m)
 			qb_free(&qq);
 		}
 	}
+	if (after < 0) {
+		/* a removal, or nothing with time left: ask */
+		uint64_t n;
+		int found;
+		snprintf(q, sizeof(q), "SELECT COUNT(*) FROM device_contact WHERE device_id = %llu "
+			"AND expires_at > UTC_TIMESTAMP(3)", (unsigned long long)dev);
+		if (sql_u64(r, m, q, strlen(q), &n, &found) < 0)
+			goto fail;
+		after = found && n > 0;
+	}
 	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
 		return -1;
-	av_hard_dirty();   /* who can be rung changed: the views are read again */
-	after_of(r)->wake_dispatch = 1;
+	if (after != before) {
+		/* who can be rung changed: the views are read again, and a
+		 * callback waiting for a device may go */
+		av_hard_dirty();
+		after_of(r)->wake_dispatch = 1;
+	}
 	reply_simple(r, "ok", 0, NULL);
 	return 0;
 fail:
