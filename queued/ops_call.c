@@ -1001,13 +1001,12 @@ static void qb_new_txn(struct qb *q, MYSQL *m, const char *call_id, const char *
 	qb_add(q, ", @ccq_txn, 'first', UTC_TIMESTAMP(3))");
 }
 
-/* One more row of an INSERT INTO txn_event ... SELECT for TXN @ccq_txn,
- * only if a member was claimed (claimed) */
-static void qb_event_row(struct qb *q, MYSQL *m, int first, int claimed, const char *kind,
+/* One more row of the batch's INSERT INTO txn_event ... SELECT for TXN
+ * @ccq_txn (after its first row); claimed: only if a member was claimed */
+static void qb_event_row(struct qb *q, MYSQL *m, int claimed, const char *kind,
 		const char *text)
 {
-	qb_add(q, "%sSELECT @ccq_txn, UTC_TIMESTAMP(3), '%s', ", first ? ";INSERT INTO txn_event "
-		"(txn_id, at, kind, text) " : " UNION ALL ", kind);
+	qb_add(q, " UNION ALL SELECT @ccq_txn, UTC_TIMESTAMP(3), '%s', ", kind);
 	qb_str(q, m, text, utf8_cut(text, CCQ_EVENT_TEXT_MAX));
 	qb_add(q, "%s", claimed ? " FROM DUAL WHERE @ccq_agent IS NOT NULL" : "");
 }
@@ -1144,12 +1143,12 @@ static int run_call_route(struct req *r, MYSQL *m)
 	qb_str(&qq, m, text, utf8_cut(text, CCQ_EVENT_TEXT_MAX));
 	qb_add(&qq, "), 1024)");
 	snprintf(text, sizeof(text), "Call routed to Inbox [%s]", d.name);
-	qb_event_row(&qq, m, 0, 0, "routed", text);
+	qb_event_row(&qq, m, 0, "routed", text);
 	if (have) {
 		snprintf(text, sizeof(text), "Ringing %s - %s - %s", pick.ext, pick.name, pick.devices);
-		qb_event_row(&qq, m, 0, 1, "ringing", text);
+		qb_event_row(&qq, m, 1, "ringing", text);
 		rec_journey_text(text, sizeof(text), pick.rec.record, pick.rec.rule);
-		qb_event_row(&qq, m, 0, 1, "recording", text);
+		qb_event_row(&qq, m, 1, "recording", text);
 		qb_add(&qq, ";INSERT INTO txn_ring (txn_id, user_id, at) SELECT @ccq_txn, @ccq_agent, "
 			"UTC_TIMESTAMP(3) FROM DUAL WHERE @ccq_agent IS NOT NULL");
 	}
@@ -1630,25 +1629,29 @@ static int run_device_contact(struct req *r, MYSQL *m)
 			|| arg_uint(r, "expires", &expires, 0, 86400 * 7) < 0
 			|| arg_bool(r, "all", &all, 0) < 0)
 		return -1;
-	/* the device, and whether it is registered now (a refresh that
-	 * leaves it registered changes nothing the member views hold) */
+	/* the device, locked (two reports of one device follow each other),
+	 * and whether it is registered now: a refresh that leaves it
+	 * registered changes nothing the member views hold */
+	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
+		return -1;
 	qb_init(&qq);
 	qb_add(&qq, "SELECT d.id, (SELECT COUNT(*) FROM device_contact c WHERE c.device_id = d.id "
 		"AND c.expires_at > UTC_TIMESTAMP(3)) > 0 FROM device d WHERE d.username = ");
 	qb_str(&qq, m, user, strlen(user));
 	qb_add(&qq, " AND d.domain = ");
 	qb_str(&qq, m, domain, strlen(domain));
+	qb_add(&qq, " FOR UPDATE");
 	if (!(res = req_select_qb(r, m, &qq)))
-		return -1;
+		goto fail;
 	if ((row = mysql_fetch_row(res))) {
 		dev = strtoull(row[0], NULL, 10);
 		before = atoi(row[1]) != 0;
 	}
 	mysql_free_result(res);
-	if (!dev)
+	if (!dev) {
+		mysql_query(m, "ROLLBACK");
 		return req_fail(r, CCQ_E_NOT_FOUND, "no device %s@%s", user, domain);
-	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
-		return -1;
+	}
 	if (all) {
 		after = -2;   /* read below */
 		snprintf(q, sizeof(q), "DELETE FROM device_contact WHERE device_id = %llu",

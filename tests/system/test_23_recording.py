@@ -733,7 +733,8 @@ def test_outbound_call_routed_to_an_inbox_follows_that_inbox(running_lab, tmp_pa
     inheriting the organisation's off) is not; an inbox the extension may
     not work in (Secret, on) leaves the call in Sales, unrecorded; the
     owner with the add-on may route a call to Secret (recorded, in the
-    metadata as Secret's)."""
+    metadata as Secret's), and to an inbox created just before (which
+    inherits the organisation's setting)."""
     lab = running_lab
     org = caller_org(lab, "rec-ib")
     support = org.json("inbox", "create", "Support")["id"]
@@ -773,6 +774,18 @@ def test_outbound_call_routed_to_an_inbox_follows_that_inbox(running_lab, tmp_pa
     row = recorded(lab, int(t["id"]))[0]
     assert row["status"] == "ok", row
     assert "ccq_inbox:%d|" % secret in row["rec_meta"], row
+
+    # an inbox created after everything else reaches the module's snapshot
+    # by itself (inbox.create bumps the directory version): the owner's call
+    # to it inherits the organisation's "on", not Sales' "off"
+    org.ok("recording", "set", "--org", "on")
+    org.ok("recording", "set", "--inbox", "Sales", "off")
+    lab.module_synced()
+    fresh = org.json("inbox", "create", "Fresh")["id"]
+    lab.module_synced()
+    call, t = ended_call(lab, boss, "**%d*%s" % (fresh, number[3:]))
+    assert t["inbox"] == "Fresh", t
+    assert event(t, "recording") == "Recording on (organisation policy)", texts(t)
 
 
 def age(lab, txn, days):
