@@ -31,6 +31,7 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
 static struct db_job *g_in_head, *g_in_tail;   /* to the workers */
 static struct db_job *g_out_head, *g_out_tail; /* back to the loop */
+static struct db_job *g_early_head, *g_early_tail; /* early answers, to the loop */
 static int g_stop;
 static int g_running;
 static unsigned g_pending;                     /* loop thread only */
@@ -158,6 +159,12 @@ MYSQL_RES *db_select(struct db_job *j, MYSQL *m, const char *sql, size_t len)
 int db_exec_multi(struct db_job *j, MYSQL *m, const char *sql, size_t len, MYSQL_RES **res,
 		int nres, uint64_t *first_id)
 {
+	return db_exec_multi_mid(j, m, sql, len, res, nres, first_id, -1, NULL, NULL);
+}
+
+int db_exec_multi_mid(struct db_job *j, MYSQL *m, const char *sql, size_t len,
+		MYSQL_RES **res, int nres, uint64_t *first_id, int mid_stmt, db_mid_fn mid, void *arg)
+{
 	int n = 0, st;
 
 	for (int i = 0; i < nres; i++)
@@ -176,6 +183,8 @@ int db_exec_multi(struct db_job *j, MYSQL *m, const char *sql, size_t len, MYSQL
 			res[n] = r;
 		else if (r)
 			mysql_free_result(r);
+		if (mid && n == mid_stmt && n < nres)
+			mid(j, res[n], arg);
 		n++;
 		st = mysql_next_result(m);
 		if (st > 0) {
@@ -347,24 +356,50 @@ static int key_busy(uint64_t key)
 	return 0;
 }
 
+/* Is a job with this key queued before 'before'? (under g_mu) */
+static int key_queued_before(uint64_t key, const struct db_job *before)
+{
+	if (!key)
+		return 0;
+	for (const struct db_job *j = g_in_head; j && j != before; j = j->next)
+		if (j->key == key)
+			return 1;
+	return 0;
+}
+
+static void unlink_in(struct db_job *j, struct db_job *prev)
+{
+	if (prev)
+		prev->next = j->next;
+	else
+		g_in_head = j->next;
+	if (g_in_tail == j)
+		g_in_tail = prev;
+	j->next = NULL;
+}
+
 /*
- * The oldest job whose key is not running (under g_mu). Jobs of a running
- * key are skipped, so a later job of that key is skipped too: each key's
- * jobs leave the queue in submission order.
+ * The next job to run (under g_mu): the oldest urgent job (a decision a
+ * caller waits on) that may run, else the oldest job that may run. A job
+ * may run when no job of its key is running and none is queued before it,
+ * so each key's jobs still run in submission order; only jobs of different
+ * keys are overtaken. Under load, a decision thus waits for a free worker,
+ * not behind the reports (answered, ended) queued before it.
  */
 static struct db_job *take(void)
 {
-	struct db_job *prev = NULL;
-	for (struct db_job *j = g_in_head; j; prev = j, j = j->next) {
+	struct db_job *prev = NULL, *j;
+
+	for (j = g_in_head; j; prev = j, j = j->next)
+		if (j->urgent && !key_busy(j->key) && !key_queued_before(j->key, j)) {
+			unlink_in(j, prev);
+			return j;
+		}
+	prev = NULL;
+	for (j = g_in_head; j; prev = j, j = j->next) {
 		if (key_busy(j->key))
 			continue;
-		if (prev)
-			prev->next = j->next;
-		else
-			g_in_head = j->next;
-		if (g_in_tail == j)
-			g_in_tail = prev;
-		j->next = NULL;
+		unlink_in(j, prev);
 		return j;
 	}
 	return NULL;
@@ -412,14 +447,36 @@ static void *worker(void *arg)
 	return NULL;
 }
 
+void db_early(struct db_job *j)
+{
+	pthread_mutex_lock(&g_mu);
+	j->early_next = NULL;
+	if (g_early_tail)
+		g_early_tail->early_next = j;
+	else
+		g_early_head = j;
+	g_early_tail = j;
+	pthread_mutex_unlock(&g_mu);
+	ev_async_send(g_loop, &g_async);
+}
+
 static void on_async(struct ev_loop *loop, ev_async *w, int revents)
 {
-	struct db_job *list;
+	struct db_job *list, *early;
 	(void)loop; (void)w; (void)revents;
+	/* both lists at once: a job's early answer is queued before the job
+	 * itself, so it is always run first */
 	pthread_mutex_lock(&g_mu);
 	list = g_out_head;
 	g_out_head = g_out_tail = NULL;
+	early = g_early_head;
+	g_early_head = g_early_tail = NULL;
 	pthread_mutex_unlock(&g_mu);
+	while (early) {
+		struct db_job *j = early;
+		early = early->early_next;
+		j->early(j);
+	}
 	while (list) {
 		struct db_job *j = list;
 		list = list->next;

@@ -41,6 +41,12 @@ struct db_job {
 	int dup_key;          /* set by db helpers: a duplicate key (ER_DUP_ENTRY) */
 	int expect_dup;       /* set by the job: a duplicate key is an answer, not logged */
 	uint64_t key;         /* ordering key (see above); 0 = no ordering */
+	int urgent;           /* a caller waits on it (a call's decision): taken before
+	                       * the other jobs, keys still in order (see take()) */
+	/* An answer before the job ends (db_early): runs on the loop thread,
+	 * always before done. */
+	db_done_fn early;
+	struct db_job *early_next;
 	/* monotonic times (ns), for statistics: submitted, started, finished */
 	uint64_t t_submit, t_start, t_end;
 };
@@ -54,6 +60,10 @@ int db_is_conn_error(unsigned int errnum);
  * (ownership passes to it), the others connect on their own. */
 int db_start(struct ev_loop *loop, const struct queued_config *cfg, MYSQL *conn);
 void db_submit(struct db_job *j);
+/* Worker: hand j->early to the loop thread now, while the job goes on
+ * (the answer of a decision whose last statements and COMMIT are still
+ * running). The loop runs it before the job's done. */
+void db_early(struct db_job *j);
 /* Jobs submitted and not yet handed back. */
 unsigned db_pending(void);
 /* Worker threads running. */
@@ -84,6 +94,12 @@ MYSQL_RES *db_select(struct db_job *j, MYSQL *m, const char *sql, size_t len);
  */
 int db_exec_multi(struct db_job *j, MYSQL *m, const char *sql, size_t len, MYSQL_RES **res,
 		int nres, uint64_t *first_id);
+/* The same, calling mid(j, res[mid_stmt], arg) as soon as the result of
+ * statement mid_stmt (< nres) has been read, while MySQL runs the rest of
+ * the batch. */
+typedef void (*db_mid_fn)(struct db_job *j, MYSQL_RES *r, void *arg);
+int db_exec_multi_mid(struct db_job *j, MYSQL *m, const char *sql, size_t len,
+		MYSQL_RES **res, int nres, uint64_t *first_id, int mid_stmt, db_mid_fn mid, void *arg);
 
 /* A growing SQL text with escaping. */
 struct qb {

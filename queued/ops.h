@@ -45,6 +45,9 @@ typedef void (*op_now_fn)(struct conn *c, uint64_t id, const msgpack_object *arg
                          * calls) the views are read again soon (agentview.h).
                          * A new operation without the flag is safe, only
                          * slower. */
+#define OP_URGENT 0x20    /* a caller waits on it (a call's decision): a free
+                         * worker takes it before the jobs queued earlier
+                         * (reports), see db.c take() */
 
 struct op_def {
 	const char *name;
@@ -71,6 +74,12 @@ struct req {
 	void (*internal_done)(void); /* internal requests (no connection) */
 	ev_timer retry;           /* OP_RETRY: the next attempt */
 	unsigned attempts;
+	uint64_t t_recv;          /* when the request arrived (db_now_ns) */
+	uint64_t t_answer;        /* when an early answer left (req_answer_now) */
+	int early;                /* answered before the job ended (worker) */
+	int rewriting;            /* counted in ops_rewrites_pending() */
+	struct qb again;          /* an early-answered job: what to write again if
+	                           * the rest of its batch fails (op-specific) */
 };
 
 void ops_set_schema(int version);
@@ -83,6 +92,18 @@ int req_fail(struct req *r, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Start the success reply; then pack exactly one value on the packer. */
 msgpack_packer *req_reply(struct req *r);
+/*
+ * Send the answer packed with req_reply() now, while the job goes on (its
+ * last statements and COMMIT). The job must not touch the answer after
+ * this. If the job then fails, it is not answered again: it is run again
+ * (at once after a lost connection, then every second for 10 minutes)
+ * with r->early set, and must then write what it answered (r->again).
+ */
+void req_answer_now(struct req *r);
+/* Early-answered jobs whose writes failed and wait to be run again (any
+ * thread). A report that does not find its call's TXN meanwhile should
+ * be retried rather than refused. */
+int ops_rewrites_pending(void);
 /* Resolve the acting user (r->who). Fails the request if unknown. */
 int req_who(struct req *r, MYSQL *m);
 

@@ -152,6 +152,11 @@ static int txn_from_res(struct req *r, MYSQL_RES *res, const char *what, struct 
 	if (!row) {
 		mysql_free_result(res);
 		memset(t, 0, sizeof(*t));
+		/* an answered decision whose TXN is being written again (an outage
+		 * right after its answer): a report retries rather than fails */
+		if (ops_rewrites_pending() > 0)
+			return req_fail(r, CCQ_E_DB_UNAVAILABLE, "no transaction for call %s yet (a "
+				"decision's writes are being retried)", what);
 		return req_fail(r, CCQ_E_NOT_FOUND, "no transaction for call %s", what);
 	}
 	txn_from_row(row, t);
@@ -968,16 +973,19 @@ static int inbox_by_did(struct req *r, MYSQL *m, const char *e164did, struct did
 }
 
 /* The INSERT of a new inbound TXN (and its id into @ccq_txn, for the
- * statements after it in the same batch): its customer is @ccq_cust, its
- * agent @ccq_agent (Assigning), or none (Waiting). */
+ * statements after it in the same batch): its id @ccq_txn_id (NULL: a new
+ * one; set when a decision's writes are run again), its customer
+ * @ccq_cust, its agent @ccq_agent (Assigning), or none (Waiting). The
+ * first leg is a separate part (qb_first_leg). */
 static void qb_new_txn(struct qb *q, MYSQL *m, const char *call_id, const char *from,
 		const struct did_fact *d, uint64_t trunk, const char *e164did, const char *src,
 		uint64_t port, const char *caller, const char *e164caller)
 {
 	char s2[80];
-	qb_add(q, ";INSERT INTO txn (org_id, inbox_id, customer_id, trunk_id, kind, direction, "
+	qb_add(q, ";INSERT INTO txn (id, org_id, inbox_id, customer_id, trunk_id, kind, direction, "
 		"call_type, status, agent_id, sip_call_id, current_call_id, from_uri, to_uri, "
-		"source_addr, caller_id, number, created_at, updated_at) VALUES (%u, %llu, @ccq_cust, "
+		"source_addr, caller_id, number, created_at, updated_at) VALUES (@ccq_txn_id, %u, %llu, "
+		"@ccq_cust, "
 		"%llu, 'call', 'inbound', 'direct', IF(@ccq_agent IS NULL, 'Waiting', 'Assigning'), "
 		"@ccq_agent, ", d->org, (unsigned long long)d->inbox, (unsigned long long)trunk);
 	qb_str(q, m, call_id, strlen(call_id));
@@ -995,8 +1003,14 @@ static void qb_new_txn(struct qb *q, MYSQL *m, const char *call_id, const char *
 		qb_add(q, "'+%s'", e164caller);
 	else
 		qb_add(q, "NULL");
-	qb_add(q, ", UTC_TIMESTAMP(3), UTC_TIMESTAMP(3));SET @ccq_txn = LAST_INSERT_ID();"
-		"INSERT INTO txn_leg (call_id, txn_id, kind, created_at) VALUES (");
+	/* LAST_INSERT_ID() is not set by an explicit id */
+	qb_add(q, ", UTC_TIMESTAMP(3), UTC_TIMESTAMP(3));"
+		"SET @ccq_txn = COALESCE(@ccq_txn_id, LAST_INSERT_ID())");
+}
+
+static void qb_first_leg(struct qb *q, MYSQL *m, const char *call_id)
+{
+	qb_add(q, ";INSERT INTO txn_leg (call_id, txn_id, kind, created_at) VALUES (");
 	qb_str(q, m, call_id, strlen(call_id));
 	qb_add(q, ", @ccq_txn, 'first', UTC_TIMESTAMP(3))");
 }
@@ -1011,14 +1025,153 @@ static void qb_event_row(struct qb *q, MYSQL *m, int claimed, const char *kind,
 	qb_add(q, "%s", claimed ? " FROM DUAL WHERE @ccq_agent IS NOT NULL" : "");
 }
 
+/* The notification of a new call (after_call pushes it to watchers). */
+static void route_after(struct req *r, const struct did_fact *d, uint64_t txn,
+		const char *call_id, const char *pretty, const char *cust_name, const char *e164caller)
+{
+	struct call_after *a = after_of(r);
+	if (!a)
+		return;
+	a->org_id = d->org;
+	a->inbox_id = (uint32_t)d->inbox;
+	a->txn = txn;
+	snprintf(a->call_id, sizeof(a->call_id), "%s", call_id);
+	snprintf(a->event, sizeof(a->event), "call.incoming");
+	snprintf(a->text, sizeof(a->text), "incoming call in inbox %s from %s%s%s%s", d->name,
+		pretty, cust_name[0] ? " (" : "", cust_name, cust_name[0] ? ")" : "");
+	snprintf(a->number, sizeof(a->number), "%s%s", e164caller[0] ? "+" : "", e164caller);
+	snprintf(a->customer, sizeof(a->customer), "%s", cust_name);
+	snprintf(a->inbox, sizeof(a->inbox), "%s", d->name);
+}
+
+/* What run_call_route's batch hands to route_mid. */
+struct route_ctx {
+	struct req *r;
+	const struct did_fact *d;
+	struct ring_pick *pick;
+	const char *call_id, *pretty, *number;
+	struct qb *qcust, *q1, *q2;   /* the batch's parts, for r->again */
+	int claimed, answered;
+	uint64_t agent, txn;
+	char cname[101];
+};
+
+/*
+ * The result of the decision batch's SELECT (agent, TXN, customer name),
+ * read while MySQL writes the first leg, the journey events and the ring
+ * and commits. With an agent claimed, the answer (ring) goes out now. The
+ * batch is all in MySQL's hands: if queued died now, MySQL would still run
+ * it to its COMMIT. If it fails (MySQL lost, a lock, a full disk), r->again
+ * writes the same TXN (same id, same agent) again: route_write_again.
+ */
+static void route_mid(struct db_job *j, MYSQL_RES *res, void *arg)
+{
+	struct route_ctx *x = arg;
+	struct req *r = x->r;
+	MYSQL_ROW row = res ? mysql_fetch_row(res) : NULL;
+
+	(void)j;
+	x->claimed = row && row[0];
+	x->agent = x->claimed ? strtoull(row[0], NULL, 10) : 0;
+	x->txn = row && row[1] ? strtoull(row[1], NULL, 10) : 0;
+	snprintf(x->cname, sizeof(x->cname), "%s", row && row[2] ? row[2] : "");
+	if (!x->claimed || !x->txn)
+		return;
+	qb_init(&r->again);
+	qb_add(&r->again, "SET @ccq_agent = %llu, @ccq_cust = NULL, @ccq_cname = NULL%s%s;"
+		"START TRANSACTION%s%s;COMMIT", (unsigned long long)x->agent,
+		x->qcust->len ? ";" : "", x->qcust->len ? x->qcust->buf : "",
+		x->q1->buf ? x->q1->buf : "", x->q2->buf ? x->q2->buf : "");
+	if (r->again.oom) {
+		qb_free(&r->again);
+		return;   /* answered after the COMMIT instead */
+	}
+	route_after(r, x->d, x->txn, x->call_id, x->pretty, x->cname, x->number);
+	if (!r->after_data) {
+		qb_free(&r->again);
+		return;
+	}
+	((struct call_after *)r->after_data)->txn = x->txn;
+	rec_meta(&x->pick->rec, x->txn, x->d->org, x->d->inbox, x->pick->ext);
+	pack_ring(req_reply(r), x->txn, x->d->name, x->d->ring_timeout, x->pick);
+	req_answer_now(r);
+	x->answered = 1;
+}
+
+/*
+ * A decision answered early whose batch then failed: write its TXN as
+ * answered (same id, same agent, Assigning; first leg, events, ring) from
+ * r->again. The TXN may be there already (the COMMIT landed and only its
+ * acknowledgement was lost: a duplicate Call-ID), or its id may have been
+ * handed out again by a MySQL that crashed before flushing it (a duplicate
+ * id): then it gets a new id, which the proxy does not know (the call's
+ * later reports find the TXN by Call-ID).
+ */
+static int route_write_again(struct req *r, MYSQL *m)
+{
+	struct call_after *a = r->after_data;
+	struct qb q;
+
+	if (!a || !r->again.buf)
+		return req_fail(r, CCQ_E_INTERNAL, "an answered decision has nothing to write again");
+	for (int pass = 0; pass < 2; pass++) {
+		MYSQL_RES *res;
+		int rc, found;
+
+		r->j.err = 0;
+		r->j.errmsg[0] = '\0';
+		r->j.dup_key = 0;
+		qb_init(&q);
+		if (pass == 0)
+			qb_add(&q, "SET @ccq_txn_id = %llu;", (unsigned long long)a->txn);
+		else
+			qb_add(&q, "SET @ccq_txn_id = NULL;");
+		qb_add(&q, "%s", r->again.buf);
+		r->j.expect_dup = 1;
+		rc = req_multi_qb(r, m, &q, NULL, 0, NULL);
+		r->j.expect_dup = 0;
+		if (rc == 0) {
+			LOG_N("call %s: TXN %llu written again after its decision's batch failed",
+				a->call_id, (unsigned long long)a->txn);
+			return 0;
+		}
+		if (!r->j.dup_key || r->j.conn_lost) {
+			if (!r->j.conn_lost)
+				mysql_query(m, "ROLLBACK");
+			return -1;
+		}
+		mysql_query(m, "ROLLBACK");
+		qb_init(&q);
+		qb_add(&q, "SELECT id FROM txn WHERE sip_call_id = ");
+		qb_str(&q, m, a->call_id, strlen(a->call_id));
+		r->j.err = 0;
+		r->j.dup_key = 0;
+		if (!(res = req_select_qb(r, m, &q)))
+			return -1;
+		found = mysql_fetch_row(res) != NULL;
+		mysql_free_result(res);
+		if (found) {
+			LOG_N("call %s: TXN %llu had been written after all", a->call_id,
+				(unsigned long long)a->txn);
+			return 0;
+		}
+		LOG_W("call %s: TXN id %llu was handed out again by MySQL meanwhile; writing the "
+			"call's TXN with a new id", a->call_id, (unsigned long long)a->txn);
+	}
+	return req_fail(r, CCQ_E_INTERNAL, "the answered decision's TXN could not be written");
+}
+
 /*
  * A new call from a carrier. The usual case is one round trip to MySQL:
  * one batch of statements holds the customer lookup, the claim of the
  * member queued's view puts first (their user row, FOR UPDATE SKIP LOCKED,
  * every availability check: see claim_agent), the TXN (Assigning to that
- * member if the claim held, else Waiting), its first leg, its first journey
- * events, the ring, and the COMMIT; the statements after the claim depend
- * on it through the session variable @ccq_agent. Trunks and DIDs come from
+ * member if the claim held, else Waiting), a SELECT of the outcome, its
+ * first leg, its first journey events, the ring, and the COMMIT; the
+ * statements after the claim depend on it through the session variable
+ * @ccq_agent. With the claim held, the answer leaves when the SELECT's
+ * result arrives, before the COMMIT (route_mid; route_write_again if the
+ * rest then fails). Trunks and DIDs come from
  * the directory cache. A refused claim or nobody free: the TXN is
  * committed Waiting, and the general path (pick_agent or the queue) runs
  * in a second transaction. A retried request (its Call-ID has a TXN)
@@ -1027,22 +1180,25 @@ static void qb_event_row(struct qb *q, MYSQL *m, int claimed, const char *kind,
 static int run_call_route(struct req *r, MYSQL *m)
 {
 	char call_id[256], from[512], caller[64], caller_name[128], did[64], src[64];
-	char e164did[16], e164caller[16] = "", cust_name[101] = "", text[1200], pretty[40];
-	uint64_t port = 0, txn = 0;
+	char e164did[16], e164caller[16] = "", text[1200], pretty[40];
+	uint64_t port = 0;
 	struct trunk_fact tr;
 	struct did_fact d;
 	char plus[24];
-	MYSQL_RES *res[16], *last = NULL;
-	MYSQL_ROW row;
-	int rc, have, claimed = 0, retry = 0;
+	MYSQL_RES *res[16];
+	int rc, have, retry = 0, mid_stmt;
 	struct av_member c;
 	int64_t now;
-	struct qb qq;
+	struct qb qq, qcust, q1, q2;
 	struct txn_row t;
 	struct ring_pick pick;
 	msgpack_packer *pk;
-	struct call_after *a;
+	struct route_ctx x;
 	const char *why;
+
+	if (r->early)   /* run again after its answer: write what it answered */
+		return route_write_again(r, m);
+	memset(&x, 0, sizeof(x));
 
 	if (req_who(r, m) < 0)
 		return -1;
@@ -1117,45 +1273,91 @@ static int run_call_route(struct req *r, MYSQL *m)
 
 	/* 4. one round trip: the customer with the caller's number, the claim
 	 * of that member (see claim_agent), the TXN (Assigning to the member
-	 * if claimed, else Waiting), its first leg and journey events, the
-	 * ring, COMMIT. A retried request (its Call-ID has a TXN) fails at the
-	 * TXN's INSERT (duplicate key) and takes the general path. */
+	 * if claimed, else Waiting), then SELECT of the outcome, then its
+	 * first leg, journey events and ring, COMMIT. When the claim held,
+	 * queued answers as soon as the SELECT's result arrives (route_mid),
+	 * while MySQL writes the rest and commits. A retried request (its
+	 * Call-ID has a TXN) fails at the TXN's INSERT (duplicate key) and
+	 * takes the general path. */
+	qb_init(&qcust);
+	qb_init(&q1);
+	qb_init(&q2);
 	qb_init(&qq);
-	qb_add(&qq, "SET @ccq_agent = NULL, @ccq_cust = NULL, @ccq_cname = NULL");
-	if (e164caller[0]) {
-		qb_add(&qq, ";");
-		qb_customer(&qq, m, d.org, plus, "INTO @ccq_cust, @ccq_cname");
+	if (e164caller[0])
+		qb_customer(&qcust, m, d.org, plus, "INTO @ccq_cust, @ccq_cname");
+	if (have)
+		rec_settle(&pick.rec, c.record, d.rec_inbox, d.rec_org);
+	qb_new_txn(&q1, m, call_id, from, &d, tr.id, e164did, src, port, caller, e164caller);
+	qb_first_leg(&q2, m, call_id);
+	/* "Call received from <number> (<customer>) via trunk <name>" */
+	snprintf(text, sizeof(text), "Call received from %s", pretty);
+	qb_add(&q2, ";INSERT INTO txn_event (txn_id, at, kind, text) SELECT @ccq_txn, "
+		"UTC_TIMESTAMP(3), 'received', LEFT(CONCAT(");
+	qb_str(&q2, m, text, utf8_cut(text, CCQ_EVENT_TEXT_MAX));
+	qb_add(&q2, ", IF(@ccq_cname IS NULL, '', CONCAT(' (', @ccq_cname, ')')), ");
+	snprintf(text, sizeof(text), " via trunk %s", tr.name);
+	qb_str(&q2, m, text, utf8_cut(text, CCQ_EVENT_TEXT_MAX));
+	qb_add(&q2, "), 1024)");
+	snprintf(text, sizeof(text), "Call routed to Inbox [%s]", d.name);
+	qb_event_row(&q2, m, 0, "routed", text);
+	if (have) {
+		snprintf(text, sizeof(text), "Ringing %s - %s - %s", pick.ext, pick.name, pick.devices);
+		qb_event_row(&q2, m, 1, "ringing", text);
+		rec_journey_text(text, sizeof(text), pick.rec.record, pick.rec.rule);
+		qb_event_row(&q2, m, 1, "recording", text);
+		qb_add(&q2, ";INSERT INTO txn_ring (txn_id, user_id, at) SELECT @ccq_txn, @ccq_agent, "
+			"UTC_TIMESTAMP(3) FROM DUAL WHERE @ccq_agent IS NOT NULL");
 	}
-	qb_add(&qq, ";START TRANSACTION");
+	/* statements: SET, [customer], START, [claim], INSERT txn, SET, SELECT */
+	mid_stmt = 4 + (e164caller[0] != 0) + have;
+	qb_add(&qq, "SET @ccq_agent = NULL, @ccq_cust = NULL, @ccq_cname = NULL, "
+		"@ccq_txn_id = NULL%s%s;START TRANSACTION", qcust.len ? ";" : "",
+		qcust.len ? qcust.buf : "");
 	if (have) {
 		qb_add(&qq, ";");
 		qb_claim(&qq, (uint32_t)d.inbox, c.id);
-		rec_settle(&pick.rec, c.record, d.rec_inbox, d.rec_org);
 	}
-	qb_new_txn(&qq, m, call_id, from, &d, tr.id, e164did, src, port, caller, e164caller);
-	/* "Call received from <number> (<customer>) via trunk <name>" */
-	snprintf(text, sizeof(text), "Call received from %s", pretty);
-	qb_add(&qq, ";INSERT INTO txn_event (txn_id, at, kind, text) SELECT @ccq_txn, "
-		"UTC_TIMESTAMP(3), 'received', LEFT(CONCAT(");
-	qb_str(&qq, m, text, utf8_cut(text, CCQ_EVENT_TEXT_MAX));
-	qb_add(&qq, ", IF(@ccq_cname IS NULL, '', CONCAT(' (', @ccq_cname, ')')), ");
-	snprintf(text, sizeof(text), " via trunk %s", tr.name);
-	qb_str(&qq, m, text, utf8_cut(text, CCQ_EVENT_TEXT_MAX));
-	qb_add(&qq, "), 1024)");
-	snprintf(text, sizeof(text), "Call routed to Inbox [%s]", d.name);
-	qb_event_row(&qq, m, 0, "routed", text);
-	if (have) {
-		snprintf(text, sizeof(text), "Ringing %s - %s - %s", pick.ext, pick.name, pick.devices);
-		qb_event_row(&qq, m, 1, "ringing", text);
-		rec_journey_text(text, sizeof(text), pick.rec.record, pick.rec.rule);
-		qb_event_row(&qq, m, 1, "recording", text);
-		qb_add(&qq, ";INSERT INTO txn_ring (txn_id, user_id, at) SELECT @ccq_txn, @ccq_agent, "
-			"UTC_TIMESTAMP(3) FROM DUAL WHERE @ccq_agent IS NOT NULL");
-	}
-	qb_add(&qq, ";COMMIT;SELECT @ccq_agent, @ccq_txn, @ccq_cname");
+	qb_add(&qq, "%s;SELECT @ccq_agent, @ccq_txn, @ccq_cname%s;COMMIT", q1.buf ? q1.buf : "",
+		q2.buf ? q2.buf : "");
+	if (qcust.oom || q1.oom || q2.oom)
+		qq.oom = 1;
+	x.r = r;
+	x.d = &d;
+	x.pick = &pick;
+	x.call_id = call_id;
+	x.pretty = pretty;
+	x.number = e164caller;
+	x.qcust = &qcust;
+	x.q1 = &q1;
+	x.q2 = &q2;
 	r->j.expect_dup = 1;
-	rc = req_multi_qb(r, m, &qq, res, 16, NULL);   /* fewer than 16 statements */
+	if (qq.oom) {
+		rc = req_fail(r, CCQ_E_INTERNAL, "out of memory");
+		for (int i = 0; i < 16; i++)
+			res[i] = NULL;
+	} else {
+		rc = db_exec_multi_mid(&r->j, m, qq.buf, qq.len, res, 16, NULL, mid_stmt, route_mid,
+			&x);   /* fewer than 16 statements */
+	}
 	r->j.expect_dup = 0;
+	qb_free(&qq);
+	qb_free(&qcust);
+	qb_free(&q1);
+	qb_free(&q2);
+	for (int i = 0; i < 16; i++)
+		if (res[i])
+			mysql_free_result(res[i]);
+	if (rc < 0 && x.answered) {
+		/* answered (the agent's phones ring), but the rest of the batch
+		 * failed: write the TXN as answered now; after a lost connection
+		 * the worker reconnects and runs the job again (r->early) */
+		LOG_W("call %s: the decision's writes failed after its answer (%s); writing them "
+			"again", call_id, r->j.errmsg);
+		if (r->j.conn_lost)
+			return -1;
+		mysql_query(m, "ROLLBACK");
+		return route_write_again(r, m);
+	}
 	if (rc < 0) {
 		if (have)
 			av_untake((uint32_t)d.inbox, c.id, 0);
@@ -1171,37 +1373,17 @@ static int run_call_route(struct req *r, MYSQL *m)
 			goto fail2;
 		retry = 1;
 	} else {
-		for (int i = 0; i < 16; i++)   /* the last statement's: the only result */
-			if (res[i]) {
-				if (last)
-					mysql_free_result(last);
-				last = res[i];
-			}
-		row = last ? mysql_fetch_row(last) : NULL;
-		claimed = row && row[0];
-		txn = row && row[1] ? strtoull(row[1], NULL, 10) : 0;
-		snprintf(cust_name, sizeof(cust_name), "%s", row && row[2] ? row[2] : "");
-		if (last)
-			mysql_free_result(last);
-		if (have && !claimed)
+		if (have && !x.claimed)
 			av_untake((uint32_t)d.inbox, c.id, 1);   /* refused */
-		if (!txn)
+		if (!x.txn)
 			return req_fail(r, CCQ_E_INTERNAL, "the new TXN's id was not returned");
-		a = after_of(r);
-		a->org_id = d.org;
-		a->inbox_id = (uint32_t)d.inbox;
-		a->txn = txn;
-		snprintf(a->call_id, sizeof(a->call_id), "%s", call_id);
-		snprintf(a->event, sizeof(a->event), "call.incoming");
-		snprintf(a->text, sizeof(a->text), "incoming call in inbox %s from %s%s%s%s", d.name,
-			pretty, cust_name[0] ? " (" : "", cust_name, cust_name[0] ? ")" : "");
-		snprintf(a->number, sizeof(a->number), "%s%s", e164caller[0] ? "+" : "", e164caller);
-		snprintf(a->customer, sizeof(a->customer), "%s", cust_name);
-		snprintf(a->inbox, sizeof(a->inbox), "%s", d.name);
-		if (claimed) {
-			/* committed with the batch */
-			rec_meta(&pick.rec, txn, d.org, d.inbox, pick.ext);
-			pack_ring(req_reply(r), txn, d.name, d.ring_timeout, &pick);
+		if (x.answered)
+			return 0;   /* answered, and now committed */
+		route_after(r, &d, x.txn, call_id, pretty, x.cname, e164caller);
+		if (x.claimed) {
+			/* not answered early (out of memory for r->again): answer now */
+			rec_meta(&pick.rec, x.txn, d.org, d.inbox, pick.ext);
+			pack_ring(req_reply(r), x.txn, d.name, d.ring_timeout, &pick);
 			return 0;
 		}
 		/* nobody claimed: the TXN is committed Waiting; the general path
@@ -2224,7 +2406,7 @@ static int run_inbox_state(struct req *r, MYSQL *m)
 }
 
 const struct op_def ops_call[] = {
-	{ "call.route", run_call_route, NULL, after_call, OP_VIEW_SAFE },
+	{ "call.route", run_call_route, NULL, after_call, OP_VIEW_SAFE | OP_URGENT },
 	{ "call.ring_failed", run_call_ring_failed, NULL, after_call, OP_VIEW_SAFE },
 	{ "call.answered", run_call_answered, NULL, after_call, OP_RETRY | OP_VIEW_SAFE },
 	{ "call.ended", run_call_ended, NULL, after_ended, OP_RETRY | OP_VIEW_SAFE },

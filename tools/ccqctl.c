@@ -132,9 +132,9 @@ static const struct cmdspec cmds[] = {
 	{ "policy show", "policy.get", { 0 }, "", { { 0 } }, { 0 },
 		"                        the organisation's outbound policy" },
 	{ "stats", "server.stats", { 0 }, "", { { "--reset", "reset", 'f' } },
-		{ "op", "count", "errors", "wait_p50_ms", "wait_p99_ms", "run_p50_ms", "run_p99_ms",
-		  "run_max_ms" },
-		"[--reset]               per operation: count, wait for a MySQL worker, run time" },
+		{ "op", "count", "errors", "wait_p99_ms", "run_p50_ms", "run_p99_ms", "total_p50_ms",
+		  "total_p99_ms", "total_max_ms" },
+		"[--reset]               per operation: count, MySQL worker wait and run, arrival to answer" },
 	{ "whoami", "whoami", { 0 }, "", { { 0 } }, { 0 },
 		"                        who this connection acts as" },
 	{ "txn list", "txn.list", { 0 }, "", {

@@ -110,9 +110,10 @@ print(d.get('OutgoingCall(C)', '0'), d.get('SuccessfulCall(C)', '0'), d.get('Fai
 PY
 }
 
-# queued's view of the decisions since the last call: call.route's wait for a
-# MySQL worker and run time on it, p50/p99 (ms; bucket upper bounds), and
-# the run time of the two other reports of each call
+# queued's view of the decisions since the last call: call.route's time
+# from arrival to answer (queued's decision latency) p50/p90/p99, its wait
+# for a MySQL worker and run time on it, p50/p99 (ms; upper bounds of
+# buckets 4 % apart), and the run time of the two other reports of a call
 route_ms() {
     ccqctl --json stats --reset | python3 -c '
 import json, sys
@@ -120,7 +121,9 @@ d = json.load(sys.stdin)
 ops = {i["op"]: i for i in d["items"]}
 r = ops.get("call.route")
 if r:
-    print("queued call.route wait p50/p99 %.2f/%.2f run p50/p99 %.2f/%.2f ms (%d workers)" % (
+    print("queued call.route total p50/p90/p99/max %.2f/%.2f/%.2f/%.1f ms (wait p50/p99 %.2f/%.2f"
+          " run p50/p99 %.2f/%.2f, %d workers)" % (
+        r["total_p50_ms"], r["total_p90_ms"], r["total_p99_ms"], r["total_max_ms"],
         r["wait_p50_ms"], r["wait_p99_ms"], r["run_p50_ms"], r["run_p99_ms"], d["workers"]),
         end="")
     for name in ("call.answered", "call.ended"):

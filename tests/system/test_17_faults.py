@@ -129,3 +129,87 @@ def test_answered_call_without_an_end_is_ended_after_max_call_duration(running_l
     text = lab.sql("SELECT text FROM txn_event WHERE txn_id = %d AND kind = 'lost'" % old)
     assert text and text[0][0].startswith("No end of the call reported within 14400 s"), text
     assert status(recent)[0] == "Assigned", status(recent)
+
+
+# A fault in the decision's own batch, after its answer: a trigger on
+# txn_ring (the ring is one of the statements MySQL runs after the SELECT
+# whose result queued answers on). The flag is a MEMORY table, which a
+# failed statement does not roll back, so the fault happens once.
+def ring_fault(lab, body):
+    lab.sql("DROP TRIGGER IF EXISTS ccqtest_ring_fault")
+    lab.sql("CREATE TABLE IF NOT EXISTS ccqtest_fault (n INT) ENGINE=MEMORY")
+    lab.sql("DELETE FROM ccqtest_fault")
+    lab.sql("INSERT INTO ccqtest_fault VALUES (1)")
+    # (the client splits statements at ';': the trigger's body has some)
+    lab.sql("DELIMITER //\nCREATE TRIGGER ccqtest_ring_fault BEFORE INSERT ON txn_ring "
+            "FOR EACH ROW BEGIN IF (SELECT COUNT(*) FROM ccqtest_fault) > 0 THEN "
+            "DELETE FROM ccqtest_fault; %s END IF; END//" % body)
+
+
+def no_ring_fault(lab):
+    lab.sql("DROP TRIGGER IF EXISTS ccqtest_ring_fault")
+    lab.sql("DROP TABLE IF EXISTS ccqtest_fault")
+
+
+def told_txn(lab, off, call_id):
+    """The TXN id the proxy was given for a call (its log)."""
+    for line in lab.log_since("kamailio", off).splitlines():
+        if "call %s: queued says ring (txn " % call_id in line:
+            return int(line.split("(txn ")[1].split(",")[0])
+    return None
+
+
+def test_the_decision_answers_before_its_commit(running_lab, org):
+    """The agent's phones ring as soon as the claim and the TXN's row are
+    made: the answer does not wait for the first leg, the journey events,
+    the ring row and the COMMIT (here held up for 3 s). The TXN becomes
+    visible with the COMMIT, and the call's answer report waits for it."""
+    lab = running_lab
+    ib, phone = setup_agent(org)
+    ans = phone.answer(timeout=60)
+    kam = lab.log_size("kamailio")
+    ring_fault(lab, "DO SLEEP(3);")
+    try:
+        call = lab.carrier(ib.did, duration_ms=2000, timeout=60, background=True)
+        assert wait_until(lambda: told_txn(lab, kam, call.call_id), 2.5), \
+            "the proxy was not told to ring within 2.5 s:\n" + lab.log_tail("kamailio", 20)
+        assert lab.txn_ids_for_call(call.call_id) == [], \
+            "the TXN was visible before the batch's COMMIT"
+        txn = told_txn(lab, kam, call.call_id)
+        assert lab.wait_txn_for_call(call.call_id, 10) == [txn]
+        assert call.wait() == 0, "the call did not complete:\n" + call.summary()
+        assert ans.wait(10) == 0, ans.summary()
+    finally:
+        call.stop()
+        ans.stop()
+        no_ring_fault(lab)
+    t = assert_whole(lab, call.call_id, 1, 3)
+    assert t["id"] == txn, t
+
+
+def test_a_decision_whose_writes_fail_after_its_answer_is_written_again(running_lab, org):
+    """The statements after the answer fail (here the ring row's INSERT,
+    once): queued rolls the batch back and writes the TXN it answered
+    again, with the id the proxy was given and the agent who rings, so the
+    call, its answer and end and its journey are whole."""
+    lab = running_lab
+    ib, phone = setup_agent(org)
+    ans = phone.answer(timeout=60)
+    kam, qd = lab.log_size("kamailio"), lab.log_size("queued")
+    ring_fault(lab, "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'ccq test: ring row refused';")
+    try:
+        call = lab.carrier(ib.did, duration_ms=2000, timeout=60, background=True)
+        assert call.wait() == 0, "the call did not complete:\n" + call.summary()
+        assert ans.wait(10) == 0, ans.summary()
+        assert lab.sql("SELECT COUNT(*) FROM ccqtest_fault") == [["0"]], "the fault never fired"
+    finally:
+        call.stop()
+        ans.stop()
+        no_ring_fault(lab)
+    t = assert_whole(lab, call.call_id, 1, 3)
+    assert lab.txn_ids_for_call(call.call_id) == [told_txn(lab, kam, call.call_id)] == [t["id"]]
+    assert [e["kind"] for e in t["events"]].count("ringing") == 1, t["events"]
+    assert lab.sql("SELECT COUNT(*) FROM txn_ring WHERE txn_id = %d" % t["id"]) == [["1"]]
+    log = lab.log_since("queued", qd)
+    assert "ring row refused" in log and "written again after its decision's batch failed" \
+        in log, log[-3000:]

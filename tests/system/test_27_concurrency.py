@@ -86,6 +86,10 @@ def test_simultaneous_calls_never_exceed_max_calls(running_lab, org):
     for k in ("wait_p50_ms", "run_p50_ms", "run_p99_ms", "run_max_ms"):
         assert 0 <= ops["call.route"][k] <= ops["call.route"]["run_max_ms"] + \
             ops["call.route"]["wait_max_ms"] + 1, (k, ops["call.route"])
+    # arrival to answer (which may leave before the job's COMMIT), ordered
+    cr = ops["call.route"]
+    assert 0 < cr["total_p50_ms"] <= cr["total_p90_ms"] <= cr["total_p99_ms"] \
+        <= cr["total_max_ms"], cr
 
 
 def test_stats_are_for_the_operator(running_lab, org):
