@@ -384,13 +384,17 @@ static void unlink_in(struct db_job *j, struct db_job *prev)
  * may run when no job of its key is running and none is queued before it,
  * so each key's jobs still run in submission order; only jobs of different
  * keys are overtaken. Under load, a decision thus waits for a free worker,
- * not behind the reports (answered, ended) queued before it.
+ * not behind the reports (answered, ended) queued before it; unless the
+ * oldest job has waited 100 ms already.
  */
 static struct db_job *take(void)
 {
 	struct db_job *prev = NULL, *j;
+	/* no overtaking a job that has waited 100 ms: reports are not starved
+	 * when decisions come faster than the workers can take them */
+	int aged = g_in_head && db_now_ns() - g_in_head->t_submit > 100000000ull;
 
-	for (j = g_in_head; j; prev = j, j = j->next)
+	for (j = aged ? NULL : g_in_head; j; prev = j, j = j->next)
 		if (j->urgent && !key_busy(j->key) && !key_queued_before(j->key, j)) {
 			unlink_in(j, prev);
 			return j;

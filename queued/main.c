@@ -142,7 +142,9 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 static void on_drain_check(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)w; (void)revents;
-	if (db_pending() == 0 && server_drained()) {
+	/* an answered decision whose writes wait to be retried is in-flight
+	 * work too (see req_answer_now) */
+	if (db_pending() == 0 && server_drained() && ops_rewrites_pending() == 0) {
 		LOG_N("all in-flight work finished");
 		ev_break(loop, EVBREAK_ALL);
 	}

@@ -60,6 +60,14 @@ static void req_early_send(struct db_job *j)
 	r->t_answer = db_now_ns();
 }
 
+void req_rewrite_pending(struct req *r)
+{
+	if (!r->rewriting) {
+		r->rewriting = 1;
+		g_rewrites++;
+	}
+}
+
 void req_answer_now(struct req *r)
 {
 	r->early = 1;
@@ -736,10 +744,7 @@ static void req_done(struct db_job *j)
 			if (r->attempts++ == 0)
 				LOG_W("%s answered, but its writes failed (%s); writing them again "
 					"every second", r->op->name, j->errmsg);
-			if (!r->rewriting) {
-				r->rewriting = 1;
-				g_rewrites++;
-			}
+			req_rewrite_pending(r);
 			ev_timer_init(&r->retry, on_retry, 1.0, 0.);
 			r->retry.data = r;
 			ev_timer_start(EV_DEFAULT, &r->retry);

@@ -104,6 +104,10 @@ void req_answer_now(struct req *r);
  * thread). A report that does not find its call's TXN meanwhile should
  * be retried rather than refused. */
 int ops_rewrites_pending(void);
+/* Worker: this early-answered job's writes failed; count it in
+ * ops_rewrites_pending() now, before its key is released (a report of the
+ * same call may run next). req_done uncounts it when it ends. */
+void req_rewrite_pending(struct req *r);
 /* Resolve the acting user (r->who). Fails the request if unknown. */
 int req_who(struct req *r, MYSQL *m);
 

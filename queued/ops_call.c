@@ -1130,6 +1130,14 @@ static int route_write_again(struct req *r, MYSQL *m)
 		r->j.expect_dup = 1;
 		rc = req_multi_qb(r, m, &q, NULL, 0, NULL);
 		r->j.expect_dup = 0;
+		if (rc == 0 && pass == 1 && (res = db_select(&r->j, m, "SELECT @ccq_txn", 15))) {
+			/* the new id, for the notification (after_call) */
+			MYSQL_ROW row = mysql_fetch_row(res);
+			if (row && row[0])
+				a->txn = strtoull(row[0], NULL, 10);
+			mysql_free_result(res);
+			r->j.err = 0;
+		}
 		if (rc == 0) {
 			LOG_N("call %s: TXN %llu written again after its decision's batch failed",
 				a->call_id, (unsigned long long)a->txn);
@@ -1138,6 +1146,7 @@ static int route_write_again(struct req *r, MYSQL *m)
 		if (!r->j.dup_key || r->j.conn_lost) {
 			if (!r->j.conn_lost)
 				mysql_query(m, "ROLLBACK");
+			req_rewrite_pending(r);
 			return -1;
 		}
 		mysql_query(m, "ROLLBACK");
@@ -1353,6 +1362,7 @@ static int run_call_route(struct req *r, MYSQL *m)
 		 * the worker reconnects and runs the job again (r->early) */
 		LOG_W("call %s: the decision's writes failed after its answer (%s); writing them "
 			"again", call_id, r->j.errmsg);
+		req_rewrite_pending(r);   /* the call's reports wait for it, see txn_from_res */
 		if (r->j.conn_lost)
 			return -1;
 		mysql_query(m, "ROLLBACK");
@@ -2410,7 +2420,9 @@ const struct op_def ops_call[] = {
 	{ "call.ring_failed", run_call_ring_failed, NULL, after_call, OP_VIEW_SAFE },
 	{ "call.answered", run_call_answered, NULL, after_call, OP_RETRY | OP_VIEW_SAFE },
 	{ "call.ended", run_call_ended, NULL, after_ended, OP_RETRY | OP_VIEW_SAFE },
-	{ "call.transfer", run_call_transfer, NULL, after_call, OP_RETRY },
+	/* urgent too: the transfer's second leg (a call.route) must not
+	 * overtake the report that makes its TXN Transferring */
+	{ "call.transfer", run_call_transfer, NULL, after_call, OP_RETRY | OP_URGENT },
 	{ "call.outbound", run_call_outbound, NULL, after_call, OP_RETRY },
 	{ "call.wait", NULL, calls_op_wait, NULL, 0 },
 	{ "device.contact", run_device_contact, NULL, after_call, OP_RETRY | OP_VIEW_SAFE },
