@@ -1057,9 +1057,9 @@ struct route_ctx {
 };
 
 /*
- * The result of the decision batch's SELECT (agent, TXN), read while MySQL
- * looks up the caller's customer, writes the first leg, the journey events
- * and the ring and commits. With an agent claimed, the answer (ring) goes out now. The
+ * The result of the decision batch's SELECT (agent, TXN, customer name),
+ * read while MySQL writes the first leg, the journey events and the ring
+ * and commits. With an agent claimed, the answer (ring) goes out now. The
  * batch is all in MySQL's hands: if queued died now, MySQL would still run
  * it to its COMMIT. If it fails (MySQL lost, a lock, a full disk), r->again
  * writes the same TXN (same id, same agent) again: route_write_again.
@@ -1074,19 +1074,19 @@ static void route_mid(struct db_job *j, MYSQL_RES *res, void *arg)
 	x->claimed = row && row[0];
 	x->agent = x->claimed ? strtoull(row[0], NULL, 10) : 0;
 	x->txn = row && row[1] ? strtoull(row[1], NULL, 10) : 0;
+	snprintf(x->cname, sizeof(x->cname), "%s", row && row[2] ? row[2] : "");
 	if (!x->claimed || !x->txn)
 		return;
 	qb_init(&r->again);
-	qb_add(&r->again, "SET @ccq_agent = %llu, @ccq_cust = NULL, @ccq_cname = NULL;"
-		"START TRANSACTION%s%s%s;COMMIT", (unsigned long long)x->agent,
-		x->q1->buf ? x->q1->buf : "", x->qcust->buf ? x->qcust->buf : "",
-		x->q2->buf ? x->q2->buf : "");
+	qb_add(&r->again, "SET @ccq_agent = %llu, @ccq_cust = NULL, @ccq_cname = NULL%s%s;"
+		"START TRANSACTION%s%s;COMMIT", (unsigned long long)x->agent,
+		x->qcust->len ? ";" : "", x->qcust->len ? x->qcust->buf : "",
+		x->q1->buf ? x->q1->buf : "", x->q2->buf ? x->q2->buf : "");
 	if (r->again.oom) {
 		qb_free(&r->again);
 		return;   /* answered after the COMMIT instead */
 	}
-	/* the customer's name comes with the batch's end (run_call_route) */
-	route_after(r, x->d, x->txn, x->call_id, x->pretty, "", x->number);
+	route_after(r, x->d, x->txn, x->call_id, x->pretty, x->cname, x->number);
 	if (!r->after_data) {
 		qb_free(&r->again);
 		return;
@@ -1172,12 +1172,11 @@ static int route_write_again(struct req *r, MYSQL *m)
 
 /*
  * A new call from a carrier. The usual case is one round trip to MySQL:
- * one batch of statements holds the claim of the member queued's view
- * puts first (their user row, FOR UPDATE SKIP LOCKED,
+ * one batch of statements holds the customer lookup, the claim of the
+ * member queued's view puts first (their user row, FOR UPDATE SKIP LOCKED,
  * every availability check: see claim_agent), the TXN (Assigning to that
- * member if the claim held, else Waiting), a SELECT of the outcome, the
- * customer lookup (set on the TXN), its first leg, its first journey
- * events, the ring, the COMMIT and a SELECT of the customer's name; the
+ * member if the claim held, else Waiting), a SELECT of the outcome, its
+ * first leg, its first journey events, the ring, and the COMMIT; the
  * statements after the claim depend on it through the session variable
  * @ccq_agent. With the claim held, the answer leaves when the SELECT's
  * result arrives, before the COMMIT (route_mid; route_write_again if the
@@ -1281,9 +1280,9 @@ static int run_call_route(struct req *r, MYSQL *m)
 		snprintf(pretty, sizeof(pretty), "%s", caller[0] ? caller : "a withheld number");
 	}
 
-	/* 4. one round trip: the claim of that member (see claim_agent), the
-	 * TXN (Assigning to the member if claimed, else Waiting), then SELECT
-	 * of the outcome, then the customer with the caller's number, the
+	/* 4. one round trip: the customer with the caller's number, the claim
+	 * of that member (see claim_agent), the TXN (Assigning to the member
+	 * if claimed, else Waiting), then SELECT of the outcome, then its
 	 * first leg, journey events and ring, COMMIT. When the claim held,
 	 * queued answers as soon as the SELECT's result arrives (route_mid),
 	 * while MySQL writes the rest and commits. A retried request (its
@@ -1293,13 +1292,8 @@ static int run_call_route(struct req *r, MYSQL *m)
 	qb_init(&q1);
 	qb_init(&q2);
 	qb_init(&qq);
-	if (e164caller[0]) {
-		/* after the answer: the ring does not need the caller's customer */
-		qb_add(&qcust, ";");
+	if (e164caller[0])
 		qb_customer(&qcust, m, d.org, plus, "INTO @ccq_cust, @ccq_cname");
-		qb_add(&qcust, ";UPDATE txn SET customer_id = @ccq_cust WHERE id = @ccq_txn AND "
-			"@ccq_cust IS NOT NULL");
-	}
 	if (have)
 		rec_settle(&pick.rec, c.record, d.rec_inbox, d.rec_org);
 	qb_new_txn(&q1, m, call_id, from, &d, tr.id, e164did, src, port, caller, e164caller);
@@ -1323,16 +1317,17 @@ static int run_call_route(struct req *r, MYSQL *m)
 		qb_add(&q2, ";INSERT INTO txn_ring (txn_id, user_id, at) SELECT @ccq_txn, @ccq_agent, "
 			"UTC_TIMESTAMP(3) FROM DUAL WHERE @ccq_agent IS NOT NULL");
 	}
-	/* statements: SET, START, [claim], INSERT txn, SET, SELECT */
-	mid_stmt = 4 + have;
+	/* statements: SET, [customer], START, [claim], INSERT txn, SET, SELECT */
+	mid_stmt = 4 + (e164caller[0] != 0) + have;
 	qb_add(&qq, "SET @ccq_agent = NULL, @ccq_cust = NULL, @ccq_cname = NULL, "
-		"@ccq_txn_id = NULL;START TRANSACTION");
+		"@ccq_txn_id = NULL%s%s;START TRANSACTION", qcust.len ? ";" : "",
+		qcust.len ? qcust.buf : "");
 	if (have) {
 		qb_add(&qq, ";");
 		qb_claim(&qq, (uint32_t)d.inbox, c.id);
 	}
-	qb_add(&qq, "%s;SELECT @ccq_agent, @ccq_txn%s%s;COMMIT;SELECT @ccq_cname",
-		q1.buf ? q1.buf : "", qcust.buf ? qcust.buf : "", q2.buf ? q2.buf : "");
+	qb_add(&qq, "%s;SELECT @ccq_agent, @ccq_txn, @ccq_cname%s;COMMIT", q1.buf ? q1.buf : "",
+		q2.buf ? q2.buf : "");
 	if (qcust.oom || q1.oom || q2.oom)
 		qq.oom = 1;
 	x.r = r;
@@ -1359,13 +1354,8 @@ static int run_call_route(struct req *r, MYSQL *m)
 	qb_free(&q1);
 	qb_free(&q2);
 	for (int i = 0; i < 16; i++)
-		if (res[i]) {
-			/* the last result: the customer's name (SELECT @ccq_cname) */
-			MYSQL_ROW row;
-			if (i > mid_stmt && (row = mysql_fetch_row(res[i])))
-				snprintf(x.cname, sizeof(x.cname), "%s", row[0] ? row[0] : "");
+		if (res[i])
 			mysql_free_result(res[i]);
-		}
 	if (rc < 0 && x.answered) {
 		/* answered (the agent's phones ring), but the rest of the batch
 		 * failed: write the TXN as answered now; after a lost connection
@@ -1397,9 +1387,9 @@ static int run_call_route(struct req *r, MYSQL *m)
 			av_untake((uint32_t)d.inbox, c.id, 1);   /* refused */
 		if (!x.txn)
 			return req_fail(r, CCQ_E_INTERNAL, "the new TXN's id was not returned");
-		route_after(r, &d, x.txn, call_id, pretty, x.cname, e164caller);
 		if (x.answered)
 			return 0;   /* answered, and now committed */
+		route_after(r, &d, x.txn, call_id, pretty, x.cname, e164caller);
 		if (x.claimed) {
 			/* not answered early (out of memory for r->again): answer now */
 			rec_meta(&pick.rec, x.txn, d.org, d.inbox, pick.ext);
