@@ -1,5 +1,7 @@
 """queued and ccqctl under valgrind (memcheck): a second queued on a scratch
-database serves provisioning, transactions, bad frames and a graceful stop,
+database serves provisioning, transactions, call decisions (answered before
+their commit, retried, written again after a failure), bad frames and a
+graceful stop,
 and ccqctl's commands run against it; valgrind must report no error and no
 definitely or indirectly lost memory."""
 
@@ -78,6 +80,44 @@ def test_queued_and_ccqctl_clean_under_valgrind(running_lab, tmp_path):
         ctl("txn", "list")
         ctl("txn", "show", "999", ok=False)
         ctl("--as", "200@Mem", "watch", "--for", "1")
+
+        # a call's decisions: answered early (the claim held), asked again
+        # (the retry path), reported answered and ended; then one whose
+        # writes fail once after its answer (written again)
+        ctl("trunk", "add", "memtrunk", "127.0.0.1", "--port", "5999")
+        with WireClient(sock) as c:
+            def ok(op, args):
+                rid, reply = c.request(op, args)
+                assert reply[:4] == [1, 1, rid, 0], (op, reply)
+                return reply[4]
+            ok("device.contact", {"username": "mem-200", "domain": "127.0.0.1", "expires": 300,
+                                  "contacts": [{"uri": "sip:mem-200@127.0.0.1:5998",
+                                                "expires": 300}]})
+
+            def route(cid):
+                return ok("call.route", {"call_id": cid, "from": "<sip:+6591234567@127.0.0.1>",
+                                         "caller": "+6591234567", "caller_name": "",
+                                         "did": "+6565550199", "source_ip": "127.0.0.1",
+                                         "source_port": 5999})
+            first = route("mc-1@127.0.0.1")
+            assert first["action"] == "ring", first
+            assert route("mc-1@127.0.0.1")["txn"] == first["txn"]
+            ok("call.answered", {"call_id": "mc-1@127.0.0.1",
+                                 "contact": "sip:mem-200@127.0.0.1:5998"})
+            ok("call.ended", {"call_id": "mc-1@127.0.0.1", "by": "caller"})
+            db = "ccq_memcheck"
+            lab.sql("CREATE TABLE mc_fault (n INT) ENGINE=MEMORY", db=db)
+            lab.sql("INSERT INTO mc_fault VALUES (1)", db=db)
+            lab.sql("DELIMITER //\nCREATE TRIGGER mc_ring_fault BEFORE INSERT ON txn_ring FOR "
+                    "EACH ROW BEGIN IF (SELECT COUNT(*) FROM mc_fault) > 0 THEN DELETE FROM "
+                    "mc_fault; SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused once'; "
+                    "END IF; END//", db=db)
+            second = route("mc-2@127.0.0.1")
+            assert second["action"] == "ring", second
+            assert wait_until(lambda: lab.sql("SELECT COUNT(*) FROM txn_ring WHERE txn_id = %d"
+                                              % second["txn"], db=db) == [["1"]], 10), \
+                "the answered decision was not written again"
+            assert lab.sql("SELECT COUNT(*) FROM mc_fault", db=db) == [["0"]], "no fault fired"
 
         # hostile frames: oversized, lying array, wrong version
         with WireClient(sock) as c:
