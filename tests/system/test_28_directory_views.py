@@ -181,3 +181,53 @@ def test_retried_decision_reuses_its_txn(running_lab, org):
     assert lab.txn_ids_for_call(cid2) == [first["txn"]]
     log = lab.log_since("queued", log0)
     assert "MySQL error" not in log, log
+
+
+def test_a_claim_refused_by_mysql_takes_the_general_path(running_lab, org):
+    """queued's view names a member that MySQL no longer lets ring (here
+    their max_calls was set to 0 with SQL, behind queued's back, so the
+    view still has them free): the claim is refused, the TXN is committed
+    Waiting, and the general path rings the other member from MySQL. The
+    journey rings only the one who really rang; the refused member's
+    slot is not taken."""
+    lab = running_lab
+    ib = org.inbox("Sales", ring_timeout=20, max_wait=30)
+    alice = org.agent(ib, "101", "Alice Lim")
+    bob = org.agent(ib, "102", "Bob Tan")
+    alice.register(expires=600)
+    bob.register(expires=600)
+    uid = {ext: int(lab.sql("SELECT u.id FROM user u JOIN org o ON o.id = u.org_id WHERE "
+                            "o.name = '%s' AND u.ext_key = '%s'" % (org.name, ext))[0][0])
+           for ext in ("101", "102")}
+    # call 1 reads the view (fresh after the registrations) and rings Alice
+    # (never called, lowest id); answered and ended, it makes Bob (never
+    # called) the view's first
+    c1 = "ccqtest-refuse1-%s@127.0.0.1" % org.name
+    d1 = route(lab, c1, ib.did)
+    # (the answer leaves before the TXN's COMMIT: it shows a moment later)
+    assert lab.wait_txn_for_call(c1, 5) == [d1["txn"]]
+    assert d1["action"] == "ring" and lab.txn(d1["txn"])["events"][2]["text"].startswith(
+        "Ringing 101"), lab.txn(d1["txn"])["events"]
+    with WireClient(lab.queued_sock) as w:
+        for op, args in (("call.answered", {"call_id": c1, "contact": d1["targets"][0]}),
+                         ("call.ended", {"call_id": c1, "by": "caller"})):
+            rid, reply = w.request(op, args)
+            assert reply[:4] == [1, 1, rid, 0], (op, reply)
+    assert lab.txn(d1["txn"])["result"] == "answered"
+    # behind queued's back: Bob may take no call
+    lab.sql("UPDATE user SET max_calls = 0 WHERE id = %d" % uid["102"])
+    log0 = lab.log_size("queued")
+    try:
+        c2 = "ccqtest-refuse2-%s@127.0.0.1" % org.name
+        d2 = route(lab, c2, ib.did)
+    finally:
+        lab.sql("UPDATE user SET max_calls = 2 WHERE id = %d" % uid["102"])
+    assert d2["action"] == "ring", d2
+    assert lab.wait_txn_for_call(c2, 5) == [d2["txn"]]
+    t = lab.txn(d2["txn"])
+    rings = [e["text"] for e in t["events"] if e["kind"] == "ringing"]
+    assert len(rings) == 1 and rings[0].startswith("Ringing 101 - Alice Lim"), t["events"]
+    assert t["status"] == "Assigning" and t["agent_ext"] == "101", t
+    assert lab.sql("SELECT user_id FROM txn_ring WHERE txn_id = %d" % d2["txn"]) == \
+        [[str(uid["101"])]]
+    assert "MySQL error" not in lab.log_since("queued", log0)
