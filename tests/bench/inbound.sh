@@ -4,12 +4,15 @@
 # agents) against the same packaged Kamailio as a plain stateful relay of the
 # same calls, in one run on the same machine. Method and results: BENCHMARKS.md.
 #
-# Usage: tests/bench/inbound.sh [-r "RATE ..."] [-d SECONDS] [-a AGENTS] [-l MS] [-w WORKERS]
+# Usage: tests/bench/inbound.sh [-r "RATE ..."] [-d SECONDS] [-a AGENTS] [-l MS] [-w WORKERS] [-n]
 #   -r  call rates to try, calls per second      (default "10 20 40 80")
 #   -d  seconds of traffic per rate               (default 10)
 #   -a  agents (users with one device each)       (default 20)
 #   -l  call length in ms (caller hangs up)        (default 1000)
 #   -w  queued's MySQL workers (mysql_workers)    (default: queued's, 3)
+#   -n  run the sipps (carrier, agents) at nice 19, for both targets: on a
+#       real site they are other machines; this shows how much of the
+#       latency is theirs
 # It runs its own lab (build/lab-bench, its own ports) and stops it at the end.
 set -euo pipefail
 
@@ -18,14 +21,16 @@ rates="10 20 40 80"
 dur=10
 agents=20
 len=1000
-while getopts "r:d:a:l:w:h" o; do
+gen=()   # how the load generators are started (-n: nice 19)
+while getopts "r:d:a:l:w:nh" o; do
     case $o in
         r) rates=$OPTARG ;;
         d) dur=$OPTARG ;;
         a) agents=$OPTARG ;;
         l) len=$OPTARG ;;
         w) export CCQ_MYSQL_WORKERS=$OPTARG ;;
-        h) sed -n '2,14p' "$0"; exit 0 ;;
+        n) gen=(nice -n 19) ;;
+        h) sed -n '2,17p' "$0"; exit 0 ;;
         *) exit 2 ;;
     esac
 done
@@ -66,7 +71,7 @@ for i in $(seq 1 "$agents"); do
 done
 
 echo "== agents answer on 127.0.0.1:$agent_port"
-sipp -sf "$top/tests/bench/agents.xml" -i 127.0.0.1 -p "$agent_port" -cp 8990 \
+"${gen[@]}" sipp -sf "$top/tests/bench/agents.xml" -i 127.0.0.1 -p "$agent_port" -cp 8990 \
     -nostdin -max_socket 4096 -timeout $((60 * 60)) > agents.log 2>&1 &
 pids+=($!)
 sleep 0.5
@@ -97,7 +102,7 @@ run() {
     local target=$1 rate=$2 n stat
     n=$((rate * dur))
     rm -f carrier_*.csv
-    sipp -sf "$top/tests/scenarios/carrier_uac.xml" -i 127.0.0.1 -p 5280 -cp 8992 \
+    "${gen[@]}" sipp -sf "$top/tests/scenarios/carrier_uac.xml" -i 127.0.0.1 -p 5280 -cp 8992 \
         -s 6560000001 "$target" -r "$rate" -m "$n" -d "$len" -l $((rate * 4 + 50)) \
         -timeout $((dur + 30)) -nostdin -trace_stat -stf carrier.csv -fd 1 \
         -max_socket 4096 > carrier.log 2>&1 || true
