@@ -767,7 +767,8 @@ static void req_done(struct db_job *j)
 	if (j->err == CCQ_E_DB_UNAVAILABLE && (r->op->flags & OP_RETRY) && r->attempts < 600
 			&& !server_shutting_down()) {
 		if (r->attempts++ == 0)
-			LOG_W("%s: MySQL unavailable; retrying every second", r->op->name);
+			LOG_W("%s: %s; retrying every second", r->op->name,
+				r->waits_rewrite ? j->errmsg : "MySQL unavailable");
 		ev_timer_init(&r->retry, on_retry, 1.0, 0.);
 		r->retry.data = r;
 		ev_timer_start(EV_DEFAULT, &r->retry);

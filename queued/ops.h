@@ -78,6 +78,8 @@ struct req {
 	uint64_t t_answer;        /* when an early answer left (req_answer_now) */
 	int early;                /* answered before the job ended (worker) */
 	int rewriting;            /* counted in ops_rewrites_pending() */
+	int waits_rewrite;        /* a report retried until an answered decision's
+	                           * TXN is written (see txn_from_res) */
 	struct qb again;          /* an early-answered job: what to write again if
 	                           * the rest of its batch fails (op-specific) */
 };
