@@ -2,6 +2,7 @@
  * The MySQL worker thread; see db.h.
  */
 #include "db.h"
+#include "jobq.h"
 #include "log.h"
 #include "ccq_wire.h"
 
@@ -29,7 +30,7 @@ struct worker {
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
-static struct db_job *g_in_head, *g_in_tail;   /* to the workers */
+static struct jobq g_in;                       /* to the workers */
 static struct db_job *g_out_head, *g_out_tail; /* back to the loop */
 static struct db_job *g_early_head, *g_early_tail; /* early answers, to the loop */
 static int g_stop;
@@ -356,57 +357,17 @@ static int key_busy(uint64_t key)
 	return 0;
 }
 
-/* Is a job with this key queued before 'before'? (under g_mu) */
-static int key_queued_before(uint64_t key, const struct db_job *before)
+/* jobq_take's view of the workers (under g_mu) */
+static int key_running(uint64_t key, void *arg)
 {
-	if (!key)
-		return 0;
-	for (const struct db_job *j = g_in_head; j && j != before; j = j->next)
-		if (j->key == key)
-			return 1;
-	return 0;
+	(void)arg;
+	return key_busy(key);
 }
 
-static void unlink_in(struct db_job *j, struct db_job *prev)
-{
-	if (prev)
-		prev->next = j->next;
-	else
-		g_in_head = j->next;
-	if (g_in_tail == j)
-		g_in_tail = prev;
-	j->next = NULL;
-}
-
-/*
- * The next job to run (under g_mu): the oldest urgent job (a decision a
- * caller waits on) that may run, else the oldest job that may run. A job
- * may run when no job of its key is running and none is queued before it,
- * so each key's jobs still run in submission order; only jobs of different
- * keys are overtaken. Under load, a decision thus waits for a free worker,
- * not behind the reports (answered, ended) queued before it; unless the
- * oldest job has waited 100 ms already.
- */
+/* The next job to run (under g_mu); the order is jobq_take's (jobq.h). */
 static struct db_job *take(void)
 {
-	struct db_job *prev = NULL, *j;
-	/* no overtaking a job that has waited 100 ms: reports are not starved
-	 * when decisions come faster than the workers can take them */
-	int aged = g_in_head && db_now_ns() - g_in_head->t_submit > 100000000ull;
-
-	for (j = aged ? NULL : g_in_head; j; prev = j, j = j->next)
-		if (j->urgent && !key_busy(j->key) && !key_queued_before(j->key, j)) {
-			unlink_in(j, prev);
-			return j;
-		}
-	prev = NULL;
-	for (j = g_in_head; j; prev = j, j = j->next) {
-		if (key_busy(j->key))
-			continue;
-		unlink_in(j, prev);
-		return j;
-	}
-	return NULL;
+	return jobq_take(&g_in, key_running, NULL, db_now_ns());
 }
 
 static void *worker(void *arg)
@@ -417,7 +378,7 @@ static void *worker(void *arg)
 	for (;;) {
 		struct db_job *j;
 		pthread_mutex_lock(&g_mu);
-		while (!(j = take()) && !(g_stop && !g_in_head))
+		while (!(j = take()) && !(g_stop && !g_in.head))
 			pthread_cond_wait(&g_cv, &g_mu);
 		if (!j) {
 			pthread_mutex_unlock(&g_mu);
@@ -529,11 +490,7 @@ void db_submit(struct db_job *j)
 	j->t_submit = db_now_ns();
 	g_pending++;
 	pthread_mutex_lock(&g_mu);
-	if (g_in_tail)
-		g_in_tail->next = j;
-	else
-		g_in_head = j;
-	g_in_tail = j;
+	jobq_push(&g_in, j);
 	pthread_cond_signal(&g_cv);
 	pthread_mutex_unlock(&g_mu);
 }

@@ -1,0 +1,61 @@
+/* The workers' job queue and its order (see jobq.h). */
+#include "jobq.h"
+
+#include <stddef.h>
+
+void jobq_push(struct jobq *q, struct db_job *j)
+{
+	j->next = NULL;
+	if (q->tail)
+		q->tail->next = j;
+	else
+		q->head = j;
+	q->tail = j;
+}
+
+/* Is a job with this key queued before 'before'? */
+static int key_queued_before(const struct jobq *q, uint64_t key, const struct db_job *before)
+{
+	if (!key)
+		return 0;
+	for (const struct db_job *j = q->head; j && j != before; j = j->next)
+		if (j->key == key)
+			return 1;
+	return 0;
+}
+
+static void unlink_job(struct jobq *q, struct db_job *j, struct db_job *prev)
+{
+	if (prev)
+		prev->next = j->next;
+	else
+		q->head = j->next;
+	if (q->tail == j)
+		q->tail = prev;
+	j->next = NULL;
+}
+
+struct db_job *jobq_take(struct jobq *q, int (*busy)(uint64_t key, void *arg), void *arg,
+		uint64_t now_ns)
+{
+	struct db_job *prev = NULL, *j;
+	int aged = q->head && now_ns > q->head->t_submit
+		&& now_ns - q->head->t_submit > JOBQ_AGE_NS;
+
+	for (j = aged ? NULL : q->head; j; prev = j, j = j->next)
+		if (j->urgent && !(j->key && busy(j->key, arg))
+				&& !key_queued_before(q, j->key, j)) {
+			unlink_job(q, j, prev);
+			return j;
+		}
+	/* oldest first; a job of a running key is skipped, and so are the
+	 * later jobs of that key (they see it running too) */
+	prev = NULL;
+	for (j = q->head; j; prev = j, j = j->next) {
+		if (j->key && busy(j->key, arg))
+			continue;
+		unlink_job(q, j, prev);
+		return j;
+	}
+	return NULL;
+}
