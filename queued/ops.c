@@ -153,11 +153,11 @@ int req_journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const c
 	return rc;
 }
 
-void qb_customer(struct qb *q, MYSQL *m, uint64_t org, const char *e164, const char *into)
+void qb_customer(struct qb *q, MYSQL *m, uint64_t org, const char *e164, const char *cols)
 {
-	qb_add(q, "SELECT c.id, c.name %s FROM customer_number n JOIN customer c "
-		"ON c.id = n.customer_id WHERE n.org_id = %llu AND n.number = ", into ? into : "",
-		(unsigned long long)org);
+	qb_add(q, "SELECT %s FROM customer_number n JOIN customer c "
+		"ON c.id = n.customer_id WHERE n.org_id = %llu AND n.number = ",
+		cols ? cols : "c.id, c.name", (unsigned long long)org);
 	qb_str(q, m, e164, strlen(e164));
 	qb_add(q, " ORDER BY c.id LIMIT 1");
 }

@@ -121,6 +121,12 @@ int arg_bool(struct req *r, const char *key, int *v, int required);
 /* A journey event's text is at most this many bytes (txn_event.text holds
  * 1024 characters; longer texts are cut, never between a character's bytes). */
 #define CCQ_EVENT_TEXT_MAX 1024
+
+/* The id of a new TXN, for an INSERT INTO txn (id, ...) VALUES (TXN_NEW_ID,
+ * ...): drawn from the sequence txn_seq (sql/008_txn_seq.sql) and made
+ * LAST_INSERT_ID(), so that mysql_insert_id() and LAST_INSERT_ID() give it
+ * as they did when txn.id was AUTO_INCREMENT. */
+#define TXN_NEW_ID "LAST_INSERT_ID(NEXTVAL(txn_seq))"
 /* The length of s cut to at most max bytes at a UTF-8 character boundary. */
 size_t utf8_cut(const char *s, size_t max);
 /* Add a journey event to a TXN; at is an SQL time expression (NULL = now);
@@ -134,9 +140,11 @@ int req_journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const c
  * *id 0 and name "" when there is none. */
 int customer_by_number(struct req *r, MYSQL *m, uint64_t org, const char *e164,
 		uint64_t *id, char *name, size_t size);
-/* The SELECT of customer_by_number (columns id, name), for a batch; into:
- * "INTO @a, @b" to keep them in session variables instead, or NULL. */
-void qb_customer(struct qb *q, MYSQL *m, uint64_t org, const char *e164, const char *into);
+/* The SELECT of customer_by_number, for a batch; cols: its select list
+ * over customer c (NULL: "c.id, c.name"; e.g. "@a := c.id, @b := c.name"
+ * also keeps them in session variables). A number has one customer at
+ * most in an organisation (the key of customer_number). */
+void qb_customer(struct qb *q, MYSQL *m, uint64_t org, const char *e164, const char *cols);
 /* One UPDATE and its journey event in one transaction; replies {id: txn}.
  * An UPDATE that changes no row fails the request (conflict): put the
  * state it requires in its WHERE. */

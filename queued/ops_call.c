@@ -203,18 +203,25 @@ struct ring_pick {
  * subqueries, not EXISTS / NOT IN: MariaDB turns those into semi-joins
  * that materialise every registration (device_contact) and the TXN's rings
  * into temporary tables on each call, 0.3-0.5 ms of a claim's 0.1 here. */
-#define AGENT_READY \
+#define AGENT_READY_NOW \
 	"(u.wrapup_until IS NULL OR u.wrapup_until <= UTC_TIMESTAMP(3)) " \
 	"AND (SELECT 1 FROM device d JOIN device_contact c ON c.device_id = d.id " \
 	"  WHERE d.user_id = u.id AND d.enabled = 1 AND c.expires_at > UTC_TIMESTAMP(3) " \
-	"  LIMIT 1) IS NOT NULL " \
+	"  LIMIT 1) IS NOT NULL "
+/* ... and not rung for this TXN lately */
+#define AGENT_READY AGENT_READY_NOW \
 	"AND (SELECT COUNT(*) FROM txn_ring g JOIN inbox ib ON ib.id = %u WHERE g.txn_id = %llu " \
 	"  AND g.user_id = u.id AND g.at > UTC_TIMESTAMP(3) - INTERVAL 2 * ib.ring_timeout SECOND) " \
 	"  = 0 "
-/* ... and below max_calls, for one agent */
-#define AGENT_FREE AGENT_READY \
+/* below max_calls */
+#define AGENT_BELOW_MAX \
 	"AND (SELECT COUNT(*) FROM txn a WHERE a.agent_id = u.id " \
 	"  AND a.status IN ('Assigning','Assigned','Transferring')) < u.max_calls "
+/* ... and below max_calls, for one agent */
+#define AGENT_FREE AGENT_READY AGENT_BELOW_MAX
+/* ... for a call that has no TXN yet (nobody was rung for it: no ring
+ * history to look at; no arguments) */
+#define AGENT_FREE_NEW AGENT_READY_NOW AGENT_BELOW_MAX
 
 /*
  * Lock candidate uid's user row and check, with what is committed now, that
@@ -524,16 +531,14 @@ static int view_fresh(struct req *r, MYSQL *m, uint32_t inbox, int64_t now, int6
 	return 0;
 }
 
-/* The claim of member uid of inbox for a new call (no TXN yet): locked,
- * and free with what is committed now (see claim_agent). */
-/* The claim of member uid of inbox for a new TXN (see claim_agent), its id
- * into @ccq_agent (unchanged when refused: free, or held by another
- * decision). */
+/* The claim of member uid of inbox for a new call, which has no TXN yet
+ * (see claim_agent): its id into @ccq_agent (unchanged when refused: not
+ * free, or held by another decision). */
 static void qb_claim(struct qb *q, uint32_t inbox, uint64_t uid)
 {
 	qb_add(q, "SELECT u.id INTO @ccq_agent FROM user u WHERE u.id = %llu AND (SELECT 1 "
 		"FROM inbox_member im WHERE im.inbox_id = %u AND im.user_id = u.id) IS NOT NULL AND "
-		AGENT_FREE "FOR UPDATE SKIP LOCKED", (unsigned long long)uid, inbox, inbox, 0ULL);
+		AGENT_FREE_NEW "FOR UPDATE SKIP LOCKED", (unsigned long long)uid, inbox);
 }
 
 /* The part of a ring decision about the agent: targets, and recording. */
@@ -974,11 +979,11 @@ static int inbox_by_did(struct req *r, MYSQL *m, const char *e164did, struct did
 	return 0;
 }
 
-/* The INSERT of a new inbound TXN (and its id into @ccq_txn, for the
- * statements after it in the same batch): its id @ccq_txn_id (NULL: a new
- * one; set when a decision's writes are run again), its customer
- * @ccq_cust, its agent @ccq_agent (Assigning), or none (Waiting). The
- * first leg is a separate part (qb_first_leg). */
+/* The INSERT of a new inbound TXN: its id @ccq_txn (drawn from txn_seq
+ * at the start of the batch, or the answered one when a decision's writes
+ * are run again), its customer @ccq_cust, its agent @ccq_agent
+ * (Assigning), or none (Waiting). The first leg is a separate part
+ * (qb_first_leg). */
 static void qb_new_txn(struct qb *q, MYSQL *m, const char *call_id, const char *from,
 		const struct did_fact *d, uint64_t trunk, const char *e164did, const char *src,
 		uint64_t port, const char *caller, const char *e164caller)
@@ -986,7 +991,7 @@ static void qb_new_txn(struct qb *q, MYSQL *m, const char *call_id, const char *
 	char s2[80];
 	qb_add(q, ";INSERT INTO txn (id, org_id, inbox_id, customer_id, trunk_id, kind, direction, "
 		"call_type, status, agent_id, sip_call_id, current_call_id, from_uri, to_uri, "
-		"source_addr, caller_id, number, created_at, updated_at) VALUES (@ccq_txn_id, %u, %llu, "
+		"source_addr, caller_id, number, created_at, updated_at) VALUES (@ccq_txn, %u, %llu, "
 		"@ccq_cust, "
 		"%llu, 'call', 'inbound', 'direct', IF(@ccq_agent IS NULL, 'Waiting', 'Assigning'), "
 		"@ccq_agent, ", d->org, (unsigned long long)d->inbox, (unsigned long long)trunk);
@@ -1005,9 +1010,7 @@ static void qb_new_txn(struct qb *q, MYSQL *m, const char *call_id, const char *
 		qb_add(q, "'+%s'", e164caller);
 	else
 		qb_add(q, "NULL");
-	/* LAST_INSERT_ID() is not set by an explicit id */
-	qb_add(q, ", UTC_TIMESTAMP(3), UTC_TIMESTAMP(3));"
-		"SET @ccq_txn = COALESCE(@ccq_txn_id, LAST_INSERT_ID())");
+	qb_add(q, ", UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))");
 }
 
 static void qb_first_leg(struct qb *q, MYSQL *m, const char *call_id)
@@ -1046,6 +1049,18 @@ static void route_after(struct req *r, const struct did_fact *d, uint64_t txn,
 	snprintf(a->inbox, sizeof(a->inbox), "%s", d->name);
 }
 
+/* The customer's name into a notification route_after made without it
+ * (the decision answered before the name was read). */
+static void route_after_customer(struct call_after *a, const char *cust_name)
+{
+	size_t n = strlen(a->text);
+
+	if (!cust_name[0] || a->customer[0])
+		return;
+	snprintf(a->customer, sizeof(a->customer), "%s", cust_name);
+	snprintf(a->text + n, sizeof(a->text) - n, " (%s)", a->customer);
+}
+
 /* What run_call_route's batch hands to route_mid. */
 struct route_ctx {
 	struct req *r;
@@ -1059,9 +1074,10 @@ struct route_ctx {
 };
 
 /*
- * The result of the decision batch's SELECT (agent, TXN, customer name),
- * read while MySQL writes the first leg, the journey events and the ring
- * and commits. With an agent claimed, the answer (ring) goes out now. The
+ * The result of the decision batch's SELECT (agent, TXN id, the TXN the
+ * Call-ID already has if any), read while MySQL looks up the customer,
+ * writes the TXN, its first leg, the journey events and the ring and
+ * commits. With an agent claimed, the answer (ring) goes out now. The
  * batch is all in MySQL's hands: if queued died now, MySQL would still run
  * it to its COMMIT. If it fails (MySQL lost, a lock, a full disk), r->again
  * writes the same TXN (same id, same agent) again: route_write_again.
@@ -1076,19 +1092,22 @@ static void route_mid(struct db_job *j, MYSQL_RES *res, void *arg)
 	x->claimed = row && row[0];
 	x->agent = x->claimed ? strtoull(row[0], NULL, 10) : 0;
 	x->txn = row && row[1] ? strtoull(row[1], NULL, 10) : 0;
-	snprintf(x->cname, sizeof(x->cname), "%s", row && row[2] ? row[2] : "");
-	if (!x->claimed || !x->txn)
+	/* the Call-ID has a TXN: a retried request; the batch's INSERT fails
+	 * (duplicate key) and the general path decides: no answer now */
+	if (!x->claimed || !x->txn || (row && row[2]))
 		return;
 	qb_init(&r->again);
-	qb_add(&r->again, "SET @ccq_agent = %llu, @ccq_cust = NULL, @ccq_cname = NULL%s%s;"
-		"START TRANSACTION%s%s;COMMIT", (unsigned long long)x->agent,
+	qb_add(&r->again, "SET @ccq_agent = %llu, @ccq_cust = NULL, @ccq_cname = NULL;"
+		"START TRANSACTION%s%s%s%s;COMMIT", (unsigned long long)x->agent,
 		x->qcust->len ? ";" : "", x->qcust->len ? x->qcust->buf : "",
 		x->q1->buf ? x->q1->buf : "", x->q2->buf ? x->q2->buf : "");
 	if (r->again.oom) {
 		qb_free(&r->again);
 		return;   /* answered after the COMMIT instead */
 	}
-	route_after(r, x->d, x->txn, x->call_id, x->pretty, x->cname, x->number);
+	/* the customer's name is read after the answer: run_call_route puts
+	 * it into the notification when the batch is through */
+	route_after(r, x->d, x->txn, x->call_id, x->pretty, "", x->number);
 	if (!r->after_data) {
 		qb_free(&r->again);
 		return;
@@ -1125,18 +1144,21 @@ static int route_write_again(struct req *r, MYSQL *m)
 		r->j.dup_key = 0;
 		qb_init(&q);
 		if (pass == 0)
-			qb_add(&q, "SET @ccq_txn_id = %llu;", (unsigned long long)a->txn);
+			qb_add(&q, "SET @ccq_txn = %llu;", (unsigned long long)a->txn);
 		else
-			qb_add(&q, "SET @ccq_txn_id = NULL;");
+			qb_add(&q, "SET @ccq_txn = NEXTVAL(txn_seq);");
 		qb_add(&q, "%s", r->again.buf);
 		r->j.expect_dup = 1;
 		rc = req_multi_qb(r, m, &q, NULL, 0, NULL);
 		r->j.expect_dup = 0;
-		if (rc == 0 && pass == 1 && (res = db_select(&r->j, m, "SELECT @ccq_txn", 15))) {
-			/* the new id, for the notification (after_call) */
+		if (rc == 0 && (res = db_select(&r->j, m, "SELECT @ccq_txn, @ccq_cname", 27))) {
+			/* the id (new on the second pass) and the customer, for the
+			 * notification (after_call) */
 			MYSQL_ROW row = mysql_fetch_row(res);
 			if (row && row[0])
 				a->txn = strtoull(row[0], NULL, 10);
+			if (row && row[1])
+				route_after_customer(a, row[1]);
 			mysql_free_result(res);
 			r->j.err = 0;
 		}
@@ -1174,19 +1196,21 @@ static int route_write_again(struct req *r, MYSQL *m)
 
 /*
  * A new call from a carrier. The usual case is one round trip to MySQL:
- * one batch of statements holds the customer lookup, the claim of the
- * member queued's view puts first (their user row, FOR UPDATE SKIP LOCKED,
- * every availability check: see claim_agent), the TXN (Assigning to that
- * member if the claim held, else Waiting), a SELECT of the outcome, its
- * first leg, its first journey events, the ring, and the COMMIT; the
- * statements after the claim depend on it through the session variable
- * @ccq_agent. With the claim held, the answer leaves when the SELECT's
- * result arrives, before the COMMIT (route_mid; route_write_again if the
- * rest then fails). Trunks and DIDs come from
- * the directory cache. A refused claim or nobody free: the TXN is
- * committed Waiting, and the general path (pick_agent or the queue) runs
- * in a second transaction. A retried request (its Call-ID has a TXN)
- * stops at the TXN's INSERT (duplicate key) and takes the general path.
+ * one batch of statements holds the TXN's id (drawn from the sequence
+ * txn_seq), the claim of the member queued's view puts first (their user
+ * row, FOR UPDATE SKIP LOCKED, every availability check: see
+ * claim_agent), a SELECT of the outcome, the customer lookup, the TXN
+ * (Assigning to that member if the claim held, else Waiting), its first
+ * leg, its first journey events, the ring, and the COMMIT; the statements
+ * after the claim depend on it through the session variable @ccq_agent.
+ * With the claim held, the answer leaves when the SELECT's result arrives:
+ * the caller waits for the claim only, not for the writes or the COMMIT
+ * (route_mid; route_write_again if the rest then fails). Trunks and DIDs
+ * come from the directory cache. A refused claim or nobody free: the TXN
+ * is committed Waiting, and the general path (pick_agent or the queue)
+ * runs in a second transaction. A retried request (its Call-ID has a TXN,
+ * which the SELECT also reads: no answer then) stops at the TXN's INSERT
+ * (duplicate key) and takes the general path.
  */
 static int run_call_route(struct req *r, MYSQL *m)
 {
@@ -1197,7 +1221,7 @@ static int run_call_route(struct req *r, MYSQL *m)
 	struct did_fact d;
 	char plus[24];
 	MYSQL_RES *res[16];
-	int rc, have, retry = 0, mid_stmt;
+	int rc, have, retry = 0, mid_stmt, cust_stmt;
 	struct av_member c;
 	int64_t now;
 	struct qb qq, qcust, q1, q2;
@@ -1282,20 +1306,20 @@ static int run_call_route(struct req *r, MYSQL *m)
 		snprintf(pretty, sizeof(pretty), "%s", caller[0] ? caller : "a withheld number");
 	}
 
-	/* 4. one round trip: the customer with the caller's number, the claim
-	 * of that member (see claim_agent), the TXN (Assigning to the member
-	 * if claimed, else Waiting), then SELECT of the outcome, then its
-	 * first leg, journey events and ring, COMMIT. When the claim held,
-	 * queued answers as soon as the SELECT's result arrives (route_mid),
-	 * while MySQL writes the rest and commits. A retried request (its
-	 * Call-ID has a TXN) fails at the TXN's INSERT (duplicate key) and
-	 * takes the general path. */
+	/* 4. one round trip: the TXN's id, the claim of that member (see
+	 * claim_agent), SELECT of the outcome, then the customer with the
+	 * caller's number, the TXN (Assigning to the member if claimed, else
+	 * Waiting), its first leg, journey events and ring, COMMIT. When the
+	 * claim held, queued answers as soon as the SELECT's result arrives
+	 * (route_mid), while MySQL writes the rest and commits. A retried
+	 * request (its Call-ID has a TXN) is not answered there, fails at the
+	 * TXN's INSERT (duplicate key) and takes the general path. */
 	qb_init(&qcust);
 	qb_init(&q1);
 	qb_init(&q2);
 	qb_init(&qq);
-	if (e164caller[0])
-		qb_customer(&qcust, m, d.org, plus, "INTO @ccq_cust, @ccq_cname");
+	if (e164caller[0])   /* a result (the name, for the notification) and @ccq_cust */
+		qb_customer(&qcust, m, d.org, plus, "@ccq_cust := c.id, @ccq_cname := c.name");
 	if (have)
 		rec_settle(&pick.rec, c.record, d.rec_inbox, d.rec_org);
 	qb_new_txn(&q1, m, call_id, from, &d, tr.id, e164did, src, port, caller, e164caller);
@@ -1319,17 +1343,21 @@ static int run_call_route(struct req *r, MYSQL *m)
 		qb_add(&q2, ";INSERT INTO txn_ring (txn_id, user_id, at) SELECT @ccq_txn, @ccq_agent, "
 			"UTC_TIMESTAMP(3) FROM DUAL WHERE @ccq_agent IS NOT NULL");
 	}
-	/* statements: SET, [customer], START, [claim], INSERT txn, SET, SELECT */
-	mid_stmt = 4 + (e164caller[0] != 0) + have;
+	/* statements: SET, START, [claim], SELECT (route_mid), [customer],
+	 * INSERT txn, ... COMMIT */
+	mid_stmt = 2 + have;
+	cust_stmt = qcust.len ? mid_stmt + 1 : -1;
 	qb_add(&qq, "SET @ccq_agent = NULL, @ccq_cust = NULL, @ccq_cname = NULL, "
-		"@ccq_txn_id = NULL%s%s;START TRANSACTION", qcust.len ? ";" : "",
-		qcust.len ? qcust.buf : "");
+		"@ccq_txn = NEXTVAL(txn_seq);START TRANSACTION");
 	if (have) {
 		qb_add(&qq, ";");
 		qb_claim(&qq, (uint32_t)d.inbox, c.id);
 	}
-	qb_add(&qq, "%s;SELECT @ccq_agent, @ccq_txn, @ccq_cname%s;COMMIT", q1.buf ? q1.buf : "",
-		q2.buf ? q2.buf : "");
+	/* the Call-ID's TXN if it has one: a retried request, see route_mid */
+	qb_add(&qq, ";SELECT @ccq_agent, @ccq_txn, (SELECT x.id FROM txn x WHERE x.sip_call_id = ");
+	qb_str(&qq, m, call_id, strlen(call_id));
+	qb_add(&qq, ")%s%s%s%s;COMMIT", qcust.len ? ";" : "", qcust.len ? qcust.buf : "",
+		q1.buf ? q1.buf : "", q2.buf ? q2.buf : "");
 	if (qcust.oom || q1.oom || q2.oom)
 		qq.oom = 1;
 	x.r = r;
@@ -1351,6 +1379,12 @@ static int run_call_route(struct req *r, MYSQL *m)
 			&x);   /* fewer than 16 statements */
 	}
 	r->j.expect_dup = 0;
+	if (rc == 0 && cust_stmt >= 0 && res[cust_stmt]) {
+		/* the customer with the caller's number (read after the answer) */
+		MYSQL_ROW row = mysql_fetch_row(res[cust_stmt]);
+		if (row && row[1])
+			snprintf(x.cname, sizeof(x.cname), "%s", row[1]);
+	}
 	qb_free(&qq);
 	qb_free(&qcust);
 	qb_free(&q1);
@@ -1389,8 +1423,11 @@ static int run_call_route(struct req *r, MYSQL *m)
 			av_untake((uint32_t)d.inbox, c.id, 1);   /* refused */
 		if (!x.txn)
 			return req_fail(r, CCQ_E_INTERNAL, "the new TXN's id was not returned");
-		if (x.answered)
-			return 0;   /* answered, and now committed */
+		if (x.answered) {
+			/* answered, and now committed */
+			route_after_customer(r->after_data, x.cname);
+			return 0;
+		}
 		route_after(r, &d, x.txn, call_id, pretty, x.cname, e164caller);
 		if (x.claimed) {
 			/* not answered early (out of memory for r->again): answer now */
@@ -2044,10 +2081,10 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 	}
 	/* the TXN, its first leg and its journey so far, committed: one round trip */
 	qb_init(&qq);
-	qb_add(&qq, "INSERT INTO txn (org_id, inbox_id, customer_id, agent_id, device_id, kind, "
+	qb_add(&qq, "INSERT INTO txn (id, org_id, inbox_id, customer_id, agent_id, device_id, kind, "
 		"direction, call_type, status, sip_call_id, current_call_id, caller_id, number, result, "
-		"failure_reason, created_at, updated_at, ended_at) VALUES (%llu, %s%llu, %s%llu, %llu, %llu, "
-		"'call', 'outbound', 'outbound', '%s', ", (unsigned long long)org, inbox ? "" : "NULL + ",
+		"failure_reason, created_at, updated_at, ended_at) VALUES (" TXN_NEW_ID ", %llu, %s%llu, "
+		"%s%llu, %llu, %llu, 'call', 'outbound', 'outbound', '%s', ", (unsigned long long)org, inbox ? "" : "NULL + ",
 		(unsigned long long)inbox, cust_id ? "" : "NULL + ", (unsigned long long)cust_id,
 		(unsigned long long)uid, (unsigned long long)dev, blocked ? "Failed" : "Assigning");
 	qb_str(&qq, m, call_id, strlen(call_id));

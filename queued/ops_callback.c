@@ -511,8 +511,9 @@ static int cb_create(struct req *r, MYSQL *m, const struct cb_new *n, struct cb_
 		status = "overflow";
 	qb_init(&q);
 	/* the customer sees the extension's caller ID, as for its outbound calls */
-	qb_add(&q, "INSERT INTO txn (org_id, inbox_id, customer_id, agent_id, kind, direction, "
-		"call_type, status, caller_id, number, created_at, updated_at) SELECT %u, %s%u, %s%u, "
+	qb_add(&q, "INSERT INTO txn (id, org_id, inbox_id, customer_id, agent_id, kind, direction, "
+		"call_type, status, caller_id, number, created_at, updated_at) SELECT " TXN_NEW_ID
+		", %u, %s%u, %s%u, "
 		"id, 'call', 'outbound', 'callback', 'Waiting', caller_id, '%s', UTC_TIMESTAMP(3), "
 		"UTC_TIMESTAMP(3) FROM user WHERE id = %u",
 		n->x.org_id, n->inbox_id ? "" : "NULL + ", n->inbox_id, n->customer_id ? "" : "NULL + ",

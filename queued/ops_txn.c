@@ -87,8 +87,9 @@ static int run_txn_create(struct req *r, MYSQL *m)
 	if (!found) {
 		char text[1200];
 		q.len = 0;
-		qb_add(&q, "INSERT INTO txn (kind, direction, call_type, status, sip_call_id, "
-			"from_uri, to_uri, source_addr, created_at, updated_at) VALUES ('call', ");
+		qb_add(&q, "INSERT INTO txn (id, kind, direction, call_type, status, sip_call_id, "
+			"from_uri, to_uri, source_addr, created_at, updated_at) VALUES (" TXN_NEW_ID
+			", 'call', ");
 		qb_str(&q, m, direction, strlen(direction));
 		qb_add(&q, ", ");
 		qb_str(&q, m, type, strlen(type));
@@ -329,9 +330,9 @@ static int run_chat_create(struct req *r, MYSQL *m)
 	}
 	if (db_exec(&r->j, m, "START TRANSACTION", 17) < 0)
 		return -1;
-	snprintf(q, sizeof(q), "INSERT INTO txn (org_id, inbox_id, customer_id, kind, direction, "
-		"call_type, status, created_at, updated_at) VALUES (%llu, %llu, %s%llu, 'chat', 'inbound', "
-		"'chat', 'Waiting', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))", (unsigned long long)org,
+	snprintf(q, sizeof(q), "INSERT INTO txn (id, org_id, inbox_id, customer_id, kind, direction, "
+		"call_type, status, created_at, updated_at) VALUES (" TXN_NEW_ID ", %llu, %llu, %s%llu, "
+		"'chat', 'inbound', 'chat', 'Waiting', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))", (unsigned long long)org,
 		(unsigned long long)inbox_id, customer ? "" : "NULL + ", (unsigned long long)customer);
 	if (db_exec(&r->j, m, q, strlen(q)) < 0)
 		goto fail;

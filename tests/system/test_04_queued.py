@@ -83,6 +83,20 @@ def test_config_check_mode(running_lab, tmp_path):
     assert r.returncode != 0 and "does-not-exist.conf" in r.stdout + r.stderr, r.stderr
 
 
+def queued_on(lab, database, tmp_path, name):
+    """A second queued of the lab's, on database DATABASE and its own unix
+    socket only. Returns (process, socket path)."""
+    conf = read_conf(lab.queued_conf)
+    sock = str(tmp_path / (name + ".sock"))
+    conf.update(mysql_database=database, listen_unix=sock, listen_tcp=None,
+                pid_file=str(tmp_path / (name + ".pid")))
+    path = str(tmp_path / (name + ".conf"))
+    write_queued_conf(path, **conf)
+    p = subprocess.Popen([QUEUED, "-c", path], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    return p, sock
+
+
 def test_schema_newer_than_binary_refuses_to_start(running_lab, tmp_path):
     lab = running_lab
     lab.sql("DROP DATABASE IF EXISTS ccq_future", db=None)
@@ -93,14 +107,7 @@ def test_schema_newer_than_binary_refuses_to_start(running_lab, tmp_path):
     lab.sql("INSERT INTO schema_version VALUES (9999, 'from the future', NOW(3))",
             db="ccq_future")
 
-    conf = read_conf(lab.queued_conf)
-    sock = str(tmp_path / "future.sock")
-    conf.update(mysql_database="ccq_future", listen_unix=sock, listen_tcp=None,
-                pid_file=str(tmp_path / "future.pid"))
-    path = str(tmp_path / "future.conf")
-    write_queued_conf(path, **conf)
-    p = subprocess.Popen([QUEUED, "-c", path], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+    p, _ = queued_on(lab, "ccq_future", tmp_path, "future")
     try:
         out, _ = p.communicate(timeout=30)
     except subprocess.TimeoutExpired:
@@ -117,3 +124,61 @@ def test_schema_newer_than_binary_refuses_to_start(running_lab, tmp_path):
     tables = lab.sql("SHOW TABLES", db="ccq_future")
     assert tables == [["schema_version"]], "queued created tables in a newer schema: %r" % tables
     lab.sql("DROP DATABASE ccq_future", db=None)
+
+
+def test_the_upgrade_to_schema_8_draws_txn_ids_after_the_highest(running_lab, tmp_path):
+    """A database at schema 7 with TXNs: queued migrates it to 8, and the
+    ids of new TXNs (from the sequence txn_seq, also the column's default)
+    come after the highest existing one; the existing TXNs and their
+    journeys are kept."""
+    lab = running_lab
+    sql_dir = read_conf(lab.queued_conf)["sql_dir"]
+    lab.sql("DROP DATABASE IF EXISTS ccq_up", db=None)
+    lab.sql("CREATE DATABASE ccq_up CHARACTER SET utf8mb4", db=None)
+    lab.sql("GRANT ALL PRIVILEGES ON ccq_up.* TO 'ccq'@'localhost'", db=None)
+    lab.sql("CREATE TABLE schema_version (version INT NOT NULL PRIMARY KEY, "
+            "name VARCHAR(200) NOT NULL, applied_at DATETIME(3) NOT NULL)", db="ccq_up")
+    files = sorted(f for f in os.listdir(sql_dir) if re.match(r"\d{3}_.*\.sql$", f))
+    for f in files:
+        if int(f[:3]) > 7:
+            continue
+        with open(os.path.join(sql_dir, f)) as fh:
+            lab.sql(fh.read(), db="ccq_up")
+        lab.sql("INSERT INTO schema_version VALUES (%d, '%s', NOW(3))" % (int(f[:3]), f),
+                db="ccq_up")
+    for i in (41, 4242):
+        lab.sql("INSERT INTO txn (id, kind, direction, call_type, status, sip_call_id, "
+                "created_at, updated_at) VALUES (%d, 'call', 'inbound', 'direct', 'Ended', "
+                "'old-%d', NOW(3), NOW(3))" % (i, i), db="ccq_up")
+        lab.sql("INSERT INTO txn_event (txn_id, at, kind, text) VALUES (%d, NOW(3), 'ended', "
+                "'Call ended')" % i, db="ccq_up")
+
+    p, sock = queued_on(lab, "ccq_up", tmp_path, "up")
+    try:
+        assert wait_until(lambda: os.path.exists(sock), 30), "queued did not start"
+        assert lab.sql("SELECT MAX(version) FROM schema_version", db="ccq_up") == [["8"]]
+        # queued's way (an explicit id from the sequence, as LAST_INSERT_ID())
+        rows = lab.sql("INSERT INTO txn (id, kind, direction, call_type, status, created_at, "
+                       "updated_at) VALUES (LAST_INSERT_ID(NEXTVAL(txn_seq)), 'chat', "
+                       "'inbound', 'chat', 'Waiting', NOW(3), NOW(3)); SELECT LAST_INSERT_ID()",
+                       db="ccq_up")
+        first = int(rows[0][0])
+        assert first == 4243, "the sequence does not start after the highest id: %d" % first
+        # by hand, without an id: the column's default takes the next one
+        lab.sql("INSERT INTO txn (kind, direction, call_type, status, sip_call_id, created_at, "
+                "updated_at) VALUES ('call', 'inbound', 'direct', 'Waiting', 'by-hand', NOW(3), "
+                "NOW(3))", db="ccq_up")
+        rows = lab.sql("SELECT id FROM txn WHERE sip_call_id = 'by-hand'", db="ccq_up")
+        assert int(rows[0][0]) == first + 1, rows
+        rows = lab.sql("SELECT t.id, COUNT(e.id) FROM txn t JOIN txn_event e ON e.txn_id = t.id "
+                       "WHERE t.sip_call_id LIKE 'old-%' GROUP BY t.id ORDER BY t.id",
+                       db="ccq_up")
+        assert rows == [["41", "1"], ["4242", "1"]], rows
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate(timeout=10)
+    lab.sql("DROP DATABASE ccq_up", db=None)
