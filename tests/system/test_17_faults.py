@@ -160,9 +160,9 @@ def told_txn(lab, off, call_id):
 
 
 def test_the_decision_answers_before_its_commit(running_lab, org):
-    """The agent's phones ring as soon as the claim and the TXN's row are
-    made: the answer does not wait for the first leg, the journey events,
-    the ring row and the COMMIT (here held up for 3 s). The TXN becomes
+    """The agent's phones ring as soon as the claim is made: the answer
+    does not wait for the TXN's row, the first leg, the journey events, the
+    ring row and the COMMIT (here held up for 3 s). The TXN becomes
     visible with the COMMIT, and the call's answer report waits for it."""
     lab = running_lab
     ib, phone = setup_agent(org)
@@ -213,3 +213,40 @@ def test_a_decision_whose_writes_fail_after_its_answer_is_written_again(running_
     log = lab.log_since("queued", qd)
     assert "ring row refused" in log and "written again after its decision's batch failed" \
         in log, log[-3000:]
+
+
+def test_a_decision_whose_txn_id_was_handed_out_again_gets_a_new_one(running_lab, org):
+    """MySQL hands out, for a new call, the id of a TXN that exists (as a
+    MariaDB that crashed before its sequence's state reached the disk
+    could; here txn_seq is moved back with ALTER SEQUENCE ... RESTART): the
+    decision answers with that id, its TXN's INSERT then fails (duplicate
+    id), and queued writes the call's TXN again with a new id. The older
+    TXN is untouched; the call, found by its Call-ID, is whole."""
+    lab = running_lab
+    ib, phone = setup_agent(org)
+    old_cid = "ccqtest-old-%s" % org.name
+    lab.sql("INSERT INTO txn (kind, direction, call_type, status, sip_call_id, created_at, "
+            "updated_at) VALUES ('call', 'inbound', 'direct', 'Ended', '%s', UTC_TIMESTAMP(3), "
+            "UTC_TIMESTAMP(3))" % old_cid)
+    old = lab.txn_ids_for_call(old_cid)[0]
+    assert lab.sql("SELECT MAX(id) FROM txn") == [[str(old)]]
+    lab.sql("ALTER SEQUENCE txn_seq RESTART WITH %d" % old)
+    ans = phone.answer(timeout=60)
+    kam, qd = lab.log_size("kamailio"), lab.log_size("queued")
+    try:
+        call = lab.carrier(ib.did, duration_ms=2000, timeout=60, background=True)
+        assert call.wait() == 0, "the call did not complete:\n" + call.summary()
+        assert ans.wait(10) == 0, ans.summary()
+    finally:
+        call.stop()
+        ans.stop()
+    assert told_txn(lab, kam, call.call_id) == old, lab.log_since("kamailio", kam)[-2000:]
+    t = assert_whole(lab, call.call_id, 1, 3)
+    assert t["id"] == old + 1 and lab.txn_ids_for_call(call.call_id) == [old + 1], t
+    assert [e["kind"] for e in t["events"]].count("ringing") == 1, t["events"]
+    assert lab.sql("SELECT COUNT(*) FROM txn_ring WHERE txn_id = %d" % t["id"]) == [["1"]]
+    assert lab.sql("SELECT sip_call_id, status, (SELECT COUNT(*) FROM txn_event e WHERE "
+                   "e.txn_id = t.id) FROM txn t WHERE id = %d" % old) == [[old_cid, "Ended", "0"]]
+    log = lab.log_since("queued", qd)
+    assert "was handed out again" in log and "TXN %d written again" % (old + 1) in log, \
+        log[-3000:]
