@@ -2084,9 +2084,10 @@ static int run_call_outbound(struct req *r, MYSQL *m)
 	qb_add(&qq, "INSERT INTO txn (id, org_id, inbox_id, customer_id, agent_id, device_id, kind, "
 		"direction, call_type, status, sip_call_id, current_call_id, caller_id, number, result, "
 		"failure_reason, created_at, updated_at, ended_at) VALUES (" TXN_NEW_ID ", %llu, %s%llu, "
-		"%s%llu, %llu, %llu, 'call', 'outbound', 'outbound', '%s', ", (unsigned long long)org, inbox ? "" : "NULL + ",
-		(unsigned long long)inbox, cust_id ? "" : "NULL + ", (unsigned long long)cust_id,
-		(unsigned long long)uid, (unsigned long long)dev, blocked ? "Failed" : "Assigning");
+		"%s%llu, %llu, %llu, 'call', 'outbound', 'outbound', '%s', ", (unsigned long long)org,
+		inbox ? "" : "NULL + ", (unsigned long long)inbox, cust_id ? "" : "NULL + ",
+		(unsigned long long)cust_id, (unsigned long long)uid, (unsigned long long)dev,
+		blocked ? "Failed" : "Assigning");
 	qb_str(&qq, m, call_id, strlen(call_id));
 	qb_add(&qq, ", ");
 	qb_str(&qq, m, call_id, strlen(call_id));

@@ -332,8 +332,9 @@ static int run_chat_create(struct req *r, MYSQL *m)
 		return -1;
 	snprintf(q, sizeof(q), "INSERT INTO txn (id, org_id, inbox_id, customer_id, kind, direction, "
 		"call_type, status, created_at, updated_at) VALUES (" TXN_NEW_ID ", %llu, %llu, %s%llu, "
-		"'chat', 'inbound', 'chat', 'Waiting', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))", (unsigned long long)org,
-		(unsigned long long)inbox_id, customer ? "" : "NULL + ", (unsigned long long)customer);
+		"'chat', 'inbound', 'chat', 'Waiting', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+		(unsigned long long)org, (unsigned long long)inbox_id, customer ? "" : "NULL + ",
+		(unsigned long long)customer);
 	if (db_exec(&r->j, m, q, strlen(q)) < 0)
 		goto fail;
 	id = mysql_insert_id(m);
