@@ -127,6 +127,7 @@ int arg_bool(struct req *r, const char *key, int *v, int required);
  * LAST_INSERT_ID(), so that mysql_insert_id() and LAST_INSERT_ID() give it
  * as they did when txn.id was AUTO_INCREMENT. */
 #define TXN_NEW_ID "LAST_INSERT_ID(NEXTVAL(txn_seq))"
+
 /* The length of s cut to at most max bytes at a UTF-8 character boundary. */
 size_t utf8_cut(const char *s, size_t max);
 /* Add a journey event to a TXN; at is an SQL time expression (NULL = now);

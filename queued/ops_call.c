@@ -982,11 +982,11 @@ static int inbox_by_did(struct req *r, MYSQL *m, const char *e164did, struct did
 /* The INSERT of a new inbound TXN: its id @ccq_txn (drawn from txn_seq
  * at the start of the batch, or the answered one when a decision's writes
  * are run again), its customer @ccq_cust, its agent @ccq_agent
- * (Assigning), or none (Waiting). The first leg is a separate part
- * (qb_first_leg). */
+ * (Assigning), or none (Waiting), created at 'at' (an SQL time, the
+ * decision's). The first leg is a separate part (qb_first_leg). */
 static void qb_new_txn(struct qb *q, MYSQL *m, const char *call_id, const char *from,
 		const struct did_fact *d, uint64_t trunk, const char *e164did, const char *src,
-		uint64_t port, const char *caller, const char *e164caller)
+		uint64_t port, const char *caller, const char *e164caller, const char *at)
 {
 	char s2[80];
 	qb_add(q, ";INSERT INTO txn (id, org_id, inbox_id, customer_id, trunk_id, kind, direction, "
@@ -1010,22 +1010,22 @@ static void qb_new_txn(struct qb *q, MYSQL *m, const char *call_id, const char *
 		qb_add(q, "'+%s'", e164caller);
 	else
 		qb_add(q, "NULL");
-	qb_add(q, ", UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))");
+	qb_add(q, ", %s, %s)", at, at);
 }
 
-static void qb_first_leg(struct qb *q, MYSQL *m, const char *call_id)
+static void qb_first_leg(struct qb *q, MYSQL *m, const char *call_id, const char *at)
 {
 	qb_add(q, ";INSERT INTO txn_leg (call_id, txn_id, kind, created_at) VALUES (");
 	qb_str(q, m, call_id, strlen(call_id));
-	qb_add(q, ", @ccq_txn, 'first', UTC_TIMESTAMP(3))");
+	qb_add(q, ", @ccq_txn, 'first', %s)", at);
 }
 
 /* One more row of the batch's INSERT INTO txn_event ... SELECT for TXN
  * @ccq_txn (after its first row); claimed: only if a member was claimed */
 static void qb_event_row(struct qb *q, MYSQL *m, int claimed, const char *kind,
-		const char *text)
+		const char *text, const char *at)
 {
-	qb_add(q, " UNION ALL SELECT @ccq_txn, UTC_TIMESTAMP(3), '%s', ", kind);
+	qb_add(q, " UNION ALL SELECT @ccq_txn, %s, '%s', ", at, kind);
 	qb_str(q, m, text, utf8_cut(text, CCQ_EVENT_TEXT_MAX));
 	qb_add(q, "%s", claimed ? " FROM DUAL WHERE @ccq_agent IS NOT NULL" : "");
 }
@@ -1215,7 +1215,7 @@ static int route_write_again(struct req *r, MYSQL *m)
 static int run_call_route(struct req *r, MYSQL *m)
 {
 	char call_id[256], from[512], caller[64], caller_name[128], did[64], src[64];
-	char e164did[16], e164caller[16] = "", text[1200], pretty[40];
+	char e164did[16], e164caller[16] = "", text[1200], pretty[40], at[64];
 	uint64_t port = 0;
 	struct trunk_fact tr;
 	struct did_fact d;
@@ -1322,26 +1322,31 @@ static int run_call_route(struct req *r, MYSQL *m)
 		qb_customer(&qcust, m, d.org, plus, "@ccq_cust := c.id, @ccq_cname := c.name");
 	if (have)
 		rec_settle(&pick.rec, c.record, d.rec_inbox, d.rec_org);
-	qb_new_txn(&q1, m, call_id, from, &d, tr.id, e164did, src, port, caller, e164caller);
-	qb_first_leg(&q2, m, call_id);
+	/* the batch's times are the decision's, not those at which MySQL
+	 * writes them after the answer (the call's reports, with the proxy's
+	 * times, may come right after; a rewrite keeps them too) */
+	snprintf(at, sizeof(at), "FROM_UNIXTIME(%lld.%03lld)", (long long)(now / 1000),
+		(long long)(now % 1000));
+	qb_new_txn(&q1, m, call_id, from, &d, tr.id, e164did, src, port, caller, e164caller, at);
+	qb_first_leg(&q2, m, call_id, at);
 	/* "Call received from <number> (<customer>) via trunk <name>" */
 	snprintf(text, sizeof(text), "Call received from %s", pretty);
-	qb_add(&q2, ";INSERT INTO txn_event (txn_id, at, kind, text) SELECT @ccq_txn, "
-		"UTC_TIMESTAMP(3), 'received', LEFT(CONCAT(");
+	qb_add(&q2, ";INSERT INTO txn_event (txn_id, at, kind, text) SELECT @ccq_txn, %s, "
+		"'received', LEFT(CONCAT(", at);
 	qb_str(&q2, m, text, utf8_cut(text, CCQ_EVENT_TEXT_MAX));
 	qb_add(&q2, ", IF(@ccq_cname IS NULL, '', CONCAT(' (', @ccq_cname, ')')), ");
 	snprintf(text, sizeof(text), " via trunk %s", tr.name);
 	qb_str(&q2, m, text, utf8_cut(text, CCQ_EVENT_TEXT_MAX));
 	qb_add(&q2, "), 1024)");
 	snprintf(text, sizeof(text), "Call routed to Inbox [%s]", d.name);
-	qb_event_row(&q2, m, 0, "routed", text);
+	qb_event_row(&q2, m, 0, "routed", text, at);
 	if (have) {
 		snprintf(text, sizeof(text), "Ringing %s - %s - %s", pick.ext, pick.name, pick.devices);
-		qb_event_row(&q2, m, 1, "ringing", text);
+		qb_event_row(&q2, m, 1, "ringing", text, at);
 		rec_journey_text(text, sizeof(text), pick.rec.record, pick.rec.rule);
-		qb_event_row(&q2, m, 1, "recording", text);
+		qb_event_row(&q2, m, 1, "recording", text, at);
 		qb_add(&q2, ";INSERT INTO txn_ring (txn_id, user_id, at) SELECT @ccq_txn, @ccq_agent, "
-			"UTC_TIMESTAMP(3) FROM DUAL WHERE @ccq_agent IS NOT NULL");
+			"%s FROM DUAL WHERE @ccq_agent IS NOT NULL", at);
 	}
 	/* statements: SET, START, [claim], SELECT (route_mid), [customer],
 	 * INSERT txn, ... COMMIT */

@@ -131,23 +131,23 @@ def test_answered_call_without_an_end_is_ended_after_max_call_duration(running_l
     assert status(recent)[0] == "Assigned", status(recent)
 
 
-# A fault in the decision's own batch, after its answer: a trigger on
-# txn_ring (the ring is one of the statements MySQL runs after the SELECT
-# whose result queued answers on). The flag is a MEMORY table, which a
-# failed statement does not roll back, so the fault happens once.
-def ring_fault(lab, body):
-    lab.sql("DROP TRIGGER IF EXISTS ccqtest_ring_fault")
+# A fault in the decision's own batch, after its answer: a trigger on one
+# of the tables MySQL writes after the SELECT whose result queued answers
+# on (txn: the TXN's row; txn_ring: the ring). The flag is a MEMORY table,
+# which a failed statement does not roll back, so the fault happens once.
+def batch_fault(lab, body, table="txn_ring"):
+    lab.sql("DROP TRIGGER IF EXISTS ccqtest_batch_fault")
     lab.sql("CREATE TABLE IF NOT EXISTS ccqtest_fault (n INT) ENGINE=MEMORY")
     lab.sql("DELETE FROM ccqtest_fault")
     lab.sql("INSERT INTO ccqtest_fault VALUES (1)")
     # (the client splits statements at ';': the trigger's body has some)
-    lab.sql("DELIMITER //\nCREATE TRIGGER ccqtest_ring_fault BEFORE INSERT ON txn_ring "
+    lab.sql("DELIMITER //\nCREATE TRIGGER ccqtest_batch_fault BEFORE INSERT ON %s "
             "FOR EACH ROW BEGIN IF (SELECT COUNT(*) FROM ccqtest_fault) > 0 THEN "
-            "DELETE FROM ccqtest_fault; %s END IF; END//" % body)
+            "DELETE FROM ccqtest_fault; %s END IF; END//" % (table, body))
 
 
-def no_ring_fault(lab):
-    lab.sql("DROP TRIGGER IF EXISTS ccqtest_ring_fault")
+def no_batch_fault(lab):
+    lab.sql("DROP TRIGGER IF EXISTS ccqtest_batch_fault")
     lab.sql("DROP TABLE IF EXISTS ccqtest_fault")
 
 
@@ -161,14 +161,15 @@ def told_txn(lab, off, call_id):
 
 def test_the_decision_answers_before_its_commit(running_lab, org):
     """The agent's phones ring as soon as the claim is made: the answer
-    does not wait for the TXN's row, the first leg, the journey events, the
-    ring row and the COMMIT (here held up for 3 s). The TXN becomes
-    visible with the COMMIT, and the call's answer report waits for it."""
+    does not wait for the TXN's row (here its INSERT is held up for 3 s by
+    a trigger), nor for the first leg, the journey events, the ring row and
+    the COMMIT after it. The TXN becomes visible with the COMMIT, and the
+    call's answer report waits for it."""
     lab = running_lab
     ib, phone = setup_agent(org)
     ans = phone.answer(timeout=60)
     kam = lab.log_size("kamailio")
-    ring_fault(lab, "DO SLEEP(3);")
+    batch_fault(lab, "DO SLEEP(3);", table="txn")
     try:
         call = lab.carrier(ib.did, duration_ms=2000, timeout=60, background=True)
         assert wait_until(lambda: told_txn(lab, kam, call.call_id), 2.5), \
@@ -182,7 +183,7 @@ def test_the_decision_answers_before_its_commit(running_lab, org):
     finally:
         call.stop()
         ans.stop()
-        no_ring_fault(lab)
+        no_batch_fault(lab)
     t = assert_whole(lab, call.call_id, 1, 3)
     assert t["id"] == txn, t
 
@@ -196,7 +197,7 @@ def test_a_decision_whose_writes_fail_after_its_answer_is_written_again(running_
     ib, phone = setup_agent(org)
     ans = phone.answer(timeout=60)
     kam, qd = lab.log_size("kamailio"), lab.log_size("queued")
-    ring_fault(lab, "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'ccq test: ring row refused';")
+    batch_fault(lab, "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'ccq test: ring row refused';")
     try:
         call = lab.carrier(ib.did, duration_ms=2000, timeout=60, background=True)
         assert call.wait() == 0, "the call did not complete:\n" + call.summary()
@@ -205,7 +206,7 @@ def test_a_decision_whose_writes_fail_after_its_answer_is_written_again(running_
     finally:
         call.stop()
         ans.stop()
-        no_ring_fault(lab)
+        no_batch_fault(lab)
     t = assert_whole(lab, call.call_id, 1, 3)
     assert lab.txn_ids_for_call(call.call_id) == [told_txn(lab, kam, call.call_id)] == [t["id"]]
     assert [e["kind"] for e in t["events"]].count("ringing") == 1, t["events"]
