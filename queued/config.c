@@ -24,6 +24,7 @@ void config_defaults(struct queued_config *c, const char *default_sql_dir)
 	c->mysql_read_timeout = 10;
 	c->mysql_write_timeout = 10;
 	c->mysql_workers = 3;
+	c->decision_workers = 0;
 	snprintf(c->sql_dir, sizeof(c->sql_dir), "%s", default_sql_dir ? default_sql_dir : "");
 	c->log_level = LOG_INFO;
 	c->max_frame = 1024u * 1024u;
@@ -64,6 +65,7 @@ static const struct key keys[] = {
 	{ "mysql_read_timeout", U(mysql_read_timeout, 1, 3600) },
 	{ "mysql_write_timeout", U(mysql_write_timeout, 1, 3600) },
 	{ "mysql_workers", U(mysql_workers, 1, 32) },
+	{ "decision_workers", U(decision_workers, 0, 31) },
 	{ "sql_dir", S(sql_dir) },
 	{ "log", K_LOG, offsetof(struct queued_config, log_syslog), 0, 0, 0 },
 	{ "log_level", K_LOGLEVEL, offsetof(struct queued_config, log_level), 0, 0, 0 },

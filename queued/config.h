@@ -20,6 +20,7 @@ struct queued_config {
 	unsigned mysql_read_timeout;
 	unsigned mysql_write_timeout;
 	unsigned mysql_workers;         /* worker threads, one connection each */
+	unsigned decision_workers;      /* of them, kept for call decisions (db.c take) */
 	char sql_dir[PATH_MAX];
 	int log_syslog;
 	int log_level;              /* syslog level */

@@ -26,6 +26,7 @@ struct worker {
 	MYSQL *conn;                   /* this worker's only */
 	uint64_t busy_key;             /* key of the job it runs (0 none); under g_mu */
 	int busy;
+	int busy_plain;                /* ... and that job is not urgent; under g_mu */
 };
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -39,6 +40,7 @@ static unsigned g_pending;                     /* loop thread only */
 static struct queued_config g_cfg;             /* guarded by g_mu */
 static struct worker g_workers[DB_WORKERS_MAX];
 static unsigned g_nworkers;
+static unsigned g_plain_max;                   /* workers that may run non-urgent jobs */
 static unsigned long g_lock_retries;           /* under g_mu */
 static struct ev_loop *g_loop;
 static ev_async g_async;
@@ -364,10 +366,16 @@ static int key_running(uint64_t key, void *arg)
 	return key_busy(key);
 }
 
-/* The next job to run (under g_mu); the order is jobq_take's (jobq.h). */
+/* The next job to run (under g_mu); the order is jobq_take's (jobq.h).
+ * While g_plain_max workers run reports (jobs nobody waits on), the
+ * others are kept for decisions: a call's decision then does not wait
+ * for a report's round trips and commit. */
 static struct db_job *take(void)
 {
-	return jobq_take(&g_in, key_running, NULL, db_now_ns());
+	unsigned plain = 0;
+	for (unsigned i = 0; i < g_nworkers; i++)
+		plain += g_workers[i].busy && g_workers[i].busy_plain;
+	return jobq_take(&g_in, key_running, NULL, db_now_ns(), plain < g_plain_max);
 }
 
 static void *worker(void *arg)
@@ -378,14 +386,32 @@ static void *worker(void *arg)
 	for (;;) {
 		struct db_job *j;
 		pthread_mutex_lock(&g_mu);
-		while (!(j = take()) && !(g_stop && !g_in.head))
-			pthread_cond_wait(&g_cv, &g_mu);
+		while (!(j = take()) && !(g_stop && !g_in.head)) {
+			uint64_t now = db_now_ns();
+			if (g_in.head && g_in.head->t_submit + JOBQ_AGE_NS >= now) {
+				/* jobs wait that this worker may not take now (it is
+				 * kept for decisions, or their key runs): look again
+				 * when the oldest has aged and every worker may take
+				 * it (after that, only a running key holds a job back,
+				 * and its end wakes the workers) */
+				uint64_t ns = g_in.head->t_submit + JOBQ_AGE_NS - now + 1000000ull;
+				struct timespec ts;
+				clock_gettime(CLOCK_REALTIME, &ts);
+				ns += (uint64_t)ts.tv_nsec;
+				ts.tv_sec += (time_t)(ns / 1000000000ull);
+				ts.tv_nsec = (long)(ns % 1000000000ull);
+				pthread_cond_timedwait(&g_cv, &g_mu, &ts);
+			} else {
+				pthread_cond_wait(&g_cv, &g_mu);
+			}
+		}
 		if (!j) {
 			pthread_mutex_unlock(&g_mu);
 			break;
 		}
 		w->busy = 1;
 		w->busy_key = j->key;
+		w->busy_plain = !j->urgent;
 		pthread_mutex_unlock(&g_mu);
 
 		j->t_start = db_now_ns();
@@ -395,6 +421,7 @@ static void *worker(void *arg)
 		pthread_mutex_lock(&g_mu);
 		w->busy = 0;
 		w->busy_key = 0;
+		w->busy_plain = 0;
 		if (g_out_tail)
 			g_out_tail->next = j;
 		else
@@ -463,6 +490,7 @@ int db_start(struct ev_loop *loop, const struct queued_config *cfg, MYSQL *conn)
 	g_stop = 0;
 	memset(g_workers, 0, sizeof(g_workers));
 	g_nworkers = n;
+	g_plain_max = n > cfg->decision_workers ? n - cfg->decision_workers : 1;
 	g_workers[0].conn = conn;
 	ev_async_init(&g_async, on_async);
 	ev_async_start(loop, &g_async);
@@ -475,6 +503,7 @@ int db_start(struct ev_loop *loop, const struct queued_config *cfg, MYSQL *conn)
 			/* run with the ones we have */
 			pthread_mutex_lock(&g_mu);
 			g_nworkers = i;
+			g_plain_max = i > cfg->decision_workers ? i - cfg->decision_workers : 1;
 			pthread_mutex_unlock(&g_mu);
 			break;
 		}

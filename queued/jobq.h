@@ -12,8 +12,18 @@
 /* No job overtakes one that has waited this long (ns). */
 #define JOBQ_AGE_NS 100000000ull
 
+/* Slots of the queued-jobs-per-key counts (a hash of the key). */
+#define JOBQ_KEY_SLOTS 4096
+
+/* Zero-initialised. The counts keep jobq_take cheap with thousands of
+ * reports queued (a backlog under overload): the urgent pass visits only
+ * as many jobs as it needs to find the urgent ones, and looks for an
+ * earlier job of the same key only when another job of a key with that
+ * hash is queued at all (rare: a decision's Call-ID is new). */
 struct jobq {
 	struct db_job *head, *tail;
+	unsigned urgent;                        /* urgent jobs queued */
+	uint16_t keys[JOBQ_KEY_SLOTS];          /* queued jobs per key hash */
 };
 
 /* Append j (submission order). */
@@ -28,8 +38,15 @@ void jobq_push(struct jobq *q, struct db_job *j);
  * minus its t_submit), nothing overtakes: jobs are taken oldest first, so
  * that reports are not starved when decisions come faster than the
  * workers take them.
+ *
+ * plain_ok 0 (the caller is a worker kept for decisions: the others are
+ * all running jobs that are not urgent) returns only an urgent job,
+ * unless the oldest job has waited JOBQ_AGE_NS: then the reports are not
+ * keeping up, and it takes the oldest urgent job, else the oldest job.
+ * (The workers not kept take the oldest jobs then, so reports still
+ * progress when decisions come faster than the kept workers take them.)
  */
 struct db_job *jobq_take(struct jobq *q, int (*busy)(uint64_t key, void *arg), void *arg,
-		uint64_t now_ns);
+		uint64_t now_ns, int plain_ok);
 
 #endif

@@ -4,12 +4,14 @@
 # agents) against the same packaged Kamailio as a plain stateful relay of the
 # same calls, in one run on the same machine. Method and results: BENCHMARKS.md.
 #
-# Usage: tests/bench/inbound.sh [-r "RATE ..."] [-d SECONDS] [-a AGENTS] [-l MS] [-w WORKERS] [-n]
+# Usage: tests/bench/inbound.sh [-r "RATE ..."] [-d SECONDS] [-a AGENTS] [-l MS] [-w WORKERS]
+#                               [-k KEPT] [-n]
 #   -r  call rates to try, calls per second      (default "10 20 40 80")
 #   -d  seconds of traffic per rate               (default 10)
 #   -a  agents (users with one device each)       (default 20)
 #   -l  call length in ms (caller hangs up)        (default 1000)
 #   -w  queued's MySQL workers (mysql_workers)    (default: queued's, 3)
+#   -k  of them, kept for decisions (decision_workers) (default: queued's, 1)
 #   -n  run the sipps (carrier, agents) at nice 19, for both targets: on a
 #       real site they are other machines; this shows how much of the
 #       latency is theirs
@@ -22,15 +24,16 @@ dur=10
 agents=20
 len=1000
 gen=()   # how the load generators are started (-n: nice 19)
-while getopts "r:d:a:l:w:nh" o; do
+while getopts "r:d:a:l:w:k:nh" o; do
     case $o in
         r) rates=$OPTARG ;;
         d) dur=$OPTARG ;;
         a) agents=$OPTARG ;;
         l) len=$OPTARG ;;
         w) export CCQ_MYSQL_WORKERS=$OPTARG ;;
+        k) export CCQ_DECISION_WORKERS=$OPTARG ;;
         n) gen=(nice -n 19) ;;
-        h) sed -n '2,17p' "$0"; exit 0 ;;
+        h) sed -n '2,18p' "$0"; exit 0 ;;
         *) exit 2 ;;
     esac
 done

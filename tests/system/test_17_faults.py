@@ -133,17 +133,18 @@ def test_answered_call_without_an_end_is_ended_after_max_call_duration(running_l
 
 # A fault in the decision's own batch, after its answer: a trigger on one
 # of the tables MySQL writes after the SELECT whose result queued answers
-# on (txn: the TXN's row; txn_ring: the ring). The flag is a MEMORY table,
-# which a failed statement does not roll back, so the fault happens once.
-def batch_fault(lab, body, table="txn_ring"):
+# on (txn: the TXN's row; txn_ring: the ring). The flags are rows of a
+# MEMORY table, which a failed statement does not roll back, so the fault
+# happens `times` times.
+def batch_fault(lab, body, table="txn_ring", times=1):
     lab.sql("DROP TRIGGER IF EXISTS ccqtest_batch_fault")
     lab.sql("CREATE TABLE IF NOT EXISTS ccqtest_fault (n INT) ENGINE=MEMORY")
     lab.sql("DELETE FROM ccqtest_fault")
-    lab.sql("INSERT INTO ccqtest_fault VALUES (1)")
+    lab.sql("INSERT INTO ccqtest_fault VALUES %s" % ", ".join(["(1)"] * times))
     # (the client splits statements at ';': the trigger's body has some)
     lab.sql("DELIMITER //\nCREATE TRIGGER ccqtest_batch_fault BEFORE INSERT ON %s "
             "FOR EACH ROW BEGIN IF (SELECT COUNT(*) FROM ccqtest_fault) > 0 THEN "
-            "DELETE FROM ccqtest_fault; %s END IF; END//" % (table, body))
+            "DELETE FROM ccqtest_fault LIMIT 1; %s END IF; END//" % (table, body))
 
 
 def no_batch_fault(lab):
@@ -214,6 +215,39 @@ def test_a_decision_whose_writes_fail_after_its_answer_is_written_again(running_
     log = lab.log_since("queued", qd)
     assert "ring row refused" in log and "written again after its decision's batch failed" \
         in log, log[-3000:]
+
+
+def test_a_caller_who_hangs_up_while_the_decision_is_written_again_is_not_lost(
+        running_lab, org):
+    """The decision's writes fail after its answer and keep failing for
+    about two seconds (the ring row refused three times: the batch, the
+    rewrite at once, the one a second later); the caller hangs up while
+    the agent's phone rings, before the TXN exists. The end report waits
+    for the rewrite rather than finding "no TXN": the TXN ends as
+    abandoned, not left Assigning."""
+    lab = running_lab
+    ib, phone = setup_agent(org)
+    ring = phone.ring(timeout=60)
+    qd = lab.log_size("queued")
+    batch_fault(lab, "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'ccq test: ring row refused';",
+                times=3)
+    try:
+        call = lab.carrier(ib.did, scenario="carrier_cancel.xml", duration_ms=500, timeout=30)
+        assert call.rc == 0, "the CANCEL was not answered with 200 + 487:\n" + call.summary()
+        assert lab.txn_ids_for_call(call.call_id) == [], \
+            "the TXN was written before the caller hung up: the test shows nothing"
+        t = lab.wait_txn_state(call.call_id, lambda t: t["status"] == "Ended", 10)
+        assert lab.sql("SELECT COUNT(*) FROM ccqtest_fault") == [["0"]], "the faults never fired"
+    finally:
+        call.stop()
+        ring.stop()
+        no_batch_fault(lab)
+    assert t and t["status"] == "Ended" and t["result"] == "abandoned", t
+    kinds = [e["kind"] for e in t["events"]]
+    assert kinds[:3] == ["received", "routed", "ringing"] and kinds[-1] == "ended", kinds
+    assert t["events"][-1]["text"] == "Caller hung up while ringing", t["events"]
+    log = lab.log_since("queued", qd)
+    assert "written again after its decision's batch failed" in log, log[-3000:]
 
 
 def test_a_decision_whose_txn_id_was_handed_out_again_gets_a_new_one(running_lab, org):

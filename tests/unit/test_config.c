@@ -41,6 +41,8 @@ static void test_minimal_and_defaults(void **state)
 	assert_int_equal(c.callback_expiry, 86400);
 	assert_int_equal(c.schedule_grace, 3600);
 	assert_int_equal(c.max_call_duration, 14400);
+	assert_int_equal(c.mysql_workers, 3);
+	assert_int_equal(c.decision_workers, 0);
 	/* recordings are not indexed until recording_dir is set */
 	assert_string_equal(c.recording_dir, "");
 }
@@ -63,6 +65,8 @@ static void test_all_keys(void **state)
 		"mysql_connect_timeout = 2\n"
 		"mysql_read_timeout = 3\n"
 		"mysql_write_timeout = 4\n"
+		"mysql_workers = 5\n"
+		"decision_workers = 2\n"
 		"sql_dir = /opt/ccq/sql\n"
 		"log = syslog\n"
 		"log_level = debug\n"
@@ -85,6 +89,8 @@ static void test_all_keys(void **state)
 	assert_string_equal(c.mysql_password, "p#ss word ");
 	assert_int_equal(c.mysql_port, 3307);
 	assert_int_equal(c.mysql_read_timeout, 3);
+	assert_int_equal(c.mysql_workers, 5);
+	assert_int_equal(c.decision_workers, 2);
 	assert_int_equal(c.log_syslog, 1);
 	assert_int_equal(c.log_level, LOG_DEBUG);
 	assert_int_equal(c.max_frame, 65536);
@@ -112,6 +118,7 @@ static void test_bad_values(void **state)
 		{ MINIMAL "log_level = loud\n", "'log_level'" },
 		{ MINIMAL "log = file\n", "'log'" },
 		{ MINIMAL "mysql_port = 0\n", "'mysql_port'" },
+		{ MINIMAL "decision_workers = 32\n", "'decision_workers'" },
 		{ MINIMAL "mysql_port = 70000\n", "'mysql_port'" },
 		{ MINIMAL "mysql_port = 12ab\n", "'mysql_port'" },
 		{ MINIMAL "mysql_port = -1\n", "'mysql_port'" },

@@ -46,10 +46,10 @@ static void test_fifo_without_urgent_jobs(void **state)
 	job(&q, &a, 1, 0, 0);
 	job(&q, &b, 2, 0, 0);
 	job(&q, &c, 0, 0, 0);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS), &a);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS), &b);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS), &c);
-	assert_null(jobq_take(&q, busy, NULL, 1 * MS));
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS, 1), &a);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS, 1), &b);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS, 1), &c);
+	assert_null(jobq_take(&q, busy, NULL, 1 * MS, 1));
 	assert_null(q.head);
 	assert_null(q.tail);
 }
@@ -64,12 +64,12 @@ static void test_urgent_job_overtakes_reports_of_other_keys(void **state)
 	job(&q, &r2, 2, 0, 0);
 	job(&q, &d, 3, 1, 0);
 	job(&q, &r3, 4, 0, 0);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, 5 * MS), &d);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, 5 * MS), &r1);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, 5 * MS), &r2);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 5 * MS, 1), &d);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 5 * MS, 1), &r1);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 5 * MS, 1), &r2);
 	/* the tail is kept right after unlinking from the middle */
 	assert_ptr_equal(q.tail, &r3);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, 5 * MS), &r3);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 5 * MS, 1), &r3);
 	assert_null(q.tail);
 }
 
@@ -84,9 +84,9 @@ static void test_urgent_jobs_among_themselves_in_order(void **state)
 	job(&q, &r, 1, 0, 0);
 	job(&q, &t, 2, 1, 0);
 	job(&q, &d, 3, 1, 0);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS), &t);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS), &d);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS), &r);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS, 1), &t);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS, 1), &d);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS, 1), &r);
 }
 
 static void test_urgent_job_keeps_its_keys_order(void **state)
@@ -99,10 +99,10 @@ static void test_urgent_job_keeps_its_keys_order(void **state)
 	job(&q, &r1, 7, 0, 0);
 	job(&q, &r2, 8, 0, 0);
 	job(&q, &d, 7, 1, 0);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS), &r1);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS, 1), &r1);
 	/* now the decision may run, ahead of the other key's report */
-	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS), &d);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS), &r2);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS, 1), &d);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS, 1), &r2);
 }
 
 static void test_running_key_is_skipped(void **state)
@@ -115,11 +115,11 @@ static void test_running_key_is_skipped(void **state)
 	job(&q, &d1, 5, 1, 0);
 	job(&q, &r, 6, 0, 0);
 	job(&q, &d2, 5, 0, 0);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS), &r);
-	assert_null(jobq_take(&q, busy, NULL, 1 * MS));   /* only key 5 left */
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS, 1), &r);
+	assert_null(jobq_take(&q, busy, NULL, 1 * MS, 1));   /* only key 5 left */
 	g_running[0] = 0;
-	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS), &d1);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS), &d2);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS, 1), &d1);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS, 1), &d2);
 }
 
 static void test_no_overtaking_an_aged_job(void **state)
@@ -131,13 +131,87 @@ static void test_no_overtaking_an_aged_job(void **state)
 	job(&q, &r, 1, 0, 0);
 	job(&q, &d, 2, 1, 50 * MS);
 	/* the report has waited more than JOBQ_AGE_NS: it goes first */
-	assert_ptr_equal(jobq_take(&q, busy, NULL, JOBQ_AGE_NS + 1 * MS), &r);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, JOBQ_AGE_NS + 1 * MS), &d);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, JOBQ_AGE_NS + 1 * MS, 1), &r);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, JOBQ_AGE_NS + 1 * MS, 1), &d);
 	/* and just under it, the decision overtakes */
 	job(&q, &r, 1, 0, 0);
 	job(&q, &d, 2, 1, 0);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, JOBQ_AGE_NS - 1 * MS), &d);
-	assert_ptr_equal(jobq_take(&q, busy, NULL, JOBQ_AGE_NS - 1 * MS), &r);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, JOBQ_AGE_NS - 1 * MS, 1), &d);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, JOBQ_AGE_NS - 1 * MS, 1), &r);
+}
+
+static void test_kept_worker_takes_only_decisions(void **state)
+{
+	struct jobq q = { 0 };
+	struct db_job r1, r2, d;
+	(void)state;
+	setup_none_running();
+	/* the other workers all run reports: this one is kept for decisions */
+	job(&q, &r1, 1, 0, 0);
+	job(&q, &r2, 2, 0, 0);
+	assert_null(jobq_take(&q, busy, NULL, 1 * MS, 0));
+	assert_ptr_equal(q.head, &r1);
+	job(&q, &d, 3, 1, 2 * MS);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 3 * MS, 0), &d);
+	assert_null(jobq_take(&q, busy, NULL, 3 * MS, 0));
+	/* reports left for the workers that may take them, in order */
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 3 * MS, 1), &r1);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 3 * MS, 1), &r2);
+}
+
+static void test_kept_worker_helps_once_reports_fall_behind(void **state)
+{
+	struct jobq q = { 0 };
+	struct db_job r1, d, r2, r3;
+	(void)state;
+	setup_none_running();
+	/* the oldest report has waited JOBQ_AGE_NS: a worker not kept takes
+	 * jobs oldest first, the report before the decision */
+	job(&q, &r1, 1, 0, 0);
+	job(&q, &d, 2, 1, 10 * MS);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, JOBQ_AGE_NS + 1 * MS, 1), &r1);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, JOBQ_AGE_NS + 1 * MS, 1), &d);
+	/* a kept worker still takes a decision first, then helps with the
+	 * aged reports, oldest first */
+	job(&q, &r1, 1, 0, 0);
+	job(&q, &d, 2, 1, 10 * MS);
+	job(&q, &r2, 3, 0, 20 * MS);
+	job(&q, &r3, 4, 0, 30 * MS);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, JOBQ_AGE_NS + 1 * MS, 0), &d);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, JOBQ_AGE_NS + 1 * MS, 0), &r1);
+	/* r2 has not aged yet: kept again */
+	assert_null(jobq_take(&q, busy, NULL, JOBQ_AGE_NS + 1 * MS, 0));
+	assert_ptr_equal(jobq_take(&q, busy, NULL, JOBQ_AGE_NS + 22 * MS, 0), &r2);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, JOBQ_AGE_NS + 22 * MS, 1), &r3);
+	assert_null(q.head);
+}
+
+static void test_counts_follow_the_queue(void **state)
+{
+	static struct jobq q;
+	static struct db_job jobs[3000];
+	struct db_job d1, d2;
+	(void)state;
+	setup_none_running();
+	/* a backlog of reports, then a decision; a second decision of a key
+	 * that has a report queued waits for it */
+	for (unsigned i = 0; i < 3000; i++)
+		job(&q, &jobs[i], 1000 + i, 0, 0);
+	job(&q, &d1, 5000, 1, 0);
+	job(&q, &d2, 1500, 1, 0);
+	assert_int_equal(q.urgent, 2);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS, 0), &d1);
+	assert_null(jobq_take(&q, busy, NULL, 1 * MS, 0));
+	assert_int_equal(q.urgent, 1);
+	for (unsigned i = 0; i < 501; i++)
+		assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS, 1), &jobs[i]);
+	assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS, 0), &d2);
+	assert_int_equal(q.urgent, 0);
+	for (unsigned i = 501; i < 3000; i++)
+		assert_ptr_equal(jobq_take(&q, busy, NULL, 1 * MS, 1), &jobs[i]);
+	assert_null(q.head);
+	for (unsigned i = 0; i < JOBQ_KEY_SLOTS; i++)
+		assert_int_equal(q.keys[i], 0);
 }
 
 int main(void)
@@ -149,6 +223,9 @@ int main(void)
 		cmocka_unit_test(test_urgent_job_keeps_its_keys_order),
 		cmocka_unit_test(test_running_key_is_skipped),
 		cmocka_unit_test(test_no_overtaking_an_aged_job),
+		cmocka_unit_test(test_kept_worker_takes_only_decisions),
+		cmocka_unit_test(test_kept_worker_helps_once_reports_fall_behind),
+		cmocka_unit_test(test_counts_follow_the_queue),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
