@@ -370,12 +370,12 @@ static int key_running(uint64_t key, void *arg)
  * While g_plain_max workers run reports (jobs nobody waits on), the
  * others are kept for decisions: a call's decision then does not wait
  * for a report's round trips and commit. */
-static struct db_job *take(void)
+static struct db_job *take(uint64_t now)
 {
 	unsigned plain = 0;
 	for (unsigned i = 0; i < g_nworkers; i++)
 		plain += g_workers[i].busy && g_workers[i].busy_plain;
-	return jobq_take(&g_in, key_running, NULL, db_now_ns(), plain < g_plain_max);
+	return jobq_take(&g_in, key_running, NULL, now, plain < g_plain_max);
 }
 
 static void *worker(void *arg)
@@ -386,20 +386,24 @@ static void *worker(void *arg)
 	for (;;) {
 		struct db_job *j;
 		pthread_mutex_lock(&g_mu);
-		while (!(j = take()) && !(g_stop && !g_in.head)) {
+		for (;;) {
+			/* one reading of the clock for both: a job that ages
+			 * between two readings would be refused and then not
+			 * waited for */
 			uint64_t now = db_now_ns();
+			if ((j = take(now)) || (g_stop && !g_in.head))
+				break;
 			if (g_in.head && g_in.head->t_submit + JOBQ_AGE_NS >= now) {
 				/* jobs wait that this worker may not take now (it is
 				 * kept for decisions, or their key runs): look again
 				 * when the oldest has aged and every worker may take
 				 * it (after that, only a running key holds a job back,
 				 * and its end wakes the workers) */
-				uint64_t ns = g_in.head->t_submit + JOBQ_AGE_NS - now + 1000000ull;
+				/* g_cv waits on CLOCK_MONOTONIC (db_start), db_now_ns's */
+				uint64_t due = g_in.head->t_submit + JOBQ_AGE_NS + 1000000ull;
 				struct timespec ts;
-				clock_gettime(CLOCK_REALTIME, &ts);
-				ns += (uint64_t)ts.tv_nsec;
-				ts.tv_sec += (time_t)(ns / 1000000000ull);
-				ts.tv_nsec = (long)(ns % 1000000000ull);
+				ts.tv_sec = (time_t)(due / 1000000000ull);
+				ts.tv_nsec = (long)(due % 1000000000ull);
 				pthread_cond_timedwait(&g_cv, &g_mu, &ts);
 			} else {
 				pthread_cond_wait(&g_cv, &g_mu);
@@ -488,6 +492,19 @@ int db_start(struct ev_loop *loop, const struct queued_config *cfg, MYSQL *conn)
 	g_loop = loop;
 	g_cfg = *cfg;
 	g_stop = 0;
+	{
+		/* timed waits (worker) on the monotonic clock, which is what the
+		 * jobs' ages are measured on: a step of the wall clock does not
+		 * stretch them */
+		pthread_condattr_t ca;
+		if (pthread_condattr_init(&ca) == 0) {
+			if (pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0) {
+				pthread_cond_destroy(&g_cv);
+				pthread_cond_init(&g_cv, &ca);
+			}
+			pthread_condattr_destroy(&ca);
+		}
+	}
 	memset(g_workers, 0, sizeof(g_workers));
 	g_nworkers = n;
 	g_plain_max = n > cfg->decision_workers ? n - cfg->decision_workers : 1;

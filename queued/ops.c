@@ -13,6 +13,7 @@
 #include "server.h"
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,10 +43,46 @@ int req_fail(struct req *r, int code, const char *fmt, ...)
 }
 
 static _Atomic int g_rewrites;
+/* the keys (calls) of the jobs counted in g_rewrites; g_rw_lost counts
+ * those that found no room (then every key counts as pending) */
+static pthread_mutex_t g_rw_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t *g_rw_keys;
+static size_t g_rw_n, g_rw_cap;
+static unsigned g_rw_lost;
 
 int ops_rewrites_pending(void)
 {
 	return g_rewrites;
+}
+
+int ops_rewrite_pending_for(uint64_t key)
+{
+	int found = 0;
+	if (!g_rewrites)
+		return 0;
+	pthread_mutex_lock(&g_rw_mu);
+	found = g_rw_lost > 0;
+	for (size_t i = 0; i < g_rw_n && !found; i++)
+		found = g_rw_keys[i] == key;
+	pthread_mutex_unlock(&g_rw_mu);
+	return found;
+}
+
+static void rewrite_done(struct req *r)
+{
+	pthread_mutex_lock(&g_rw_mu);
+	if (r->rewriting == 2) {
+		g_rw_lost--;
+	} else {
+		for (size_t i = 0; i < g_rw_n; i++)
+			if (g_rw_keys[i] == r->j.key) {
+				g_rw_keys[i] = g_rw_keys[--g_rw_n];
+				break;
+			}
+	}
+	g_rewrites--;
+	r->rewriting = 0;
+	pthread_mutex_unlock(&g_rw_mu);
 }
 
 /* loop thread: the early answer of a job still running */
@@ -62,10 +99,26 @@ static void req_early_send(struct db_job *j)
 
 void req_rewrite_pending(struct req *r)
 {
-	if (!r->rewriting) {
-		r->rewriting = 1;
-		g_rewrites++;
+	if (r->rewriting)
+		return;
+	pthread_mutex_lock(&g_rw_mu);
+	if (g_rw_n == g_rw_cap) {
+		size_t cap = g_rw_cap ? g_rw_cap * 2 : 16;
+		uint64_t *k = realloc(g_rw_keys, cap * sizeof(*k));
+		if (k) {
+			g_rw_keys = k;
+			g_rw_cap = cap;
+		}
 	}
+	if (g_rw_n < g_rw_cap) {
+		g_rw_keys[g_rw_n++] = r->j.key;
+		r->rewriting = 1;
+	} else {
+		g_rw_lost++;
+		r->rewriting = 2;
+	}
+	g_rewrites++;
+	pthread_mutex_unlock(&g_rw_mu);
 }
 
 void req_answer_now(struct req *r)
@@ -757,7 +810,7 @@ static void req_done(struct db_job *j)
 			LOG_N("%s: the writes of an answered request landed (attempt %u)",
 				r->op->name, r->attempts + 1);
 		if (r->rewriting)
-			g_rewrites--;
+			rewrite_done(r);
 		if (!j->err && r->op->after)
 			r->op->after(r);
 		stat_record(r, r->t_answer);

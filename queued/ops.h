@@ -77,7 +77,8 @@ struct req {
 	uint64_t t_recv;          /* when the request arrived (db_now_ns) */
 	uint64_t t_answer;        /* when an early answer left (req_answer_now) */
 	int early;                /* answered before the job ended (worker) */
-	int rewriting;            /* counted in ops_rewrites_pending() */
+	int rewriting;            /* counted in ops_rewrites_pending() (1; 2: its
+	                           * key found no room, every key counts) */
 	int waits_rewrite;        /* a report retried until an answered decision's
 	                           * TXN is written (see txn_from_res) */
 	struct qb again;          /* an early-answered job: what to write again if
@@ -106,6 +107,8 @@ void req_answer_now(struct req *r);
  * thread). A report that does not find its call's TXN meanwhile should
  * be retried rather than refused. */
 int ops_rewrites_pending(void);
+/* ... one of them of this job key (a call's Call-ID: its reports' key) */
+int ops_rewrite_pending_for(uint64_t key);
 /* Worker: this early-answered job's writes failed; count it in
  * ops_rewrites_pending() now, before its key is released (a report of the
  * same call may run next). req_done uncounts it when it ends. */

@@ -154,7 +154,7 @@ static int txn_from_res(struct req *r, MYSQL_RES *res, const char *what, struct 
 		memset(t, 0, sizeof(*t));
 		/* an answered decision whose TXN is being written again (an outage
 		 * right after its answer): a report retries rather than fails */
-		if (ops_rewrites_pending() > 0) {
+		if (ops_rewrite_pending_for(r->j.key)) {
 			r->waits_rewrite = 1;
 			return req_fail(r, CCQ_E_DB_UNAVAILABLE, "no transaction for call %s yet (a "
 				"decision's writes are being retried)", what);

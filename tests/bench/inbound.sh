@@ -11,7 +11,7 @@
 #   -a  agents (users with one device each)       (default 20)
 #   -l  call length in ms (caller hangs up)        (default 1000)
 #   -w  queued's MySQL workers (mysql_workers)    (default: queued's, 3)
-#   -k  of them, kept for decisions (decision_workers) (default: queued's, 1)
+#   -k  of them, kept for decisions (decision_workers) (default: queued's, 0)
 #   -n  run the sipps (carrier, agents) at nice 19, for both targets: on a
 #       real site they are other machines; this shows how much of the
 #       latency is theirs

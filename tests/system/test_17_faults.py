@@ -4,7 +4,7 @@ call completes, its TXN and journey are whole), MySQL briefly unavailable
 
 import time
 
-from ccqlab import wait_until
+from ccqlab import WireClient, wait_until
 
 JANE = "+6591234567"
 
@@ -220,9 +220,9 @@ def test_a_decision_whose_writes_fail_after_its_answer_is_written_again(running_
 def test_a_caller_who_hangs_up_while_the_decision_is_written_again_is_not_lost(
         running_lab, org):
     """The decision's writes fail after its answer and keep failing for
-    about two seconds (the ring row refused three times: the batch, the
-    rewrite at once, the one a second later); the caller hangs up while
-    the agent's phone rings, before the TXN exists. The end report waits
+    about three seconds (the ring row refused four times: the batch, the
+    rewrite at once, those one and two seconds later); the caller hangs up
+    while the agent's phone rings, before the TXN exists. The end report waits
     for the rewrite rather than finding "no TXN": the TXN ends as
     abandoned, not left Assigning."""
     lab = running_lab
@@ -230,16 +230,26 @@ def test_a_caller_who_hangs_up_while_the_decision_is_written_again_is_not_lost(
     ring = phone.ring(timeout=60)
     qd = lab.log_size("queued")
     batch_fault(lab, "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'ccq test: ring row refused';",
-                times=3)
+                times=4)
+    call = None
     try:
         call = lab.carrier(ib.did, scenario="carrier_cancel.xml", duration_ms=500, timeout=30)
         assert call.rc == 0, "the CANCEL was not answered with 200 + 487:\n" + call.summary()
         assert lab.txn_ids_for_call(call.call_id) == [], \
             "the TXN was written before the caller hung up: the test shows nothing"
+        # meanwhile the end of another call that has no TXN (a device's
+        # INVITE challenged with 407) is answered at once, not held back
+        # until this call's rewrite is through
+        with WireClient(lab.queued_sock, timeout=0.8) as w:
+            rid, reply = w.request("call.ended", {"call_id": "ccqtest-no-txn-%s" % org.name,
+                                                  "by": "caller"})
+            assert reply[:4] == [1, 1, rid, 0], reply
+        assert lab.txn_ids_for_call(call.call_id) == [], "the rewrite was through already"
         t = lab.wait_txn_state(call.call_id, lambda t: t["status"] == "Ended", 10)
         assert lab.sql("SELECT COUNT(*) FROM ccqtest_fault") == [["0"]], "the faults never fired"
     finally:
-        call.stop()
+        if call:
+            call.stop()
         ring.stop()
         no_batch_fault(lab)
     assert t and t["status"] == "Ended" and t["result"] == "abandoned", t
