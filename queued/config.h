@@ -21,6 +21,8 @@ struct queued_config {
 	unsigned mysql_write_timeout;
 	unsigned mysql_workers;         /* worker threads, one connection each */
 	unsigned decision_workers;      /* of them, kept for call decisions (db.c take) */
+	unsigned shed_after;            /* ms a runnable job may wait before new calls
+	                                 * are refused at once (0: never) */
 	char sql_dir[PATH_MAX];
 	int log_syslog;
 	int log_level;              /* syslog level */

@@ -541,6 +541,22 @@ void db_submit(struct db_job *j)
 	pthread_mutex_unlock(&g_mu);
 }
 
+uint64_t db_runnable_wait_ns(void)
+{
+	uint64_t now = db_now_ns(), age = 0;
+
+	pthread_mutex_lock(&g_mu);
+	/* the first job whose key does not run is one a worker could take
+	 * (an earlier job of its key would have come first) */
+	for (const struct db_job *j = g_in.head; j; j = j->next)
+		if (!(j->key && key_busy(j->key))) {
+			age = now > j->t_submit ? now - j->t_submit : 0;
+			break;
+		}
+	pthread_mutex_unlock(&g_mu);
+	return age;
+}
+
 unsigned db_pending(void)
 {
 	return g_pending;

@@ -66,6 +66,9 @@ void db_submit(struct db_job *j);
 void db_early(struct db_job *j);
 /* Jobs submitted and not yet handed back. */
 unsigned db_pending(void);
+/* How long the oldest queued job that a worker could take (no job of its
+ * key running) has waited, ns; 0 when there is none. Any thread. */
+uint64_t db_runnable_wait_ns(void);
 /* Worker threads running. */
 unsigned db_workers(void);
 /* Jobs rerun after a deadlock or lock wait timeout, since start. */

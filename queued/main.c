@@ -135,6 +135,7 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 	callbacks_reconfigure(&g_cfg);
 	recidx_reconfigure(&g_cfg);
 	calls_reconfigure(&g_cfg);
+	ops_reconfigure(&g_cfg);
 	LOG_N("configuration reloaded from %s (log level %s, max_frame %u)", g_conf_path,
 		log_level_name(g_cfg.log_level), g_cfg.max_frame);
 }
@@ -249,6 +250,7 @@ int main(int argc, char **argv)
 	}
 	calls_init(loop);
 	calls_reconfigure(&g_cfg);
+	ops_reconfigure(&g_cfg);
 	callbacks_init(loop, &g_cfg);
 	recidx_init(loop, &g_cfg);
 	write_pid_file();

@@ -705,10 +705,11 @@ static void op_stats(struct conn *c, uint64_t id, const msgpack_object *args)
 	}
 	ccq_enc_init(&e);
 	ccq_enc_reply_ok(&e, id);
-	msgpack_pack_map(&e.pk, 4);
+	msgpack_pack_map(&e.pk, 5);
 	ccq_pack_kv_uint(&e.pk, "workers", db_workers());
 	ccq_pack_kv_uint(&e.pk, "pending", db_pending());
 	ccq_pack_kv_uint(&e.pk, "lock_retries", db_lock_retries());
+	ccq_pack_kv_uint(&e.pk, "shed", ops_shed_total());
 	ccq_pack_str(&e.pk, "items");
 	msgpack_pack_array(&e.pk, g_nstats);
 	for (unsigned i = 0; i < g_nstats; i++) {
@@ -923,6 +924,95 @@ int ops_submit_internal(const struct op_def *op, ccq_enc *enc, void (*done)(void
 	return 0;
 }
 
+/* ---- overload: refusing new calls at once (loop thread) ------------------ */
+
+/*
+ * When the MySQL workers fall behind (a job they could take has waited
+ * more than shed_after), a new call's decision would only add to the
+ * queue, and the proxy would give up on it anyway (decision_timeout) after
+ * holding the call that long; the reports queued behind would make the
+ * agents look busy and fill the proxy's connection (MAX_INFLIGHT). So the
+ * decision is refused at once: the proxy answers its documented fallback
+ * (503 with Retry-After, the carrier fails over), and the calls already
+ * taken go on. The Call-IDs refused are remembered for a while, so that
+ * their end report (the proxy's 503) is answered without a job.
+ */
+#define SHED_KEYS 1024
+static uint64_t g_shed_after_ns;
+static uint64_t g_shed_keys[SHED_KEYS];
+static unsigned g_shed_next;
+static unsigned long g_shed_total, g_shed_unlogged;
+static ev_tstamp g_shed_logged;
+
+void ops_reconfigure(const struct queued_config *cfg)
+{
+	g_shed_after_ns = (uint64_t)cfg->shed_after * 1000000ull;
+}
+
+static uint64_t call_key(const msgpack_object *body)
+{
+	const msgpack_object *v = body ? ccq_map_get(body, "call_id") : NULL;
+	if (v && v->type == MSGPACK_OBJECT_STR && v->via.str.size)
+		return key_of("call", v->via.str.ptr, v->via.str.size, "", 0);
+	return 0;
+}
+
+/* A new call's decision refused (1, answered) or let through (0). */
+static int shed_call(struct conn *c, const ccq_msg *m)
+{
+	uint64_t behind, key;
+	ev_tstamp now;
+
+	if (!g_shed_after_ns || (behind = db_runnable_wait_ns()) <= g_shed_after_ns)
+		return 0;
+	if ((key = call_key(m->body)) != 0) {
+		g_shed_keys[g_shed_next] = key;
+		g_shed_next = (g_shed_next + 1) % SHED_KEYS;
+	}
+	g_shed_total++;
+	g_shed_unlogged++;
+	now = ev_now(EV_DEFAULT);
+	if (g_shed_logged == 0 || now - g_shed_logged >= 10.) {
+		LOG_W("overloaded: MySQL work is %llu ms behind (shed_after %llu ms); %lu new "
+			"call(s) refused at once since the last report (%lu in all)",
+			(unsigned long long)(behind / 1000000ull),
+			(unsigned long long)(g_shed_after_ns / 1000000ull), g_shed_unlogged,
+			g_shed_total);
+		g_shed_logged = now;
+		g_shed_unlogged = 0;
+	}
+	conn_reply_err(c, m->id, CCQ_E_DB_UNAVAILABLE, "overloaded: MySQL work is %llu ms "
+		"behind; new calls are refused until it catches up",
+		(unsigned long long)(behind / 1000000ull));
+	return 1;
+}
+
+/* The end report of a call refused by shed_call: answered here (1). */
+static int shed_end(struct conn *c, const ccq_msg *m)
+{
+	uint64_t key = call_key(m->body);
+	ccq_enc e;
+
+	if (!key || !g_shed_total)
+		return 0;
+	for (unsigned i = 0; i < SHED_KEYS; i++)
+		if (g_shed_keys[i] == key) {
+			g_shed_keys[i] = 0;
+			ccq_enc_init(&e);
+			ccq_enc_reply_ok(&e, m->id);
+			msgpack_pack_map(&e.pk, 1);
+			ccq_pack_kv_str(&e.pk, "action", "ok");
+			conn_send(c, &e);
+			return 1;
+		}
+	return 0;
+}
+
+unsigned long ops_shed_total(void)
+{
+	return g_shed_total;
+}
+
 void ops_dispatch(struct conn *c, const ccq_msg *m, const uint8_t *payload, size_t len)
 {
 	const struct op_def *op = NULL;
@@ -950,6 +1040,10 @@ void ops_dispatch(struct conn *c, const ccq_msg *m, const uint8_t *payload, size
 		op->now(c, m->id, m->body);
 		return;
 	}
+	if (a->operator && (op->flags & OP_SHED) && shed_call(c, m))
+		return;
+	if (a->operator && strcmp(op->name, "call.ended") == 0 && shed_end(c, m))
+		return;
 	r = calloc(1, sizeof(*r));
 	if (!r || !(r->payload = malloc(len))) {
 		free(r);

@@ -48,6 +48,8 @@ typedef void (*op_now_fn)(struct conn *c, uint64_t id, const msgpack_object *arg
 #define OP_URGENT 0x20    /* a caller waits on it (a call's decision): a free
                          * worker takes it before the jobs queued earlier
                          * (reports), see db.c take() */
+#define OP_SHED 0x40      /* a new call's decision: refused at once while the
+                         * workers are more than shed_after behind */
 
 struct op_def {
 	const char *name;
@@ -107,6 +109,10 @@ void req_answer_now(struct req *r);
  * thread). A report that does not find its call's TXN meanwhile should
  * be retried rather than refused. */
 int ops_rewrites_pending(void);
+/* (Re)read the settings ops.c uses (shed_after). Loop thread. */
+void ops_reconfigure(const struct queued_config *cfg);
+/* New calls refused at once since start (overload, shed_after). */
+unsigned long ops_shed_total(void);
 /* ... one of them of this job key (a call's Call-ID: its reports' key) */
 int ops_rewrite_pending_for(uint64_t key);
 /* Worker: this early-answered job's writes failed; count it in

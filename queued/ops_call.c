@@ -2451,7 +2451,7 @@ static int run_inbox_state(struct req *r, MYSQL *m)
 }
 
 const struct op_def ops_call[] = {
-	{ "call.route", run_call_route, NULL, after_call, OP_VIEW_SAFE | OP_URGENT },
+	{ "call.route", run_call_route, NULL, after_call, OP_VIEW_SAFE | OP_URGENT | OP_SHED },
 	{ "call.ring_failed", run_call_ring_failed, NULL, after_call, OP_VIEW_SAFE },
 	{ "call.answered", run_call_answered, NULL, after_call, OP_RETRY | OP_VIEW_SAFE },
 	{ "call.ended", run_call_ended, NULL, after_ended, OP_RETRY | OP_VIEW_SAFE },

@@ -42,7 +42,8 @@ static void test_minimal_and_defaults(void **state)
 	assert_int_equal(c.schedule_grace, 3600);
 	assert_int_equal(c.max_call_duration, 14400);
 	assert_int_equal(c.mysql_workers, 3);
-	assert_int_equal(c.decision_workers, 0);
+	assert_int_equal(c.decision_workers, 2);
+	assert_int_equal(c.shed_after, 250);
 	/* recordings are not indexed until recording_dir is set */
 	assert_string_equal(c.recording_dir, "");
 }
@@ -66,7 +67,8 @@ static void test_all_keys(void **state)
 		"mysql_read_timeout = 3\n"
 		"mysql_write_timeout = 4\n"
 		"mysql_workers = 5\n"
-		"decision_workers = 2\n"
+		"decision_workers = 1\n"
+		"shed_after = 0\n"
 		"sql_dir = /opt/ccq/sql\n"
 		"log = syslog\n"
 		"log_level = debug\n"
@@ -90,7 +92,8 @@ static void test_all_keys(void **state)
 	assert_int_equal(c.mysql_port, 3307);
 	assert_int_equal(c.mysql_read_timeout, 3);
 	assert_int_equal(c.mysql_workers, 5);
-	assert_int_equal(c.decision_workers, 2);
+	assert_int_equal(c.decision_workers, 1);
+	assert_int_equal(c.shed_after, 0);
 	assert_int_equal(c.log_syslog, 1);
 	assert_int_equal(c.log_level, LOG_DEBUG);
 	assert_int_equal(c.max_frame, 65536);
