@@ -38,6 +38,9 @@ int calls_missed(struct req *r, MYSQL *m, uint64_t txn, uint32_t org, uint32_t i
 /* Settings from the configuration (start and SIGHUP). */
 struct queued_config;
 void calls_reconfigure(const struct queued_config *cfg);
+/* 1 while a call may be a blind transfer's second leg (a transfer began
+ * less than 130 s ago, or it is not known yet since the start). Any thread. */
+int calls_transfer_may_be_pending(void);
 
 extern const struct op_def calls_sweep_op;
 extern const struct op_def calls_janitor_op;

@@ -8,6 +8,8 @@
  */
 #include "ccq_config.h"
 #include "ops.h"
+#include "calls.h"
+#include "jobq.h"
 #include "dircache.h"
 #include "agentview.h"
 #include "server.h"
@@ -928,25 +930,50 @@ int ops_submit_internal(const struct op_def *op, ccq_enc *enc, void (*done)(void
 
 /*
  * When the MySQL workers fall behind (a job they could take has waited
- * more than shed_after), a new call's decision would only add to the
- * queue, and the proxy would give up on it anyway (decision_timeout) after
- * holding the call that long; the reports queued behind would make the
- * agents look busy and fill the proxy's connection (MAX_INFLIGHT). So the
- * decision is refused at once: the proxy answers its documented fallback
- * (503 with Retry-After, the carrier fails over), and the calls already
- * taken go on. The Call-IDs refused are remembered for a while, so that
- * their end report (the proxy's 503) is answered without a job.
+ * more than shed_after), taking more calls only lengthens the queue: the
+ * reports queued behind make the agents look busy (their calls not ended
+ * yet), fill the proxy's connection (MAX_INFLIGHT: then even decisions
+ * wait unread), and with every worker busy a decision itself waits. So a
+ * new call's decision is refused at once: the proxy answers its
+ * documented fallback (503 with Retry-After, the carrier fails over), and
+ * the calls already taken keep the workers. Not while a blind transfer may
+ * be pending: its second leg is a call.route too, of a call already in
+ * conversation. The Call-IDs refused are remembered for a minute (or until
+ * the Call-ID is let through), so that their end report (the proxy's 503)
+ * is answered without a job.
  */
 #define SHED_KEYS 1024
+#define SHED_KEEP 60.
 static uint64_t g_shed_after_ns;
-static uint64_t g_shed_keys[SHED_KEYS];
+static struct {
+	uint64_t key;
+	ev_tstamp at;
+} g_shed_keys[SHED_KEYS];
 static unsigned g_shed_next;
 static unsigned long g_shed_total, g_shed_unlogged;
 static ev_tstamp g_shed_logged;
 
 void ops_reconfigure(const struct queued_config *cfg)
 {
-	g_shed_after_ns = (uint64_t)cfg->shed_after * 1000000ull;
+	unsigned ms = cfg->shed_after;
+	/* below the 100 ms after which the workers kept for decisions help
+	 * with the other jobs, a report waiting its turn would refuse calls
+	 * at light load */
+	if (ms && ms < JOBQ_AGE_NS / 1000000ull)
+		ms = (unsigned)(JOBQ_AGE_NS / 1000000ull);
+	g_shed_after_ns = (uint64_t)ms * 1000000ull;
+}
+
+/* The refused Call-ID key's slot, or -1 (kept SHED_KEEP seconds). */
+static int shed_slot(uint64_t key)
+{
+	ev_tstamp now = ev_now(EV_DEFAULT);
+	if (!key || !g_shed_total)
+		return -1;
+	for (unsigned i = 0; i < SHED_KEYS; i++)
+		if (g_shed_keys[i].key == key && now - g_shed_keys[i].at < SHED_KEEP)
+			return (int)i;
+	return -1;
 }
 
 static uint64_t call_key(const msgpack_object *body)
@@ -963,10 +990,19 @@ static int shed_call(struct conn *c, const ccq_msg *m)
 	uint64_t behind, key;
 	ev_tstamp now;
 
-	if (!g_shed_after_ns || (behind = db_runnable_wait_ns()) <= g_shed_after_ns)
+	key = call_key(m->body);
+	if (!g_shed_after_ns || (behind = db_runnable_wait_ns()) <= g_shed_after_ns
+			|| calls_transfer_may_be_pending()) {
+		/* let through: a Call-ID refused earlier (a carrier's retry) is
+		 * no longer one whose end needs no job */
+		int i = shed_slot(key);
+		if (i >= 0)
+			g_shed_keys[i].key = 0;
 		return 0;
-	if ((key = call_key(m->body)) != 0) {
-		g_shed_keys[g_shed_next] = key;
+	}
+	if (key) {
+		g_shed_keys[g_shed_next].key = key;
+		g_shed_keys[g_shed_next].at = ev_now(EV_DEFAULT);
 		g_shed_next = (g_shed_next + 1) % SHED_KEYS;
 	}
 	g_shed_total++;
@@ -990,22 +1026,18 @@ static int shed_call(struct conn *c, const ccq_msg *m)
 /* The end report of a call refused by shed_call: answered here (1). */
 static int shed_end(struct conn *c, const ccq_msg *m)
 {
-	uint64_t key = call_key(m->body);
+	int i = shed_slot(call_key(m->body));
 	ccq_enc e;
 
-	if (!key || !g_shed_total)
+	if (i < 0)
 		return 0;
-	for (unsigned i = 0; i < SHED_KEYS; i++)
-		if (g_shed_keys[i] == key) {
-			g_shed_keys[i] = 0;
-			ccq_enc_init(&e);
-			ccq_enc_reply_ok(&e, m->id);
-			msgpack_pack_map(&e.pk, 1);
-			ccq_pack_kv_str(&e.pk, "action", "ok");
-			conn_send(c, &e);
-			return 1;
-		}
-	return 0;
+	g_shed_keys[i].key = 0;
+	ccq_enc_init(&e);
+	ccq_enc_reply_ok(&e, m->id);
+	msgpack_pack_map(&e.pk, 1);
+	ccq_pack_kv_str(&e.pk, "action", "ok");
+	conn_send(c, &e);
+	return 1;
 }
 
 unsigned long ops_shed_total(void)

@@ -669,6 +669,13 @@ static void transfer_window_open(void)
 		;
 }
 
+int calls_transfer_may_be_pending(void)
+{
+	/* 0: not known yet (after a start, until the first call asks MySQL) */
+	uint64_t cur = atomic_load(&g_transfer_until_ms);
+	return cur == 0 || now_ms() < cur;
+}
+
 /* 1 if a call from a trunk may be a transfer's second leg, 0 if not, -1 */
 static int transfer_possible(struct req *r, MYSQL *m)
 {

@@ -520,7 +520,7 @@ static int run_spec(const struct cmdspec *cs, int argc, char **argv)
 	items = ccq_map_get(r.body, "items");
 	if (g_json) {
 		/* JSON of a table is its rows; server.stats also has totals beside
-		 * its rows (workers, pending, lock_retries): the whole answer */
+		 * its rows (workers, pending, lock_retries, shed): the whole answer */
 		json_obj(items && cs->cols[0] && strcmp(cs->op, "server.stats") != 0 ? items : r.body);
 		putchar('\n');
 	} else if (items && items->type == MSGPACK_OBJECT_ARRAY && cs->cols[0]) {
