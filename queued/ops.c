@@ -951,7 +951,7 @@ static struct {
 } g_shed_keys[SHED_KEYS];
 static unsigned g_shed_next;
 static unsigned long g_shed_total, g_shed_unlogged;
-static ev_tstamp g_shed_logged;
+static ev_tstamp g_shed_logged, g_shed_last;    /* last warning, last refusal */
 
 void ops_reconfigure(const struct queued_config *cfg)
 {
@@ -968,7 +968,8 @@ void ops_reconfigure(const struct queued_config *cfg)
 static int shed_slot(uint64_t key)
 {
 	ev_tstamp now = ev_now(EV_DEFAULT);
-	if (!key || !g_shed_total)
+	/* nothing refused within SHED_KEEP: no scan (every call passes here) */
+	if (!key || !g_shed_total || now - g_shed_last >= SHED_KEEP)
 		return -1;
 	for (unsigned i = 0; i < SHED_KEYS; i++)
 		if (g_shed_keys[i].key == key && now - g_shed_keys[i].at < SHED_KEEP)
@@ -1008,6 +1009,7 @@ static int shed_call(struct conn *c, const ccq_msg *m)
 	g_shed_total++;
 	g_shed_unlogged++;
 	now = ev_now(EV_DEFAULT);
+	g_shed_last = now;
 	if (g_shed_logged == 0 || now - g_shed_logged >= 10.) {
 		LOG_W("overloaded: MySQL work is %llu ms behind (shed_after %llu ms); %lu new "
 			"call(s) refused at once since the last report (%lu in all)",
