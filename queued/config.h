@@ -23,6 +23,8 @@ struct queued_config {
 	unsigned decision_workers;      /* of them, kept for call decisions (db.c take) */
 	unsigned shed_after;            /* ms a runnable job may wait before new calls
 	                                 * are refused at once (0: never) */
+	unsigned report_batch;          /* reports of different calls run in one
+	                                 * transaction (db.h struct db_group); 1: each alone */
 	char sql_dir[PATH_MAX];
 	int log_syslog;
 	int log_level;              /* syslog level */

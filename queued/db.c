@@ -18,13 +18,16 @@
 #include <mysqld_error.h>
 
 #define DB_WORKERS_MAX 32
+#define DB_GROUP_MAX 64               /* report_batch's maximum */
 
 struct worker {
 	pthread_t thread;
 	int started;
 	unsigned idx;
 	MYSQL *conn;                   /* this worker's only */
-	uint64_t busy_key;             /* key of the job it runs (0 none); under g_mu */
+	uint64_t busy_keys[DB_GROUP_MAX]; /* keys of the jobs it runs (a group's
+	                                  * several); under g_mu */
+	unsigned nbusy;
 	int busy;
 	int busy_plain;                /* ... and that job is not urgent; under g_mu */
 };
@@ -42,6 +45,7 @@ static struct worker g_workers[DB_WORKERS_MAX];
 static unsigned g_nworkers;
 static unsigned g_plain_max;                   /* workers that may run non-urgent jobs */
 static unsigned long g_lock_retries;           /* under g_mu */
+static unsigned long g_groups, g_group_jobs;   /* under g_mu */
 static struct ev_loop *g_loop;
 static ev_async g_async;
 
@@ -281,6 +285,17 @@ void qb_str(struct qb *q, MYSQL *m, const char *s, size_t n)
  * reconnect), a lost lock a few times. */
 #define LOCK_ATTEMPTS 4
 
+/* Clear what a run reports before each attempt. */
+static void job_reset(struct db_job *j)
+{
+	j->err = 0;
+	j->errmsg[0] = '\0';
+	j->conn_lost = 0;
+	j->lock_lost = 0;
+	j->dup_key = 0;
+	j->expect_dup = 0;
+}
+
 static void run_job(struct worker *w, struct db_job *j)
 {
 	int conn_tries = 0, lock_tries = 0;
@@ -302,12 +317,7 @@ static void run_job(struct worker *w, struct db_job *j)
 			}
 			LOG_N("MySQL worker %u: connected", w->idx);
 		}
-		j->err = 0;
-		j->errmsg[0] = '\0';
-		j->conn_lost = 0;
-		j->lock_lost = 0;
-		j->dup_key = 0;
-		j->expect_dup = 0;
+		job_reset(j);
 		if (j->run(j, w->conn) == 0) {
 			/* a job must end its transaction; one that did not would hold
 			 * its locks until this connection's next job */
@@ -348,14 +358,122 @@ static void run_job(struct worker *w, struct db_job *j)
 	}
 }
 
+/*
+ * Jobs js[0..n-1] (distinct keys, each with a group) in one transaction:
+ * see struct db_group in db.h. Whatever goes wrong, each job is then run
+ * alone, from the start, as run_job would have run it.
+ */
+static void run_group(struct worker *w, struct db_job **js, unsigned n)
+{
+	struct db_job ge;                 /* the group's own failure */
+	MYSQL_RES *res[1 + DB_GROUP_MAX * DB_GROUP_READS_MAX];
+	int nread[DB_GROUP_MAX], alone[DB_GROUP_MAX];
+	unsigned total = 0, off, i;
+	struct qb q, wq;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		alone[i] = 1;
+		nread[i] = 0;
+	}
+	if (!w->conn)
+		goto each;                    /* run_job connects, or fails each job */
+	qb_init(&q);
+	qb_add(&q, "START TRANSACTION");
+	for (i = 0; i < n; i++) {
+		size_t len = q.len;
+		int k;
+		job_reset(js[i]);
+		k = js[i]->group->read(js[i], w->conn, &q);
+		if (k <= 0 || k > DB_GROUP_READS_MAX || q.oom) {
+			/* nothing of it in the batch */
+			if (!q.oom) {
+				q.len = len;
+				q.buf[len] = '\0';
+			}
+			continue;
+		}
+		nread[i] = k;
+		alone[i] = 0;
+		total += (unsigned)k;
+	}
+	if (q.oom || total == 0) {
+		qb_free(&q);
+		goto each;
+	}
+	memset(&ge, 0, sizeof(ge));
+	rc = db_exec_multi(&ge, w->conn, q.buf, q.len, res, (int)(1 + total), NULL);
+	qb_free(&q);
+	if (rc < 0)
+		goto failed;
+	/* res[0] is START TRANSACTION's (none) */
+	qb_init(&wq);
+	for (i = 0, off = 1; i < n; i++) {
+		if (alone[i])
+			continue;
+		rc = js[i]->group->write(js[i], w->conn, res + off, &wq);
+		off += (unsigned)nread[i];
+		if (rc < 0 || wq.oom) {
+			for (unsigned k = 1; k < 1 + total; k++)
+				if (res[k])
+					mysql_free_result(res[k]);
+			qb_free(&wq);
+			if (ge.err == 0)
+				snprintf(ge.errmsg, sizeof(ge.errmsg), "%s", js[i]->errmsg);
+			ge.conn_lost = js[i]->conn_lost;
+			goto failed;
+		}
+		if (rc == 1)
+			alone[i] = 1;
+	}
+	for (unsigned k = 1; k < 1 + total; k++)
+		if (res[k])
+			mysql_free_result(res[k]);
+	/* every statement came with its ';' before it: skip the first */
+	qb_add(&wq, ";COMMIT");
+	rc = wq.oom ? -1 : db_exec_multi(&ge, w->conn, wq.buf + 1, wq.len - 1, NULL, 0, NULL);
+	qb_free(&wq);
+	if (rc < 0)
+		goto failed;
+	for (i = 0; i < n; i++)
+		if (!alone[i]) {
+			job_reset(js[i]);
+			js[i]->group->after(js[i], w->conn);
+		}
+	for (i = 0; i < n; i++)
+		if (alone[i])
+			run_job(w, js[i]);
+	return;
+
+failed:
+	LOG_D("MySQL worker %u: a group of %u jobs failed (%s); running each alone", w->idx, n,
+		ge.errmsg);
+	if (ge.conn_lost) {
+		mysql_close(w->conn);
+		w->conn = NULL;
+	} else if (w->conn->server_status & SERVER_STATUS_IN_TRANS) {
+		mysql_query(w->conn, "ROLLBACK");
+	}
+	if (ge.lock_lost) {
+		pthread_mutex_lock(&g_mu);
+		g_lock_retries++;
+		pthread_mutex_unlock(&g_mu);
+	}
+each:
+	for (i = 0; i < n; i++)
+		run_job(w, js[i]);
+}
+
 /* Is a job with this key running? (under g_mu) */
 static int key_busy(uint64_t key)
 {
 	if (!key)
 		return 0;
 	for (unsigned i = 0; i < g_nworkers; i++)
-		if (g_workers[i].busy && g_workers[i].busy_key == key)
-			return 1;
+		if (g_workers[i].busy)
+			for (unsigned k = 0; k < g_workers[i].nbusy; k++)
+				if (g_workers[i].busy_keys[k] == key)
+					return 1;
 	return 0;
 }
 
@@ -384,7 +502,10 @@ static void *worker(void *arg)
 
 	mysql_thread_init();
 	for (;;) {
-		struct db_job *j;
+		struct db_job *j, *grp[DB_GROUP_MAX];
+		unsigned n;
+		int grouped;
+		uint64_t t;
 		pthread_mutex_lock(&g_mu);
 		for (;;) {
 			/* one reading of the clock for both: a job that ages
@@ -414,24 +535,49 @@ static void *worker(void *arg)
 			break;
 		}
 		w->busy = 1;
-		w->busy_key = j->key;
+		w->busy_keys[0] = j->key;
+		w->nbusy = 1;
 		w->busy_plain = !j->urgent;
+		grp[0] = j;
+		n = 1;
+		grouped = j->group && g_cfg.report_batch > 1;
+		if (grouped) {
+			struct db_job *o;
+			unsigned max = g_cfg.report_batch < DB_GROUP_MAX ? g_cfg.report_batch : DB_GROUP_MAX;
+			while (n < max && (o = jobq_take_group(&g_in, key_running, NULL, w->busy_keys,
+					w->nbusy))) {
+				grp[n++] = o;
+				w->busy_keys[w->nbusy++] = o->key;
+			}
+			g_groups++;
+			g_group_jobs += n;
+		}
 		pthread_mutex_unlock(&g_mu);
 
-		j->t_start = db_now_ns();
-		run_job(w, j);
-		j->t_end = db_now_ns();
+		t = db_now_ns();
+		for (unsigned i = 0; i < n; i++)
+			grp[i]->t_start = t;
+		if (grouped)
+			run_group(w, grp, n);
+		else
+			run_job(w, j);
+		t = db_now_ns();
+		for (unsigned i = 0; i < n; i++)
+			grp[i]->t_end = t;
 
 		pthread_mutex_lock(&g_mu);
 		w->busy = 0;
-		w->busy_key = 0;
+		w->nbusy = 0;
 		w->busy_plain = 0;
-		if (g_out_tail)
-			g_out_tail->next = j;
-		else
-			g_out_head = j;
-		g_out_tail = j;
-		/* a job of this key may be waiting: another worker may take it */
+		for (unsigned i = 0; i < n; i++) {
+			grp[i]->next = NULL;
+			if (g_out_tail)
+				g_out_tail->next = grp[i];
+			else
+				g_out_head = grp[i];
+			g_out_tail = grp[i];
+		}
+		/* a job of these keys may be waiting: another worker may take it */
 		pthread_cond_broadcast(&g_cv);
 		pthread_mutex_unlock(&g_mu);
 		ev_async_send(g_loop, &g_async);
@@ -565,6 +711,14 @@ unsigned db_pending(void)
 unsigned db_workers(void)
 {
 	return g_nworkers;
+}
+
+void db_group_stats(unsigned long *groups, unsigned long *jobs)
+{
+	pthread_mutex_lock(&g_mu);
+	*groups = g_groups;
+	*jobs = g_group_jobs;
+	pthread_mutex_unlock(&g_mu);
 }
 
 unsigned long db_lock_retries(void)

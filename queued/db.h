@@ -23,6 +23,7 @@
 #include "config.h"
 
 struct db_job;
+struct qb;
 /* Runs on the worker. Returns 0, or -1 with j->err/j->errmsg set. A job
  * must be safe to run again from the start: when MySQL drops the
  * connection, the worker reconnects and reruns it once. */
@@ -49,6 +50,44 @@ struct db_job {
 	struct db_job *early_next;
 	/* monotonic times (ns), for statistics: submitted, started, finished */
 	uint64_t t_submit, t_start, t_end;
+	/* A job that may share its transaction with others (the reports of
+	 * different calls), or NULL: see struct db_group. */
+	const struct db_group *group;
+};
+
+/*
+ * Reports of different calls run in groups: a worker that takes one takes
+ * the other queued jobs of the same kind that may run now (no job of their
+ * key running or queued before them), up to report_batch, and runs them
+ * in one transaction: one round trip with START TRANSACTION and every
+ * job's reads, one with every job's writes and the COMMIT. MySQL then
+ * does one commit (one log flush) for the group instead of one per job,
+ * and the worker waits for two answers instead of two or three per job.
+ *
+ * A job that the group cannot handle (an uncommon case: a transfer's
+ * leg, a callback, a call without a TXN, a retried report) says so and is
+ * run alone, with its own run function, after the group's commit. If the
+ * group's reads or writes fail (a lost lock or connection, a bad row),
+ * everything is rolled back and every job runs alone, as it would have
+ * without grouping. So the group functions only handle the common case and
+ * the run function stays the reference.
+ */
+#define DB_GROUP_READS_MAX 4    /* statements a job reads in a group */
+struct db_group {
+	/* Append this job's reads, each statement preceded by ';', to q (which
+	 * holds START TRANSACTION and the reads of the jobs before). Returns
+	 * the number of statements (1..DB_GROUP_READS_MAX), or 0: run alone
+	 * (nothing appended). */
+	int (*read)(struct db_job *j, MYSQL *m, struct qb *q);
+	/* Given the results of those statements (res[0..n-1]; a result the job
+	 * frees it sets to NULL, the group frees the others), append its
+	 * writes, each statement preceded by ';', to w. Returns 0 (the job is
+	 * done once w commits), 1 (run alone after the commit; nothing
+	 * appended) or -1 (the whole group runs alone). */
+	int (*write)(struct db_job *j, MYSQL *m, MYSQL_RES **res, struct qb *w);
+	/* After the group's COMMIT, on the worker: what the run function does
+	 * after its commit (the reply, queued's in-memory views). */
+	void (*after)(struct db_job *j, MYSQL *m);
 };
 
 /* Connect with the configured timeouts; utf8mb4; autocommit on. */
@@ -71,6 +110,8 @@ unsigned db_pending(void);
 uint64_t db_runnable_wait_ns(void);
 /* Worker threads running. */
 unsigned db_workers(void);
+/* Groups of jobs run in one transaction, and the jobs in them, since start. */
+void db_group_stats(unsigned long *groups, unsigned long *jobs);
 /* Jobs rerun after a deadlock or lock wait timeout, since start. */
 unsigned long db_lock_retries(void);
 /* Monotonic clock, ns. */

@@ -83,3 +83,25 @@ struct db_job *jobq_take(struct jobq *q, int (*busy)(uint64_t key, void *arg), v
 	}
 	return NULL;
 }
+
+struct db_job *jobq_take_group(struct jobq *q, int (*busy)(uint64_t key, void *arg), void *arg,
+		const uint64_t *keys, unsigned nkeys)
+{
+	struct db_job *prev = NULL, *j;
+	unsigned seen = 0;
+
+	for (j = q->head; j && seen < JOBQ_GROUP_SCAN; prev = j, j = j->next, seen++) {
+		unsigned i;
+		if (!j->group || j->urgent)
+			continue;
+		if (j->key && busy(j->key, arg))
+			continue;
+		for (i = 0; i < nkeys && keys[i] != j->key; i++)
+			;
+		if (i < nkeys || key_queued_before(q, j->key, j))
+			continue;
+		unlink_job(q, j, prev);
+		return j;
+	}
+	return NULL;
+}

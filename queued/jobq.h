@@ -49,4 +49,17 @@ void jobq_push(struct jobq *q, struct db_job *j);
 struct db_job *jobq_take(struct jobq *q, int (*busy)(uint64_t key, void *arg), void *arg,
 		uint64_t now_ns, int plain_ok);
 
+/*
+ * After jobq_take gave a job with a group (db.h struct db_group): the next
+ * job to run in the same transaction, or NULL. It is the oldest job that
+ * has a group, is not urgent (the decisions are for the workers kept for
+ * them), may run (as above: no job of its key running or queued before
+ * it) and whose key is not one of the group's keys[0..nkeys-1]. Only the
+ * first JOBQ_GROUP_SCAN queued jobs are looked at, so that a long backlog
+ * does not hold the workers' mutex.
+ */
+#define JOBQ_GROUP_SCAN 512
+struct db_job *jobq_take_group(struct jobq *q, int (*busy)(uint64_t key, void *arg), void *arg,
+		const uint64_t *keys, unsigned nkeys);
+
 #endif

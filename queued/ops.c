@@ -694,6 +694,7 @@ static void op_stats(struct conn *c, uint64_t id, const msgpack_object *args)
 {
 	ccq_enc e;
 	int reset = 0;
+	unsigned long groups, grouped;
 	const struct actor *a = conn_actor(c);
 
 	/* the operator acting as a user ("as") is that user here too */
@@ -707,11 +708,15 @@ static void op_stats(struct conn *c, uint64_t id, const msgpack_object *args)
 	}
 	ccq_enc_init(&e);
 	ccq_enc_reply_ok(&e, id);
-	msgpack_pack_map(&e.pk, 5);
+	db_group_stats(&groups, &grouped);
+	msgpack_pack_map(&e.pk, 7);
 	ccq_pack_kv_uint(&e.pk, "workers", db_workers());
 	ccq_pack_kv_uint(&e.pk, "pending", db_pending());
 	ccq_pack_kv_uint(&e.pk, "lock_retries", db_lock_retries());
 	ccq_pack_kv_uint(&e.pk, "shed", ops_shed_total());
+	/* report groups (db.h struct db_group) run, and the reports in them */
+	ccq_pack_kv_uint(&e.pk, "groups", groups);
+	ccq_pack_kv_uint(&e.pk, "grouped", grouped);
 	ccq_pack_str(&e.pk, "items");
 	msgpack_pack_array(&e.pk, g_nstats);
 	for (unsigned i = 0; i < g_nstats; i++) {
@@ -766,6 +771,51 @@ static int req_run(struct db_job *j, MYSQL *m)
 	return rc;
 }
 
+/* A request in a group of jobs (db.h struct db_group; op->group). */
+static int req_group_read(struct db_job *j, MYSQL *m, struct qb *q)
+{
+	struct req *r = (struct req *)j;
+	/* as req_run: only a first run (not a retry, not an early-answered
+	 * job written again) of the local operator acting as itself */
+	if (r->early || r->attempts || r->rewriting || !r->actor.operator
+			|| (r->args && ccq_map_get(r->args, "as")))
+		return 0;
+	free(r->after_data);
+	r->after_data = NULL;
+	free(r->group_data);
+	r->group_data = NULL;
+	r->waits_rewrite = 0;
+	if (req_who(r, m) < 0)
+		return 0;
+	return r->group->read(r, m, q);
+}
+
+static int req_group_write(struct db_job *j, MYSQL *m, MYSQL_RES **res, struct qb *w)
+{
+	struct req *r = (struct req *)j;
+	int rc = r->group->write(r, m, res, w);
+	if (rc == 1) {
+		/* its own run decides again, from the start */
+		free(r->after_data);
+		r->after_data = NULL;
+		r->waits_rewrite = 0;
+	}
+	return rc;
+}
+
+static void req_group_after(struct db_job *j, MYSQL *m)
+{
+	struct req *r = (struct req *)j;
+	r->group->after(r, m);
+	/* as req_run after its run */
+	if (r->op->flags & OP_DIRECTORY)
+		dircache_bump();
+	if (!(r->op->flags & OP_VIEW_SAFE))
+		av_soft_dirty();
+}
+
+static const struct db_group g_req_group = { req_group_read, req_group_write, req_group_after };
+
 static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct req *r = w->data;
@@ -783,6 +833,7 @@ static void req_free(struct req *r)
 	qb_free(&r->again);
 	free(r->payload);
 	free(r->after_data);
+	free(r->group_data);
 	free(r);
 }
 
@@ -1103,6 +1154,13 @@ void ops_dispatch(struct conn *c, const ccq_msg *m, const uint8_t *payload, size
 	r->j.run = req_run;
 	r->j.done = req_done;
 	r->j.key = req_key(r);
+	r->j.group = NULL;
+	for (const struct op_grouped *g = ops_grouped; g->name; g++)
+		if (strcmp(g->name, op->name) == 0) {
+			r->group = g->group;
+			r->j.group = &g_req_group;
+			break;
+		}
 	conn_hold(c);
 	db_submit(&r->j);
 }

@@ -51,6 +51,20 @@ typedef void (*op_now_fn)(struct conn *c, uint64_t id, const msgpack_object *arg
 #define OP_SHED 0x40      /* a new call's decision: refused at once while the
                          * workers are more than shed_after behind */
 
+/*
+ * An operation whose requests may share a transaction with others (the
+ * call reports of different calls): db.h struct db_group, for a request.
+ * read and write handle the common case only and return 0 / 1 ("run
+ * alone": the operation's run function) for anything else; after is what
+ * run does after its COMMIT (the reply). A request that acts as another
+ * user, or is run again (an early answer, a retry), always runs alone.
+ */
+struct op_group {
+	int (*read)(struct req *r, MYSQL *m, struct qb *q);
+	int (*write)(struct req *r, MYSQL *m, MYSQL_RES **res, struct qb *w);
+	void (*after)(struct req *r, MYSQL *m);
+};
+
 struct op_def {
 	const char *name;
 	op_run_fn run;
@@ -58,6 +72,13 @@ struct op_def {
 	op_after_fn after;
 	unsigned flags;
 };
+
+/* The operations that have an op_group, by name (ops_call.c); NULL-ended. */
+struct op_grouped {
+	const char *name;
+	const struct op_group *group;
+};
+extern const struct op_grouped ops_grouped[];
 
 struct req {
 	struct db_job j;          /* first: the worker hands this back */
@@ -83,6 +104,9 @@ struct req {
 	                           * key found no room, every key counts) */
 	int waits_rewrite;        /* a report retried until an answered decision's
 	                           * TXN is written (see txn_from_res) */
+	const struct op_group *group; /* the operation's, or NULL */
+	void *group_data;         /* a grouped run's, from write to after (freed by
+	                           * the framework) */
 	struct qb again;          /* an early-answered job: what to write again if
 	                           * the rest of its batch fails (op-specific) */
 };

@@ -1573,35 +1573,98 @@ fail:
 
 /* ---- call.answered ------------------------------------------------------ */
 
+/* call.answered's reads, after START TRANSACTION (two statements, each
+ * preceded by ';'): the TXN, locked, and the device by the Contact of the
+ * 200 among the registrations (the TXN's agent's first) */
+static void qb_answered_reads(struct qb *q, MYSQL *m, const char *call_id, const char *contact)
+{
+	qb_add(q, ";");
+	qb_txn(q, m, call_id, 0, 1);
+	qb_add(q, ";SELECT d.id, d.kind, d.label, u.ext_key, u.name, u.id FROM device_contact c "
+		"JOIN device d ON d.id = c.device_id JOIN user u ON u.id = d.user_id WHERE c.contact = ");
+	qb_str(q, m, contact, strlen(contact));
+	qb_add(q, " ORDER BY u.id = COALESCE((SELECT t.agent_id FROM txn t WHERE t.id = "
+		"(SELECT txn_id FROM txn_leg WHERE call_id = ");
+	qb_str(q, m, call_id, strlen(call_id));
+	qb_add(q, ")), 0) DESC LIMIT 1");
+}
+
+/* Is a TXN of this status answered already (a retransmitted 200, or a
+ * report retried after the call's end)? */
+static int answered_already(const struct txn_row *t)
+{
+	return strcmp(t->status, "Assigned") == 0 || strcmp(t->status, "Ended") == 0
+		|| strcmp(t->status, "Failed") == 0;
+}
+
+/* call.answered's writes (each statement preceded by ';', no COMMIT) for
+ * TXN t answered by the device of row (qb_answered_reads' second result;
+ * NULL: not known), and the notification for after_call. */
+static void qb_answered_writes(struct req *r, MYSQL *m, struct qb *w, struct txn_row *t,
+		MYSQL_ROW row, const char *contact)
+{
+	char text[500], at[64];
+	uint64_t dev = 0;
+	struct call_after *a;
+
+	if (t->outbound) {
+		/* the customer answered the agent's call */
+		dev = t->device_id;
+		snprintf(text, sizeof(text), "Answered by %s", t->customer[0] ? t->customer
+			: t->number[0] ? t->number : "the customer");
+	} else if (row) {
+		dev = strtoull(row[0], NULL, 10);
+		snprintf(text, sizeof(text), "Answered by %s - %s - %s%s%s%s", row[3], row[4], row[1],
+			row[2][0] ? " (" : "", row[2], row[2][0] ? ")" : "");
+		if (!t->agent_id)
+			t->agent_id = (uint32_t)strtoul(row[5], NULL, 10);
+	} else {
+		snprintf(text, sizeof(text), "Answered by %s", contact[0] ? contact : "an unknown device");
+	}
+	req_event_time(r, at, sizeof(at));
+	qb_add(w, ";UPDATE txn SET status = 'Assigned', answered_at = COALESCE(answered_at, %s), "
+		"updated_at = UTC_TIMESTAMP(3), device_id = %s%llu, agent_id = %s%u WHERE id = %llu;",
+		at, dev ? "" : "NULL + ", (unsigned long long)dev, t->agent_id ? "" : "NULL + ",
+		t->agent_id, (unsigned long long)t->id);
+	qb_journey(w, m, t->id, "answered", text, at);
+	if (t->agent_id)
+		qb_add(w, ";UPDATE txn_ring SET result = 'answered' WHERE txn_id = %llu "
+			"AND user_id = %u", (unsigned long long)t->id, t->agent_id);
+	a = after_of(r);
+	if (!a)
+		return;          /* no notification; the writes are what matters */
+	a->org_id = t->org_id;
+	a->inbox_id = t->inbox_id;
+	a->txn = t->id;
+	snprintf(a->event, sizeof(a->event), "call.answered");
+	snprintf(a->text, sizeof(a->text), "call %llu in inbox %s: %s", (unsigned long long)t->id,
+		t->inbox, text);
+	snprintf(a->inbox, sizeof(a->inbox), "%s", t->inbox);
+}
+
+static int answered_args(struct req *r, char *call_id, size_t cs, char *contact, size_t ks)
+{
+	if (!r->who.operator)
+		return req_fail(r, CCQ_E_DENIED, "call reports are for the SIP proxy (local operator)");
+	return arg_str(r, "call_id", call_id, cs, 1) < 0 || arg_str(r, "contact", contact, ks, 0) < 0
+		? -1 : 0;
+}
+
 static int run_call_answered(struct req *r, MYSQL *m)
 {
-	char call_id[256], contact[256], q[1400], text[500], at[64];
+	char call_id[256], contact[256], q[1400];
 	struct txn_row t;
 	struct qb qq;
 	MYSQL_RES *res[3], *dres;
 	MYSQL_ROW row;
-	uint64_t dev = 0;
-	struct call_after *a;
 
-	if (req_who(r, m) < 0)
+	if (req_who(r, m) < 0 || answered_args(r, call_id, sizeof(call_id), contact,
+			sizeof(contact)) < 0)
 		return -1;
-	if (!r->who.operator)
-		return req_fail(r, CCQ_E_DENIED, "call reports are for the SIP proxy (local operator)");
-	if (arg_str(r, "call_id", call_id, sizeof(call_id), 1) < 0
-			|| arg_str(r, "contact", contact, sizeof(contact), 0) < 0)
-		return -1;
-	/* one round trip: the TXN, locked, and the device by the Contact of
-	 * the 200 among the registrations (the TXN's agent's first) */
+	/* one round trip: START TRANSACTION and the reads */
 	qb_init(&qq);
-	qb_add(&qq, "START TRANSACTION;");
-	qb_txn(&qq, m, call_id, 0, 1);
-	qb_add(&qq, ";SELECT d.id, d.kind, d.label, u.ext_key, u.name, u.id FROM device_contact c "
-		"JOIN device d ON d.id = c.device_id JOIN user u ON u.id = d.user_id WHERE c.contact = ");
-	qb_str(&qq, m, contact, strlen(contact));
-	qb_add(&qq, " ORDER BY u.id = COALESCE((SELECT t.agent_id FROM txn t WHERE t.id = "
-		"(SELECT txn_id FROM txn_leg WHERE call_id = ");
-	qb_str(&qq, m, call_id, strlen(call_id));
-	qb_add(&qq, ")), 0) DESC LIMIT 1");
+	qb_add(&qq, "START TRANSACTION");
+	qb_answered_reads(&qq, m, call_id, contact);
 	if (req_multi_qb(r, m, &qq, res, 3, NULL) < 0)
 		goto fail;
 	dres = res[2];
@@ -1609,9 +1672,7 @@ static int run_call_answered(struct req *r, MYSQL *m)
 		mysql_free_result(dres);
 		goto fail;
 	}
-	if (strcmp(t.status, "Assigned") == 0 || strcmp(t.status, "Ended") == 0
-			|| strcmp(t.status, "Failed") == 0) {
-		/* a retransmitted 200, or a report retried after the call's end */
+	if (answered_already(&t)) {
 		mysql_free_result(dres);
 		mysql_query(m, "ROLLBACK");
 		reply_simple(r, "ok", 0, NULL);
@@ -1627,67 +1688,180 @@ static int run_call_answered(struct req *r, MYSQL *m)
 			goto fail;
 		row = mysql_fetch_row(dres);
 	}
-	if (t.outbound) {
-		/* the customer answered the agent's call */
-		dev = t.device_id;
-		snprintf(text, sizeof(text), "Answered by %s", t.customer[0] ? t.customer
-			: t.number[0] ? t.number : "the customer");
-	} else if (row) {
-		dev = strtoull(row[0], NULL, 10);
-		snprintf(text, sizeof(text), "Answered by %s - %s - %s%s%s%s", row[3], row[4], row[1],
-			row[2][0] ? " (" : "", row[2], row[2][0] ? ")" : "");
-		if (!t.agent_id)
-			t.agent_id = (uint32_t)strtoul(row[5], NULL, 10);
-	} else {
-		snprintf(text, sizeof(text), "Answered by %s", contact[0] ? contact : "an unknown device");
-	}
-	mysql_free_result(dres);
-	req_event_time(r, at, sizeof(at));
-	/* the writes and the commit: one round trip */
+	/* the writes and the commit: one round trip (the first write's ';'
+	 * is skipped) */
 	qb_init(&qq);
-	qb_add(&qq, "UPDATE txn SET status = 'Assigned', answered_at = COALESCE(answered_at, %s), "
-		"updated_at = UTC_TIMESTAMP(3), device_id = %s%llu, agent_id = %s%u WHERE id = %llu;",
-		at, dev ? "" : "NULL + ", (unsigned long long)dev, t.agent_id ? "" : "NULL + ", t.agent_id,
-		(unsigned long long)t.id);
-	qb_journey(&qq, m, t.id, "answered", text, at);
-	if (t.agent_id)
-		qb_add(&qq, ";UPDATE txn_ring SET result = 'answered' WHERE txn_id = %llu "
-			"AND user_id = %u", (unsigned long long)t.id, t.agent_id);
+	qb_answered_writes(r, m, &qq, &t, row, contact);
+	mysql_free_result(dres);
 	qb_add(&qq, ";COMMIT");
-	if (req_multi_qb(r, m, &qq, NULL, 0, NULL) < 0)
+	if (qq.oom) {
+		qb_free(&qq);
+		req_fail(r, CCQ_E_INTERNAL, "out of memory");
 		goto fail;
-	a = after_of(r);
-	a->org_id = t.org_id;
-	a->inbox_id = t.inbox_id;
-	a->txn = t.id;
-	snprintf(a->event, sizeof(a->event), "call.answered");
-	snprintf(a->text, sizeof(a->text), "call %llu in inbox %s: %s", (unsigned long long)t.id,
-		t.inbox, text);
-	snprintf(a->inbox, sizeof(a->inbox), "%s", t.inbox);
+	}
+	if (db_exec_multi(&r->j, m, qq.buf + 1, qq.len - 1, NULL, 0, NULL) < 0) {
+		qb_free(&qq);
+		goto fail;
+	}
+	qb_free(&qq);
 	reply_simple(r, "ok", 0, NULL);
 	return 0;
 fail:
 	return req_rollback(r, m);
 }
 
+/* call.answered in a group (db.h struct db_group): the common case, a
+ * TXN found with the answering device among the registrations */
+static int group_answered_read(struct req *r, MYSQL *m, struct qb *q)
+{
+	char call_id[256], contact[256];
+	if (answered_args(r, call_id, sizeof(call_id), contact, sizeof(contact)) < 0)
+		return 0;
+	qb_answered_reads(q, m, call_id, contact);
+	return 2;
+}
+
+static int group_answered_write(struct req *r, MYSQL *m, MYSQL_RES **res, struct qb *w)
+{
+	char call_id[256], contact[256];
+	struct txn_row t;
+	MYSQL_ROW row;
+
+	if (answered_args(r, call_id, sizeof(call_id), contact, sizeof(contact)) < 0)
+		return 1;
+	/* txn_from_res frees its result */
+	if (txn_from_res(r, res[0], call_id, &t) < 0) {
+		res[0] = NULL;
+		return 1;
+	}
+	res[0] = NULL;
+	if (answered_already(&t))
+		return 0;           /* nothing to write; after() answers ok */
+	row = mysql_fetch_row(res[1]);
+	if (!row && t.agent_id)
+		return 1;           /* the agent's device by another query: alone */
+	qb_answered_writes(r, m, w, &t, row, contact);
+	return 0;
+}
+
+static void group_answered_after(struct req *r, MYSQL *m)
+{
+	(void)m;
+	reply_simple(r, "ok", 0, NULL);
+}
+
+static const struct op_group group_answered = { group_answered_read, group_answered_write,
+	group_answered_after };
+
 /* ---- call.ended --------------------------------------------------------- */
+
+/* call.ended's arguments */
+static int ended_args(struct req *r, char *call_id, size_t cs, char *by, size_t bs)
+{
+	if (!r->who.operator)
+		return req_fail(r, CCQ_E_DENIED, "call reports are for the SIP proxy (local operator)");
+	return arg_str(r, "call_id", call_id, cs, 1) < 0 || arg_str(r, "by", by, bs, 1) < 0 ? -1 : 0;
+}
+
+/* The common end of a call: TXN t (its live leg, not a callback, not
+ * ended yet) ended by 'by' at 'at'. Appends the writes (each statement
+ * preceded by ';', no COMMIT) to w; returns the result. */
+static const char *qb_ended_writes(MYSQL *m, struct qb *w, const struct txn_row *t,
+		const char *by, const char *at)
+{
+	const char *status = "Ended", *result;
+	char text[200];
+
+	if (strcmp(t->status, "Assigned") == 0) {
+		result = "answered";
+		if (t->outbound)
+			/* the agent placed the call: "downstream" (by caller) is the agent */
+			snprintf(text, sizeof(text), "Call ended by the %s",
+				strcmp(by, "agent") == 0 ? "customer" : "agent");
+		else
+			snprintf(text, sizeof(text), "Call ended by the %s",
+				strcmp(by, "agent") == 0 ? "agent" : "caller");
+	} else if (strncmp(by, "failed", 6) == 0) {
+		/* the proxy sent the caller a final error (e.g. failed:503) */
+		int code = by[6] == ':' ? atoi(by + 7) : 0;
+		status = "Failed";
+		result = "failed";
+		if (code >= 300 && code <= 699) {
+			snprintf(text, sizeof(text), "Call failed (SIP %d)", code);
+			qb_add(w, ";UPDATE txn SET failure_reason = 'SIP %d' WHERE id = %llu",
+				code, (unsigned long long)t->id);
+		} else {
+			snprintf(text, sizeof(text), "Call failed");
+		}
+	} else {
+		result = "abandoned";
+		snprintf(text, sizeof(text), "Caller hung up while %s",
+			strcmp(t->status, "Assigning") == 0 ? "ringing" : "waiting");
+	}
+	qb_add(w, ";UPDATE txn SET status = '%s', result = '%s', "
+		"ended_at = %s, updated_at = UTC_TIMESTAMP(3) WHERE id = %llu;",
+		status, result, at, (unsigned long long)t->id);
+	qb_journey(w, m, t->id, "ended", text, at);
+	if (t->agent_id && strcmp(result, "answered") == 0) {
+		/* idle from the end of the call; wrap-up time before the next one */
+		/* never backwards: two of the agent's calls may end in either order */
+		qb_add(w, ";UPDATE user SET last_call_end = GREATEST(COALESCE(last_call_end, "
+			"%s), %s), wrapup_until = GREATEST(COALESCE(wrapup_until, %s), %s + INTERVAL "
+			"wrapup_seconds SECOND) WHERE id = %u", at, at, at, at, t->agent_id);
+	} else if (t->agent_id) {
+		qb_add(w, ";UPDATE txn_ring SET result = 'canceled' WHERE txn_id = %llu "
+			"AND user_id = %u", (unsigned long long)t->id, t->agent_id);
+	}
+	return result;
+}
+
+/* What an ended call's TXN tells after_ended, once the end is committed. */
+static void ended_after_data(struct req *r, const struct txn_row *t, const char *call_id,
+		const char *result)
+{
+	struct call_after *a = after_of(r);
+	if (!a)
+		return;
+	a->org_id = t->org_id;
+	a->inbox_id = t->inbox_id;
+	a->txn = t->id;
+	a->wake_dispatch = 1;
+	snprintf(a->call_id, sizeof(a->call_id), "%s", call_id);
+	snprintf(a->event, sizeof(a->event), "%s", strcmp(result, "ignored") ? "call.ended" : "");
+	snprintf(a->inbox, sizeof(a->inbox), "%s", t->inbox);
+	snprintf(a->text, sizeof(a->text), "call %llu in inbox %s ended (%s)",
+		(unsigned long long)t->id, t->inbox, result);
+}
+
+/* After an end's commit (worker): queued's view of the agent and the inbox. */
+static void ended_views(struct req *r, MYSQL *m, const struct txn_row *t, int answered)
+{
+	/* queued's view of the agent (agentview.h): inbound direct calls are
+	 * followed one by one, the rest is read again */
+	if (t->agent_id && !t->outbound && !t->callback)
+		av_call_over(t->agent_id, answered, epoch_ms());
+	else
+		av_soft_dirty();
+	if (t->inbox_id && !t->outbound && view_fresh(r, m, t->inbox_id, epoch_ms(),
+			AV_MAX_AGE_MS) < 0) {
+		/* the end is committed: a view that could not be read is read by
+		 * the next decision */
+		r->j.err = 0;
+		r->j.errmsg[0] = '\0';
+		r->j.conn_lost = r->j.lock_lost = 0;
+	}
+}
 
 static int run_call_ended(struct req *r, MYSQL *m)
 {
-	char call_id[256], by[32], q[600], text[200], at[64], cb_result[16];
-	const char *status = "Ended", *result;
+	char call_id[256], by[32], q[600], at[64], cb_result[16];
+	const char *result;
 	struct txn_row t;
-	struct call_after *a;
 	struct qb w;
 	MYSQL_RES *res[2];
 	int rc;
 
-	if (req_who(r, m) < 0)
-		return -1;
-	if (!r->who.operator)
-		return req_fail(r, CCQ_E_DENIED, "call reports are for the SIP proxy (local operator)");
-	if (arg_str(r, "call_id", call_id, sizeof(call_id), 1) < 0
-			|| arg_str(r, "by", by, sizeof(by), 1) < 0)
+	if (req_who(r, m) < 0 || ended_args(r, call_id, sizeof(call_id), by, sizeof(by)) < 0)
 		return -1;
 	{
 		/* START TRANSACTION and the call's TXN (by its leg), locked: one
@@ -1751,87 +1925,91 @@ static int run_call_ended(struct req *r, MYSQL *m)
 		goto fail;
 	if (rc == 0) {
 		result = cb_result;
-		goto commit;
-	}
-	/* the writes and the commit: one round trip */
-	qb_init(&w);
-	if (strcmp(t.status, "Assigned") == 0) {
-		result = "answered";
-		if (t.outbound)
-			/* the agent placed the call: "downstream" (by caller) is the agent */
-			snprintf(text, sizeof(text), "Call ended by the %s",
-				strcmp(by, "agent") == 0 ? "customer" : "agent");
-		else
-			snprintf(text, sizeof(text), "Call ended by the %s",
-				strcmp(by, "agent") == 0 ? "agent" : "caller");
-	} else if (strncmp(by, "failed", 6) == 0) {
-		/* the proxy sent the caller a final error (e.g. failed:503) */
-		int code = by[6] == ':' ? atoi(by + 7) : 0;
-		status = "Failed";
-		result = "failed";
-		if (code >= 300 && code <= 699) {
-			snprintf(text, sizeof(text), "Call failed (SIP %d)", code);
-			qb_add(&w, "UPDATE txn SET failure_reason = 'SIP %d' WHERE id = %llu;",
-				code, (unsigned long long)t.id);
-		} else {
-			snprintf(text, sizeof(text), "Call failed");
-		}
+		if (db_exec(&r->j, m, "COMMIT", 6) < 0)
+			return -1;
 	} else {
-		result = "abandoned";
-		snprintf(text, sizeof(text), "Caller hung up while %s",
-			strcmp(t.status, "Assigning") == 0 ? "ringing" : "waiting");
+		/* the writes and the commit: one round trip (the first write's
+		 * ';' is skipped) */
+		qb_init(&w);
+		result = qb_ended_writes(m, &w, &t, by, at);
+		qb_add(&w, ";COMMIT");
+		if (w.oom) {
+			qb_free(&w);
+			req_fail(r, CCQ_E_INTERNAL, "out of memory");
+			goto fail;
+		}
+		rc = db_exec_multi(&r->j, m, w.buf + 1, w.len - 1, NULL, 0, NULL);
+		qb_free(&w);
+		if (rc < 0)
+			goto fail;
 	}
-	qb_add(&w, "UPDATE txn SET status = '%s', result = '%s', "
-		"ended_at = %s, updated_at = UTC_TIMESTAMP(3) WHERE id = %llu;",
-		status, result, at, (unsigned long long)t.id);
-	qb_journey(&w, m, t.id, "ended", text, at);
-	if (t.agent_id && strcmp(result, "answered") == 0) {
-		/* idle from the end of the call; wrap-up time before the next one */
-		/* never backwards: two of the agent's calls may end in either order */
-		qb_add(&w, ";UPDATE user SET last_call_end = GREATEST(COALESCE(last_call_end, "
-			"%s), %s), wrapup_until = GREATEST(COALESCE(wrapup_until, %s), %s + INTERVAL "
-			"wrapup_seconds SECOND) WHERE id = %u", at, at, at, at, t.agent_id);
-	} else if (t.agent_id) {
-		qb_add(&w, ";UPDATE txn_ring SET result = 'canceled' WHERE txn_id = %llu "
-			"AND user_id = %u", (unsigned long long)t.id, t.agent_id);
-	}
-	qb_add(&w, ";COMMIT");
-	rc = req_multi_qb(r, m, &w, NULL, 0, NULL);
-	if (rc < 0)
-		goto fail;
-	goto done;
-commit:
-	if (db_exec(&r->j, m, "COMMIT", 6) < 0)
-		return -1;
-done:
-	/* queued's view of the agent (agentview.h): inbound direct calls are
-	 * followed one by one, the rest is read again */
-	if (t.agent_id && !t.outbound && !t.callback)
-		av_call_over(t.agent_id, strcmp(result, "answered") == 0, epoch_ms());
-	else
-		av_soft_dirty();
-	if (t.inbox_id && !t.outbound && view_fresh(r, m, t.inbox_id, epoch_ms(), AV_MAX_AGE_MS) < 0) {
-		/* the end is committed: a view that could not be read is read by
-		 * the next decision */
-		r->j.err = 0;
-		r->j.errmsg[0] = '\0';
-		r->j.conn_lost = r->j.lock_lost = 0;
-	}
-	a = after_of(r);
-	a->org_id = t.org_id;
-	a->inbox_id = t.inbox_id;
-	a->txn = t.id;
-	a->wake_dispatch = 1;
-	snprintf(a->call_id, sizeof(a->call_id), "%s", call_id);
-	snprintf(a->event, sizeof(a->event), "%s", strcmp(result, "ignored") ? "call.ended" : "");
-	snprintf(a->inbox, sizeof(a->inbox), "%s", t.inbox);
-	snprintf(a->text, sizeof(a->text), "call %llu in inbox %s ended (%s)",
-		(unsigned long long)t.id, t.inbox, result);
+	ended_views(r, m, &t, strcmp(result, "answered") == 0);
+	ended_after_data(r, &t, call_id, result);
 	reply_simple(r, "ok", 0, NULL);
 	return 0;
 fail:
 	return req_rollback(r, m);
 }
+
+/* call.ended in a group (db.h struct db_group): the common case, the end
+ * of a TXN's live leg that is not a callback's. The TXN read and its
+ * result for group_ended_after. */
+struct ended_group {
+	struct txn_row t;
+	char result[16];
+};
+
+static int group_ended_read(struct req *r, MYSQL *m, struct qb *q)
+{
+	char call_id[256], by[32];
+	if (ended_args(r, call_id, sizeof(call_id), by, sizeof(by)) < 0)
+		return 0;
+	qb_add(q, ";");
+	qb_txn(q, m, call_id, 0, 1);
+	return 1;
+}
+
+static int group_ended_write(struct req *r, MYSQL *m, MYSQL_RES **res, struct qb *w)
+{
+	char call_id[256], by[32], at[64];
+	struct ended_group *g;
+	struct txn_row t;
+
+	if (ended_args(r, call_id, sizeof(call_id), by, sizeof(by)) < 0)
+		return 1;
+	/* txn_from_res frees its result; no TXN, a rewrite pending: alone */
+	if (txn_from_res(r, res[0], call_id, &t) < 0) {
+		res[0] = NULL;
+		return 1;
+	}
+	res[0] = NULL;
+	if (strcmp(t.status, "Ended") == 0 || strcmp(t.status, "Failed") == 0)
+		return 0;           /* nothing to write; after() answers ok */
+	if (strcmp(call_id, t.current_call) != 0 || strcmp(t.status, "Transferring") == 0
+			|| t.callback)
+		return 1;           /* a transfer's leg, a callback: alone */
+	g = calloc(1, sizeof(*g));
+	if (!g)
+		return 1;
+	req_event_time(r, at, sizeof(at));
+	g->t = t;
+	snprintf(g->result, sizeof(g->result), "%s", qb_ended_writes(m, w, &t, by, at));
+	ended_after_data(r, &t, call_id, g->result);
+	free(r->group_data);
+	r->group_data = g;
+	return 0;
+}
+
+static void group_ended_after(struct req *r, MYSQL *m)
+{
+	struct ended_group *g = r->group_data;
+	if (g)
+		ended_views(r, m, &g->t, strcmp(g->result, "answered") == 0);
+	reply_simple(r, "ok", 0, NULL);
+}
+
+static const struct op_group group_ended = { group_ended_read, group_ended_write,
+	group_ended_after };
 
 static void after_ended(struct req *r)
 {
@@ -2456,6 +2634,13 @@ static int run_inbox_state(struct req *r, MYSQL *m)
 	(void)row;
 	return 0;
 }
+
+/* the reports that run in groups (db.h struct db_group) */
+const struct op_grouped ops_grouped[] = {
+	{ "call.answered", &group_answered },
+	{ "call.ended", &group_ended },
+	{ NULL, NULL }
+};
 
 const struct op_def ops_call[] = {
 	{ "call.route", run_call_route, NULL, after_call, OP_VIEW_SAFE | OP_URGENT | OP_SHED },

@@ -44,6 +44,7 @@ static void test_minimal_and_defaults(void **state)
 	assert_int_equal(c.mysql_workers, 3);
 	assert_int_equal(c.decision_workers, 2);
 	assert_int_equal(c.shed_after, 250);
+	assert_int_equal(c.report_batch, 16);
 	/* recordings are not indexed until recording_dir is set */
 	assert_string_equal(c.recording_dir, "");
 }
@@ -69,6 +70,7 @@ static void test_all_keys(void **state)
 		"mysql_workers = 5\n"
 		"decision_workers = 1\n"
 		"shed_after = 0\n"
+		"report_batch = 1\n"
 		"sql_dir = /opt/ccq/sql\n"
 		"log = syslog\n"
 		"log_level = debug\n"
@@ -94,6 +96,7 @@ static void test_all_keys(void **state)
 	assert_int_equal(c.mysql_workers, 5);
 	assert_int_equal(c.decision_workers, 1);
 	assert_int_equal(c.shed_after, 0);
+	assert_int_equal(c.report_batch, 1);
 	assert_int_equal(c.log_syslog, 1);
 	assert_int_equal(c.log_level, LOG_DEBUG);
 	assert_int_equal(c.max_frame, 65536);
@@ -122,6 +125,8 @@ static void test_bad_values(void **state)
 		{ MINIMAL "log = file\n", "'log'" },
 		{ MINIMAL "mysql_port = 0\n", "'mysql_port'" },
 		{ MINIMAL "decision_workers = 32\n", "'decision_workers'" },
+		{ MINIMAL "report_batch = 0\n", "'report_batch'" },
+		{ MINIMAL "report_batch = 65\n", "'report_batch'" },
 		{ MINIMAL "mysql_port = 70000\n", "'mysql_port'" },
 		{ MINIMAL "mysql_port = 12ab\n", "'mysql_port'" },
 		{ MINIMAL "mysql_port = -1\n", "'mysql_port'" },

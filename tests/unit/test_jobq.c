@@ -32,6 +32,15 @@ static void job(struct jobq *q, struct db_job *j, uint64_t key, int urgent, uint
 	jobq_push(q, j);
 }
 
+/* any non-NULL group marks a groupable job (jobq never calls it) */
+static const struct db_group g_grp;
+
+static void report(struct jobq *q, struct db_job *j, uint64_t key, uint64_t at)
+{
+	job(q, j, key, 0, at);
+	j->group = &g_grp;
+}
+
 static void setup_none_running(void)
 {
 	memset(g_running, 0, sizeof(g_running));
@@ -214,6 +223,62 @@ static void test_counts_follow_the_queue(void **state)
 		assert_int_equal(q.keys[i], 0);
 }
 
+/* A group takes the other groupable reports that may run now: not an
+ * urgent job, not a job without a group, not a key already in the group,
+ * running, or with an earlier job of its key left in the queue. */
+static void test_group_takes_the_reports_that_may_run(void **state)
+{
+	struct jobq q = { 0 };
+	struct db_job r1, d, other, r2, r1b, r3, r4, r5;
+	uint64_t keys[8];
+	unsigned n = 0;
+	struct db_job *j;
+	(void)state;
+	setup_none_running();
+	g_running[0] = 5;                /* a key running on another worker */
+	report(&q, &r1, 1, 0);
+	job(&q, &d, 2, 1, 0);            /* a decision */
+	job(&q, &other, 3, 0, 0);        /* a job without a group (an API request) */
+	report(&q, &r2, 4, 0);
+	report(&q, &r1b, 1, 0);          /* key 1 again: not with r1 */
+	report(&q, &r3, 3, 0);           /* key 3: 'other' is queued before it */
+	report(&q, &r4, 5, 0);           /* key 5 runs */
+	report(&q, &r5, 6, 0);
+	j = jobq_take(&q, busy, NULL, 1 * MS, 1);
+	assert_ptr_equal(j, &d);         /* the decision first, as ever */
+	j = jobq_take(&q, busy, NULL, 1 * MS, 1);
+	assert_ptr_equal(j, &r1);
+	keys[n++] = j->key;
+	while ((j = jobq_take_group(&q, busy, NULL, keys, n)))
+		keys[n++] = j->key;
+	assert_int_equal(n, 3);
+	assert_int_equal(keys[1], 4);
+	assert_int_equal(keys[2], 6);
+	/* what is left, in order */
+	assert_ptr_equal(q.head, &other);
+	assert_ptr_equal(other.next, &r1b);
+	assert_ptr_equal(r1b.next, &r3);
+	assert_ptr_equal(r3.next, &r4);
+	assert_ptr_equal(q.tail, &r4);
+	assert_int_equal(q.urgent, 0);
+}
+
+/* A long backlog: a group looks at the first JOBQ_GROUP_SCAN jobs only. */
+static void test_group_scan_is_bounded(void **state)
+{
+	static struct db_job plain[JOBQ_GROUP_SCAN + 10];
+	struct jobq q = { 0 };
+	struct db_job last;
+	uint64_t key = 1;
+	(void)state;
+	setup_none_running();
+	for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
+		job(&q, &plain[i], 100 + i, 0, 0);
+	report(&q, &last, 99, 0);
+	assert_null(jobq_take_group(&q, busy, NULL, &key, 1));
+	assert_ptr_equal(q.tail, &last);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -226,6 +291,8 @@ int main(void)
 		cmocka_unit_test(test_kept_worker_takes_only_decisions),
 		cmocka_unit_test(test_kept_worker_helps_once_reports_fall_behind),
 		cmocka_unit_test(test_counts_follow_the_queue),
+		cmocka_unit_test(test_group_takes_the_reports_that_may_run),
+		cmocka_unit_test(test_group_scan_is_bounded),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
