@@ -816,13 +816,89 @@ static void req_group_after(struct db_job *j, MYSQL *m)
 
 static const struct db_group g_req_group = { req_group_read, req_group_write, req_group_after };
 
-static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
+/*
+ * Requests waiting to be run again a second after they failed (reports
+ * during a MySQL outage, an answered decision writing again), in the order
+ * they failed, with one timer. A timer each would fire in any order when
+ * several fall due in the same loop iteration, and two reports of one call
+ * (a CANCEL's end and the 487's) would then run the wrong way round. For
+ * the same reason a new request of a key (a call) that has one here joins
+ * behind it rather than overtaking it.
+ */
+static struct req *g_rq_head, *g_rq_tail;
+static unsigned g_rq_n;
+static ev_timer g_rq_timer;
+static int g_rq_timer_init;
+
+static void rq_fire(struct ev_loop *loop, ev_timer *w, int revents);
+
+static void rq_arm(void)
 {
-	struct req *r = w->data;
-	(void)loop; (void)revents;
-	r->j.err = 0;
-	r->j.errmsg[0] = '\0';
-	db_submit(&r->j);
+	ev_tstamp d;
+	ev_timer_stop(EV_DEFAULT, &g_rq_timer);
+	if (!g_rq_head)
+		return;
+	d = g_rq_head->retry_due - ev_now(EV_DEFAULT);
+	ev_timer_set(&g_rq_timer, d > 0 ? d : 0., 0.);
+	ev_timer_start(EV_DEFAULT, &g_rq_timer);
+}
+
+static void rq_fire(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	ev_tstamp now = ev_now(loop);
+	(void)w; (void)revents;
+	/* (a millisecond early is due: libev may wake that much early) */
+	while (g_rq_head && g_rq_head->retry_due <= now + 0.001) {
+		struct req *r = g_rq_head;
+		g_rq_head = r->retry_next;
+		if (!g_rq_head)
+			g_rq_tail = NULL;
+		r->retry_next = NULL;
+		g_rq_n--;
+		r->j.err = 0;
+		r->j.errmsg[0] = '\0';
+		db_submit(&r->j);
+	}
+	rq_arm();
+}
+
+/* Run r again at due at the earliest, after every request queued here
+ * before it (loop thread). */
+static void rq_add(struct req *r, ev_tstamp due)
+{
+	if (!g_rq_timer_init) {
+		ev_timer_init(&g_rq_timer, rq_fire, 0., 0.);
+		g_rq_timer_init = 1;
+	}
+	if (g_rq_tail && g_rq_tail->retry_due > due)
+		due = g_rq_tail->retry_due;
+	r->retry_due = due;
+	r->retry_next = NULL;
+	if (g_rq_tail)
+		g_rq_tail->retry_next = r;
+	else
+		g_rq_head = r;
+	g_rq_tail = r;
+	g_rq_n++;
+	if (g_rq_head == r)
+		rq_arm();
+}
+
+static void rq_retry(struct req *r)
+{
+	rq_add(r, ev_now(EV_DEFAULT) + 1.0);
+}
+
+/* Does a request of this key wait here? (Loop thread; the list is empty
+ * unless MySQL is failing.) */
+static int rq_has_key(uint64_t key)
+{
+	if (!g_rq_n || !key)
+		return 0;
+	for (const struct req *r = g_rq_head; r; r = r->retry_next)
+		if (r->j.key == key)
+			return 1;
+	return 0;
 }
 
 static void req_free(struct req *r)
@@ -852,9 +928,7 @@ static void req_done(struct db_job *j)
 				LOG_W("%s answered, but its writes failed (%s); writing them again "
 					"every second", r->op->name, j->errmsg);
 			req_rewrite_pending(r);
-			ev_timer_init(&r->retry, on_retry, 1.0, 0.);
-			r->retry.data = r;
-			ev_timer_start(EV_DEFAULT, &r->retry);
+			rq_retry(r);
 			return;
 		}
 		if (j->err)
@@ -876,9 +950,7 @@ static void req_done(struct db_job *j)
 		if (r->attempts++ == 0)
 			LOG_W("%s: %s; retrying every second", r->op->name,
 				r->waits_rewrite ? j->errmsg : "MySQL unavailable");
-		ev_timer_init(&r->retry, on_retry, 1.0, 0.);
-		r->retry.data = r;
-		ev_timer_start(EV_DEFAULT, &r->retry);
+		rq_retry(r);
 		return;
 	}
 
@@ -1162,5 +1234,10 @@ void ops_dispatch(struct conn *c, const ccq_msg *m, const uint8_t *payload, size
 			break;
 		}
 	conn_hold(c);
+	if (rq_has_key(r->j.key)) {
+		/* an earlier request of this call waits to be run again: after it */
+		rq_add(r, 0.);
+		return;
+	}
 	db_submit(&r->j);
 }

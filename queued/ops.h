@@ -95,7 +95,8 @@ struct req {
 	void *after_data;         /* for op_after_fn, freed by the framework */
 	uint64_t out_id;          /* a result id, for after() */
 	void (*internal_done)(void); /* internal requests (no connection) */
-	ev_timer retry;           /* OP_RETRY: the next attempt */
+	struct req *retry_next;   /* waiting to be run again (ops.c retry list) */
+	ev_tstamp retry_due;      /* ... from then (ev_now) */
 	unsigned attempts;
 	uint64_t t_recv;          /* when the request arrived (db_now_ns) */
 	uint64_t t_answer;        /* when an early answer left (req_answer_now) */

@@ -124,11 +124,20 @@ PY
 # queued's view of the decisions since the last call: call.route's time
 # from arrival to answer (queued's decision latency) p50/p90/p99, its wait
 # for a MySQL worker and run time on it, p50/p99 (ms; upper bounds of
-# buckets 4 % apart), and the run time of the two other reports of a call
+# buckets 4 % apart), the run time of the two other reports of a call, and
+# the reports run in groups since the last call (report_batch) with their
+# mean size
 route_ms() {
     ccqctl --json stats --reset | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
+prev = sys.argv[1]
+try:
+    g0, n0 = (int(x) for x in open(prev).read().split())
+except (OSError, ValueError):
+    g0 = n0 = 0
+g, n = d.get("groups", 0), d.get("grouped", 0)
+open(prev, "w").write("%d %d" % (g, n))
 ops = {i["op"]: i for i in d["items"]}
 r = ops.get("call.route")
 if r:
@@ -141,7 +150,10 @@ if r:
         o = ops.get(name)
         if o:
             print("; %s run p50/p99 %.2f/%.2f" % (name, o["run_p50_ms"], o["run_p99_ms"]), end="")
-    print()'
+    if g > g0:
+        print("; %d reports in %d groups (%.1f each)" % (n - n0, g - g0, (n - n0) / (g - g0)),
+              end="")
+    print()' "$work/groups.prev"
 }
 
 printf '\n%-6s %-8s %10s %10s %8s %10s\n' RATE TARGET ATTEMPTED SUCCESS FAILED "CALLS/S"

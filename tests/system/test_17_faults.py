@@ -4,7 +4,7 @@ call completes, its TXN and journey are whole), MySQL briefly unavailable
 
 import time
 
-from ccqlab import WireClient, wait_until
+from ccqlab import WireClient, frame, mp_pack, wait_until
 
 JANE = "+6591234567"
 
@@ -295,3 +295,52 @@ def test_a_decision_whose_txn_id_was_handed_out_again_gets_a_new_one(running_lab
     log = lab.log_since("queued", qd)
     assert "was handed out again" in log and "TXN %d written again" % (old + 1) in log, \
         log[-3000:]
+
+
+def test_a_report_retried_is_not_overtaken_by_a_later_one_of_its_call(running_lab, org):
+    """The answer report of a call fails for a moment (MySQL says deadlock
+    every time, a trigger here) and waits to be run again a second later;
+    the call's end, reported meanwhile with MySQL fine again, waits behind
+    it instead of running first: the TXN ends answered, its journey shows
+    the answer before the end. (Run first, the end would find the call
+    ringing and end it abandoned, and the answer would come too late.)
+    Reports of one call waiting together are run again in the order they
+    came, too."""
+    lab = running_lab
+    ib, phone = setup_agent(org)
+    cid = "ccqtest-retry-order-%s@127.0.0.1" % org.name
+    args = {"call_id": cid, "from": "<sip:%s@127.0.0.1>" % JANE, "caller": JANE,
+            "caller_name": "", "did": ib.did, "source_ip": "127.0.0.1",
+            "source_port": lab.trunk_port(0)}
+    with WireClient(lab.queued_sock, timeout=10) as w:
+        rid, reply = w.request("call.route", args)
+        assert reply[:4] == [1, 1, rid, 0] and reply[4]["action"] == "ring", reply
+    txn = lab.wait_txn_for_call(cid)[0]
+    lab.sql("DROP TRIGGER IF EXISTS ccqtest_deadlock")
+    lab.sql("DELIMITER //\nCREATE TRIGGER ccqtest_deadlock BEFORE UPDATE ON txn FOR EACH ROW "
+            "BEGIN IF NEW.id = %d AND NEW.status = 'Assigned' THEN SIGNAL SQLSTATE '40001' "
+            "SET MYSQL_ERRNO = 1213, MESSAGE_TEXT = 'ccqtest deadlock'; END IF; END//" % txn)
+    log0 = lab.log_size("queued")
+    w = WireClient(lab.queued_sock, timeout=10)
+    try:
+        w.send_raw(frame(mp_pack([1, 0, 1, "call.answered",
+                                  {"call_id": cid, "contact": phone.contact}])))
+        assert wait_until(lambda: "call.answered: MySQL unavailable; retrying every second"
+                          in lab.log_since("queued", log0), 5, interval=0.05), \
+            lab.log_since("queued", log0)[-2000:]
+        lab.sql("DROP TRIGGER IF EXISTS ccqtest_deadlock")
+        # within the second before the answer's next attempt
+        w.send_raw(frame(mp_pack([1, 0, 2, "call.ended", {"call_id": cid, "by": "caller"}])))
+        got = {}
+        for _ in range(2):
+            r = w.read_frame()
+            got[r[2]] = r
+    finally:
+        w.close()
+        lab.sql("DROP TRIGGER IF EXISTS ccqtest_deadlock")
+    assert got[1][3] == 0 and got[2][3] == 0, got
+    t = lab.wait_txn_state(cid, lambda t: t["status"] == "Ended", 10)
+    assert t and t["result"] == "answered", t
+    kinds = [e["kind"] for e in t["events"]]
+    assert kinds.index("answered") < kinds.index("ended"), kinds
+    assert t["events"][-1]["text"] == "Call ended by the caller", t["events"]
