@@ -358,18 +358,42 @@ static void run_job(struct worker *w, struct db_job *j)
 	}
 }
 
+static void hand_back(struct worker *w, struct db_job **js, unsigned n, int *gone);
+
+/* A job's writes in the group's batch: where they are, and their order. */
+struct gw {
+	size_t at, len;
+	uint64_t order;
+	unsigned idx;
+};
+
+static int gw_cmp(const void *a, const void *b)
+{
+	const struct gw *x = a, *y = b;
+	if (x->order != y->order)
+		return x->order < y->order ? -1 : 1;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
 /*
- * Jobs js[0..n-1] (distinct keys, each with a group) in one transaction:
- * see struct db_group in db.h. Whatever goes wrong, each job is then run
- * alone, from the start, as run_job would have run it.
+ * Jobs js[0..n-1] (distinct keys, each with a group, in queue order) in one
+ * transaction: see struct db_group in db.h. The group keeps the order a
+ * worker running them one by one would have: from the first job that must
+ * run alone (or that touches a row, say a TXN, a job before it in the
+ * group touches: a transfer's two legs), that job and every later one
+ * run alone, in order, after the COMMIT of those before. Whatever goes
+ * wrong, each job is run alone, from the start, as run_job would have.
+ * The jobs that committed are handed back before the others run.
  */
-static void run_group(struct worker *w, struct db_job **js, unsigned n)
+static void run_group(struct worker *w, struct db_job **js, unsigned n, int *gone)
 {
 	struct db_job ge;                 /* the group's own failure */
 	MYSQL_RES *res[1 + DB_GROUP_MAX * DB_GROUP_READS_MAX];
 	int nread[DB_GROUP_MAX], alone[DB_GROUP_MAX];
-	unsigned total = 0, off, i;
-	struct qb q, wq;
+	uint64_t ent[DB_GROUP_MAX];
+	struct gw gw[DB_GROUP_MAX];
+	unsigned total = 0, off, i, ngw = 0, cut = n;
+	struct qb q, wq, fq;
 	int rc;
 
 	for (i = 0; i < n; i++) {
@@ -386,12 +410,13 @@ static void run_group(struct worker *w, struct db_job **js, unsigned n)
 		job_reset(js[i]);
 		k = js[i]->group->read(js[i], w->conn, &q);
 		if (k <= 0 || k > DB_GROUP_READS_MAX || q.oom) {
-			/* nothing of it in the batch */
+			/* nothing of it in the batch: it runs alone, and so do the
+			 * jobs after it */
 			if (!q.oom) {
 				q.len = len;
 				q.buf[len] = '\0';
 			}
-			continue;
+			break;
 		}
 		nread[i] = k;
 		alone[i] = 0;
@@ -408,11 +433,15 @@ static void run_group(struct worker *w, struct db_job **js, unsigned n)
 		goto failed;
 	/* res[0] is START TRANSACTION's (none) */
 	qb_init(&wq);
-	for (i = 0, off = 1; i < n; i++) {
-		if (alone[i])
+	for (i = 0, off = 1; i < n && !alone[i]; off += (unsigned)nread[i], i++) {
+		size_t at = wq.len;
+		uint64_t order = 0;
+		if (i >= cut) {
+			alone[i] = 1;
 			continue;
-		rc = js[i]->group->write(js[i], w->conn, res + off, &wq);
-		off += (unsigned)nread[i];
+		}
+		ent[i] = 0;
+		rc = js[i]->group->write(js[i], w->conn, res + off, &wq, &ent[i], &order);
 		if (rc < 0 || wq.oom) {
 			for (unsigned k = 1; k < 1 + total; k++)
 				if (res[k])
@@ -423,23 +452,50 @@ static void run_group(struct worker *w, struct db_job **js, unsigned n)
 			ge.conn_lost = js[i]->conn_lost;
 			goto failed;
 		}
-		if (rc == 1)
+		for (unsigned k = 0; rc == 0 && ent[i] && k < i; k++)
+			if (!alone[k] && ent[k] == ent[i])
+				rc = 1;       /* read before the other's writes: alone */
+		if (rc == 1) {
+			wq.len = at;
+			if (wq.buf)
+				wq.buf[at] = '\0';
 			alone[i] = 1;
+			cut = i;
+			continue;
+		}
+		if (wq.len > at) {
+			gw[ngw].at = at;
+			gw[ngw].len = wq.len - at;
+			gw[ngw].order = order;
+			gw[ngw].idx = i;
+			ngw++;
+		}
 	}
+	for (; i < n; i++)
+		alone[i] = 1;
 	for (unsigned k = 1; k < 1 + total; k++)
 		if (res[k])
 			mysql_free_result(res[k]);
-	/* every statement came with its ';' before it: skip the first */
-	qb_add(&wq, ";COMMIT");
-	rc = wq.oom ? -1 : db_exec_multi(&ge, w->conn, wq.buf + 1, wq.len - 1, NULL, 0, NULL);
+	/* the writes in the order of the rows they lock last (the agents'):
+	 * two groups on two workers then take them in the same order */
+	qsort(gw, ngw, sizeof(gw[0]), gw_cmp);
+	qb_init(&fq);
+	for (unsigned k = 0; k < ngw; k++)
+		qb_add(&fq, "%.*s", (int)gw[k].len, wq.buf + gw[k].at);
 	qb_free(&wq);
+	/* every statement came with its ';' before it: skip the first */
+	qb_add(&fq, ";COMMIT");
+	rc = fq.oom ? -1 : db_exec_multi(&ge, w->conn, fq.buf + 1, fq.len - 1, NULL, 0, NULL);
+	qb_free(&fq);
 	if (rc < 0)
 		goto failed;
 	for (i = 0; i < n; i++)
 		if (!alone[i]) {
 			job_reset(js[i]);
 			js[i]->group->after(js[i], w->conn);
+			gone[i] = 1;
 		}
+	hand_back(w, js, n, gone);
 	for (i = 0; i < n; i++)
 		if (alone[i])
 			run_job(w, js[i]);
@@ -496,6 +552,40 @@ static struct db_job *take(uint64_t now)
 	return jobq_take(&g_in, key_running, NULL, now, plain < g_plain_max);
 }
 
+/* Hand the jobs js[i] with sel[i] set back to the loop; their keys are
+ * free again, and the worker is idle once it holds none. */
+static void hand_back(struct worker *w, struct db_job **js, unsigned n, int *sel)
+{
+	uint64_t t = db_now_ns();
+	unsigned k;
+
+	pthread_mutex_lock(&g_mu);
+	for (unsigned i = 0; i < n; i++) {
+		if (!sel[i])
+			continue;
+		js[i]->t_end = t;
+		for (k = 0; k < w->nbusy; k++)
+			if (w->busy_keys[k] == js[i]->key) {
+				w->busy_keys[k] = w->busy_keys[--w->nbusy];
+				break;
+			}
+		js[i]->next = NULL;
+		if (g_out_tail)
+			g_out_tail->next = js[i];
+		else
+			g_out_head = js[i];
+		g_out_tail = js[i];
+	}
+	if (!w->nbusy) {
+		w->busy = 0;
+		w->busy_plain = 0;
+	}
+	/* a job of these keys may be waiting: another worker may take it */
+	pthread_cond_broadcast(&g_cv);
+	pthread_mutex_unlock(&g_mu);
+	ev_async_send(g_loop, &g_async);
+}
+
 static void *worker(void *arg)
 {
 	struct worker *w = arg;
@@ -503,6 +593,7 @@ static void *worker(void *arg)
 	mysql_thread_init();
 	for (;;) {
 		struct db_job *j, *grp[DB_GROUP_MAX];
+		int gone[DB_GROUP_MAX];
 		unsigned n;
 		int grouped;
 		uint64_t t;
@@ -555,32 +646,17 @@ static void *worker(void *arg)
 		pthread_mutex_unlock(&g_mu);
 
 		t = db_now_ns();
-		for (unsigned i = 0; i < n; i++)
+		for (unsigned i = 0; i < n; i++) {
 			grp[i]->t_start = t;
+			gone[i] = 0;
+		}
 		if (grouped)
-			run_group(w, grp, n);
+			run_group(w, grp, n, gone);
 		else
 			run_job(w, j);
-		t = db_now_ns();
 		for (unsigned i = 0; i < n; i++)
-			grp[i]->t_end = t;
-
-		pthread_mutex_lock(&g_mu);
-		w->busy = 0;
-		w->nbusy = 0;
-		w->busy_plain = 0;
-		for (unsigned i = 0; i < n; i++) {
-			grp[i]->next = NULL;
-			if (g_out_tail)
-				g_out_tail->next = grp[i];
-			else
-				g_out_head = grp[i];
-			g_out_tail = grp[i];
-		}
-		/* a job of these keys may be waiting: another worker may take it */
-		pthread_cond_broadcast(&g_cv);
-		pthread_mutex_unlock(&g_mu);
-		ev_async_send(g_loop, &g_async);
+			gone[i] = !gone[i];
+		hand_back(w, grp, n, gone);
 	}
 	if (w->conn)
 		mysql_close(w->conn);

@@ -65,8 +65,9 @@ struct db_job {
  * and the worker waits for two answers instead of two or three per job.
  *
  * A job that the group cannot handle (an uncommon case: a transfer's
- * leg, a callback, a call without a TXN, a retried report) says so and is
- * run alone, with its own run function, after the group's commit. If the
+ * leg, a callback, a retried report) says so and is run alone, with its
+ * own run function, after the group's commit, and so is every job after
+ * it in the group (run_group keeps the order of one-by-one runs). If the
  * group's reads or writes fail (a lost lock or connection, a bad row),
  * everything is rolled back and every job runs alone, as it would have
  * without grouping. So the group functions only handle the common case and
@@ -77,14 +78,20 @@ struct db_group {
 	/* Append this job's reads, each statement preceded by ';', to q (which
 	 * holds START TRANSACTION and the reads of the jobs before). Returns
 	 * the number of statements (1..DB_GROUP_READS_MAX), or 0: run alone
-	 * (nothing appended). */
+	 * (nothing appended). A row it locks should be locked NOWAIT: a row
+	 * another worker holds then fails the group at once (each job runs
+	 * alone and waits on its own) rather than holding every job of it. */
 	int (*read)(struct db_job *j, MYSQL *m, struct qb *q);
 	/* Given the results of those statements (res[0..n-1]; a result the job
 	 * frees it sets to NULL, the group frees the others), append its
 	 * writes, each statement preceded by ';', to w. Returns 0 (the job is
 	 * done once w commits), 1 (run alone after the commit; nothing
-	 * appended) or -1 (the whole group runs alone). */
-	int (*write)(struct db_job *j, MYSQL *m, MYSQL_RES **res, struct qb *w);
+	 * appended) or -1 (the whole group runs alone). *entity: the row it
+	 * changes (a TXN's id; 0 none): a later job of the group that changes
+	 * the same row runs alone. *order: the row its writes lock last (an
+	 * agent's id): the jobs' writes go to MySQL in that order. */
+	int (*write)(struct db_job *j, MYSQL *m, MYSQL_RES **res, struct qb *w, uint64_t *entity,
+			uint64_t *order);
 	/* After the group's COMMIT, on the worker: what the run function does
 	 * after its commit (the reply, queued's in-memory views). */
 	void (*after)(struct db_job *j, MYSQL *m);

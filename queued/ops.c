@@ -790,10 +790,11 @@ static int req_group_read(struct db_job *j, MYSQL *m, struct qb *q)
 	return r->group->read(r, m, q);
 }
 
-static int req_group_write(struct db_job *j, MYSQL *m, MYSQL_RES **res, struct qb *w)
+static int req_group_write(struct db_job *j, MYSQL *m, MYSQL_RES **res, struct qb *w,
+		uint64_t *entity, uint64_t *order)
 {
 	struct req *r = (struct req *)j;
-	int rc = r->group->write(r, m, res, w);
+	int rc = r->group->write(r, m, res, w, entity, order);
 	if (rc == 1) {
 		/* its own run decides again, from the start */
 		free(r->after_data);
@@ -832,23 +833,25 @@ static int g_rq_timer_init;
 
 static void rq_fire(struct ev_loop *loop, ev_timer *w, int revents);
 
+/* (the times are monotonic, db_now_ns: ev_now is the wall clock's, which
+ * may step) */
 static void rq_arm(void)
 {
-	ev_tstamp d;
+	uint64_t now = db_now_ns();
 	ev_timer_stop(EV_DEFAULT, &g_rq_timer);
 	if (!g_rq_head)
 		return;
-	d = g_rq_head->retry_due - ev_now(EV_DEFAULT);
-	ev_timer_set(&g_rq_timer, d > 0 ? d : 0., 0.);
+	ev_timer_set(&g_rq_timer, g_rq_head->retry_due > now
+		? (double)(g_rq_head->retry_due - now) / 1e9 : 0., 0.);
 	ev_timer_start(EV_DEFAULT, &g_rq_timer);
 }
 
 static void rq_fire(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	ev_tstamp now = ev_now(loop);
-	(void)w; (void)revents;
+	uint64_t now = db_now_ns();
+	(void)loop; (void)w; (void)revents;
 	/* (a millisecond early is due: libev may wake that much early) */
-	while (g_rq_head && g_rq_head->retry_due <= now + 0.001) {
+	while (g_rq_head && g_rq_head->retry_due <= now + 1000000ull) {
 		struct req *r = g_rq_head;
 		g_rq_head = r->retry_next;
 		if (!g_rq_head)
@@ -864,7 +867,7 @@ static void rq_fire(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* Run r again at due at the earliest, after every request queued here
  * before it (loop thread). */
-static void rq_add(struct req *r, ev_tstamp due)
+static void rq_add(struct req *r, uint64_t due)
 {
 	if (!g_rq_timer_init) {
 		ev_timer_init(&g_rq_timer, rq_fire, 0., 0.);
@@ -886,7 +889,7 @@ static void rq_add(struct req *r, ev_tstamp due)
 
 static void rq_retry(struct req *r)
 {
-	rq_add(r, ev_now(EV_DEFAULT) + 1.0);
+	rq_add(r, db_now_ns() + 1000000000ull);
 }
 
 /* Does a request of this key wait here? (Loop thread; the list is empty
@@ -1236,7 +1239,7 @@ void ops_dispatch(struct conn *c, const ccq_msg *m, const uint8_t *payload, size
 	conn_hold(c);
 	if (rq_has_key(r->j.key)) {
 		/* an earlier request of this call waits to be run again: after it */
-		rq_add(r, 0.);
+		rq_add(r, 0);
 		return;
 	}
 	db_submit(&r->j);

@@ -61,7 +61,8 @@ typedef void (*op_now_fn)(struct conn *c, uint64_t id, const msgpack_object *arg
  */
 struct op_group {
 	int (*read)(struct req *r, MYSQL *m, struct qb *q);
-	int (*write)(struct req *r, MYSQL *m, MYSQL_RES **res, struct qb *w);
+	int (*write)(struct req *r, MYSQL *m, MYSQL_RES **res, struct qb *w, uint64_t *entity,
+			uint64_t *order);
 	void (*after)(struct req *r, MYSQL *m);
 };
 
@@ -96,7 +97,7 @@ struct req {
 	uint64_t out_id;          /* a result id, for after() */
 	void (*internal_done)(void); /* internal requests (no connection) */
 	struct req *retry_next;   /* waiting to be run again (ops.c retry list) */
-	ev_tstamp retry_due;      /* ... from then (ev_now) */
+	uint64_t retry_due;       /* ... from then (db_now_ns) */
 	unsigned attempts;
 	uint64_t t_recv;          /* when the request arrived (db_now_ns) */
 	uint64_t t_answer;        /* when an early answer left (req_answer_now) */

@@ -121,7 +121,7 @@ static void qb_txn(struct qb *q, MYSQL *m, const char *call_id, uint64_t id, int
 	} else {
 		qb_add(q, "%llu", (unsigned long long)id);
 	}
-	qb_add(q, "%s", lock ? " FOR UPDATE" : "");
+	qb_add(q, "%s", lock == 2 ? " FOR UPDATE NOWAIT" : lock ? " FOR UPDATE" : "");
 }
 
 static void txn_from_row(MYSQL_ROW row, struct txn_row *t)
@@ -1574,12 +1574,13 @@ fail:
 /* ---- call.answered ------------------------------------------------------ */
 
 /* call.answered's reads, after START TRANSACTION (two statements, each
- * preceded by ';'): the TXN, locked, and the device by the Contact of the
- * 200 among the registrations (the TXN's agent's first) */
-static void qb_answered_reads(struct qb *q, MYSQL *m, const char *call_id, const char *contact)
+ * preceded by ';'): the TXN, locked (lock: qb_txn's), and the device by
+ * the Contact of the 200 among the registrations (the TXN's agent's first) */
+static void qb_answered_reads(struct qb *q, MYSQL *m, const char *call_id, const char *contact,
+		int lock)
 {
 	qb_add(q, ";");
-	qb_txn(q, m, call_id, 0, 1);
+	qb_txn(q, m, call_id, 0, lock);
 	qb_add(q, ";SELECT d.id, d.kind, d.label, u.ext_key, u.name, u.id FROM device_contact c "
 		"JOIN device d ON d.id = c.device_id JOIN user u ON u.id = d.user_id WHERE c.contact = ");
 	qb_str(q, m, contact, strlen(contact));
@@ -1664,7 +1665,7 @@ static int run_call_answered(struct req *r, MYSQL *m)
 	/* one round trip: START TRANSACTION and the reads */
 	qb_init(&qq);
 	qb_add(&qq, "START TRANSACTION");
-	qb_answered_reads(&qq, m, call_id, contact);
+	qb_answered_reads(&qq, m, call_id, contact, 1);
 	if (req_multi_qb(r, m, &qq, res, 3, NULL) < 0)
 		goto fail;
 	dres = res[2];
@@ -1717,11 +1718,13 @@ static int group_answered_read(struct req *r, MYSQL *m, struct qb *q)
 	char call_id[256], contact[256];
 	if (answered_args(r, call_id, sizeof(call_id), contact, sizeof(contact)) < 0)
 		return 0;
-	qb_answered_reads(q, m, call_id, contact);
+	/* NOWAIT: see struct db_group */
+	qb_answered_reads(q, m, call_id, contact, 2);
 	return 2;
 }
 
-static int group_answered_write(struct req *r, MYSQL *m, MYSQL_RES **res, struct qb *w)
+static int group_answered_write(struct req *r, MYSQL *m, MYSQL_RES **res, struct qb *w,
+		uint64_t *entity, uint64_t *order)
 {
 	char call_id[256], contact[256];
 	struct txn_row t;
@@ -1735,12 +1738,15 @@ static int group_answered_write(struct req *r, MYSQL *m, MYSQL_RES **res, struct
 		return 1;
 	}
 	res[0] = NULL;
+	*entity = t.id;
 	if (answered_already(&t))
 		return 0;           /* nothing to write; after() answers ok */
 	row = mysql_fetch_row(res[1]);
 	if (!row && t.agent_id)
 		return 1;           /* the agent's device by another query: alone */
+	*entity = t.id;
 	qb_answered_writes(r, m, w, &t, row, contact);
+	*order = t.agent_id;
 	return 0;
 }
 
@@ -1965,11 +1971,12 @@ static int group_ended_read(struct req *r, MYSQL *m, struct qb *q)
 	if (ended_args(r, call_id, sizeof(call_id), by, sizeof(by)) < 0)
 		return 0;
 	qb_add(q, ";");
-	qb_txn(q, m, call_id, 0, 1);
+	qb_txn(q, m, call_id, 0, 2);      /* NOWAIT: see struct db_group */
 	return 1;
 }
 
-static int group_ended_write(struct req *r, MYSQL *m, MYSQL_RES **res, struct qb *w)
+static int group_ended_write(struct req *r, MYSQL *m, MYSQL_RES **res, struct qb *w,
+		uint64_t *entity, uint64_t *order)
 {
 	char call_id[256], by[32], at[64];
 	struct ended_group *g;
@@ -1977,17 +1984,25 @@ static int group_ended_write(struct req *r, MYSQL *m, MYSQL_RES **res, struct qb
 
 	if (ended_args(r, call_id, sizeof(call_id), by, sizeof(by)) < 0)
 		return 1;
-	/* txn_from_res frees its result; no TXN, a rewrite pending: alone */
+	/* txn_from_res frees its result */
 	if (txn_from_res(r, res[0], call_id, &t) < 0) {
 		res[0] = NULL;
-		return 1;
+		if (r->j.err != CCQ_E_NOT_FOUND)
+			return 1;       /* a rewrite pending: alone (it waits) */
+		/* a call without a TXN (a device's call, a rejected one):
+		 * nothing to end; after() answers ok */
+		r->j.err = 0;
+		r->j.errmsg[0] = '\0';
+		return 0;
 	}
 	res[0] = NULL;
+	*entity = t.id;
 	if (strcmp(t.status, "Ended") == 0 || strcmp(t.status, "Failed") == 0)
 		return 0;           /* nothing to write; after() answers ok */
 	if (strcmp(call_id, t.current_call) != 0 || strcmp(t.status, "Transferring") == 0
 			|| t.callback)
 		return 1;           /* a transfer's leg, a callback: alone */
+	*order = t.agent_id;
 	g = calloc(1, sizeof(*g));
 	if (!g)
 		return 1;
