@@ -14,6 +14,7 @@ worker together."""
 
 import subprocess
 import time
+import uuid
 
 from ccqlab import WireClient, frame, mp_pack, wait_until
 
@@ -187,3 +188,57 @@ def test_a_report_that_fails_in_a_group_does_not_take_the_others(running_lab, or
         rid, reply = w.request("call.ended", {"call_id": bad, "by": "caller"})
         assert reply[:4] == [1, 1, rid, 0], reply
     assert status(lab, txns[bad]) == ["Ended", "abandoned", ""]
+
+
+def test_reports_of_a_transfer_in_one_group_keep_their_order(running_lab, org):
+    """A blind transfer's two legs belong to one TXN: once the second leg
+    rings the target, the transferring agent's leg ends (a report that runs
+    alone: not the TXN's live leg), then the target answers. Queued
+    together, the answer must not be committed before the end it came
+    after: the journey shows the previous leg ending, then the target's
+    answer, as when the reports run one by one."""
+    lab = running_lab
+    ib = org.inbox("Transfers", ring_timeout=20, max_wait=30)
+    p1 = org.agent(ib, "101", "Alice Lim", max_calls=3)
+    # the target: not a member of the inbox (its calls all ring 101)
+    org.user("102", "Bob Tan", max_calls=3)
+    p2 = org.device("102")
+    p1.register(expires=600)
+    p2.register(expires=600)
+    caller = "+6598%06d" % (uuid.uuid4().int % 1000000)
+    base = "ccqtest-xfer-%s-%%s@127.0.0.1" % org.name
+    holder, a, b = base % "holder", base % "a", base % "b"
+
+    def route(cid, did):
+        args = {"call_id": cid, "from": "<sip:%s@127.0.0.1>" % caller, "caller": caller,
+                "caller_name": "", "did": did, "source_ip": "127.0.0.1",
+                "source_port": lab.trunk_port(0)}
+        with WireClient(lab.queued_sock, timeout=10) as w:
+            rid, reply = w.request("call.route", args)
+        assert reply[:4] == [1, 1, rid, 0] and reply[4]["action"] == "ring", reply
+        return reply[4]
+
+    route(holder, ib.did)
+    route(a, ib.did)
+    txn = lab.wait_txn_for_call(a)[0]
+    holder_txn = lab.wait_txn_for_call(holder)[0]
+    with WireClient(lab.queued_sock, timeout=10) as w:
+        rid, reply = w.request("call.answered", {"call_id": a, "contact": p1.contact})
+        assert reply[:4] == [1, 1, rid, 0], reply
+        rid, reply = w.request("call.transfer", {"call_id": a, "target": "sip:102@127.0.0.1"})
+        assert reply[:4] == [1, 1, rid, 0], reply
+    second = route(b, "102")
+    assert second.get("txn") == txn, second
+    replies = burst(lab, holder_txn, holder, [
+        ("call.ended", {"call_id": a, "by": "agent"}),
+        ("call.answered", {"call_id": b, "contact": p2.contact}),
+    ])
+    assert all(r[3] == 0 for r in replies.values()), replies
+    ev = journey(lab, txn)
+    assert ev[-2:] == [["leg_ended", "Previous leg ended"],
+                       ["answered", "Answered by 102 - Bob Tan - desk_phone"]], \
+        "\n".join(map(str, ev))
+    assert [k for k, _ in ev].count("answered") == 2, ev
+    assert status(lab, txn)[0] == "Assigned"
+    assert lab.sql("SELECT u.ext_key FROM txn t JOIN user u ON u.id = t.agent_id "
+                   "WHERE t.id = %d" % txn) == [["102"]]
