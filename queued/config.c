@@ -27,6 +27,7 @@ void config_defaults(struct queued_config *c, const char *default_sql_dir)
 	c->decision_workers = 2;
 	c->shed_after = 250;
 	c->report_batch = 16;
+	c->report_linger = 10;
 	snprintf(c->sql_dir, sizeof(c->sql_dir), "%s", default_sql_dir ? default_sql_dir : "");
 	c->log_level = LOG_INFO;
 	c->max_frame = 1024u * 1024u;
@@ -70,6 +71,7 @@ static const struct key keys[] = {
 	{ "decision_workers", U(decision_workers, 0, 31) },
 	{ "shed_after", U(shed_after, 0, 60000) },
 	{ "report_batch", U(report_batch, 1, 64) },
+	{ "report_linger", U(report_linger, 0, 1000) },
 	{ "sql_dir", S(sql_dir) },
 	{ "log", K_LOG, offsetof(struct queued_config, log_syslog), 0, 0, 0 },
 	{ "log_level", K_LOGLEVEL, offsetof(struct queued_config, log_level), 0, 0, 0 },

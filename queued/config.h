@@ -25,6 +25,8 @@ struct queued_config {
 	                                 * are refused at once (0: never) */
 	unsigned report_batch;          /* reports of different calls run in one
 	                                 * transaction (db.h struct db_group); 1: each alone */
+	unsigned report_linger;         /* ms a report may wait for others to share
+	                                 * its transaction while they come that fast */
 	char sql_dir[PATH_MAX];
 	int log_syslog;
 	int log_level;              /* syslog level */

@@ -46,6 +46,7 @@ static unsigned g_nworkers;
 static unsigned g_plain_max;                   /* workers that may run non-urgent jobs */
 static unsigned long g_lock_retries;           /* under g_mu */
 static unsigned long g_groups, g_group_jobs;   /* under g_mu */
+static uint64_t g_last_group_submit;           /* under g_mu */
 static struct ev_loop *g_loop;
 static ev_async g_async;
 
@@ -544,12 +545,13 @@ static int key_running(uint64_t key, void *arg)
  * While g_plain_max workers run reports (jobs nobody waits on), the
  * others are kept for decisions: a call's decision then does not wait
  * for a report's round trips and commit. */
-static struct db_job *take(uint64_t now)
+static struct db_job *take(uint64_t now, int *kept)
 {
 	unsigned plain = 0;
 	for (unsigned i = 0; i < g_nworkers; i++)
 		plain += g_workers[i].busy && g_workers[i].busy_plain;
-	return jobq_take(&g_in, key_running, NULL, now, plain < g_plain_max);
+	*kept = plain >= g_plain_max;
+	return jobq_take(&g_in, key_running, NULL, now, !*kept);
 }
 
 /* Hand the jobs js[i] with sel[i] set back to the loop; their keys are
@@ -593,7 +595,7 @@ static void *worker(void *arg)
 	mysql_thread_init();
 	for (;;) {
 		struct db_job *j, *grp[DB_GROUP_MAX];
-		int gone[DB_GROUP_MAX];
+		int gone[DB_GROUP_MAX], kept = 0;
 		unsigned n;
 		int grouped;
 		uint64_t t;
@@ -603,7 +605,7 @@ static void *worker(void *arg)
 			 * between two readings would be refused and then not
 			 * waited for */
 			uint64_t now = db_now_ns();
-			if ((j = take(now)) || (g_stop && !g_in.head))
+			if ((j = take(now, &kept)) || (g_stop && !g_in.head))
 				break;
 			if (g_in.head && g_in.head->t_submit + JOBQ_AGE_NS >= now) {
 				/* jobs wait that this worker may not take now (it is
@@ -631,7 +633,30 @@ static void *worker(void *arg)
 		w->busy_plain = !j->urgent;
 		grp[0] = j;
 		n = 1;
-		grouped = j->group && g_cfg.report_batch > 1;
+		/* a worker kept for decisions that helps with reports fallen
+		 * behind runs one at a time: a group would keep it from the
+		 * decisions for several reports' time */
+		grouped = j->group && g_cfg.report_batch > 1 && !kept;
+		if (grouped && g_cfg.report_linger && !g_stop) {
+			/* reports come at least one per report_linger: let this one
+			 * wait, up to that long from its submission, for others to
+			 * share its transaction (its key stays taken meanwhile; the
+			 * other workers go on) */
+			uint64_t linger = (uint64_t)g_cfg.report_linger * 1000000ull;
+			uint64_t due = j->t_submit + linger;
+			if (j->t_prev_group && j->t_submit - j->t_prev_group < linger
+					&& due > db_now_ns()) {
+				struct timespec ts;
+				ts.tv_sec = (time_t)(due / 1000000000ull);
+				ts.tv_nsec = (long)(due % 1000000000ull);
+				pthread_mutex_unlock(&g_mu);
+				/* not a wait on g_cv: it would take a wake-up meant for
+				 * an idle worker (a decision's) */
+				while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+					;
+				pthread_mutex_lock(&g_mu);
+			}
+		}
 		if (grouped) {
 			struct db_job *o;
 			unsigned max = g_cfg.report_batch < DB_GROUP_MAX ? g_cfg.report_batch : DB_GROUP_MAX;
@@ -758,6 +783,10 @@ void db_submit(struct db_job *j)
 	j->t_submit = db_now_ns();
 	g_pending++;
 	pthread_mutex_lock(&g_mu);
+	if (j->group) {
+		j->t_prev_group = g_last_group_submit;
+		g_last_group_submit = j->t_submit;
+	}
 	jobq_push(&g_in, j);
 	pthread_cond_signal(&g_cv);
 	pthread_mutex_unlock(&g_mu);

@@ -53,6 +53,7 @@ struct db_job {
 	/* A job that may share its transaction with others (the reports of
 	 * different calls), or NULL: see struct db_group. */
 	const struct db_group *group;
+	uint64_t t_prev_group;  /* when the job with a group before it was submitted */
 };
 
 /*

@@ -5,7 +5,7 @@
 # same calls, in one run on the same machine. Method and results: BENCHMARKS.md.
 #
 # Usage: tests/bench/inbound.sh [-r "RATE ..."] [-d SECONDS] [-a AGENTS] [-l MS] [-w WORKERS]
-#                               [-k KEPT] [-b BATCH] [-n]
+#                               [-k KEPT] [-b BATCH] [-L MS] [-n]
 #   -r  call rates to try, calls per second      (default "10 20 40 80")
 #   -d  seconds of traffic per rate               (default 10)
 #   -a  agents (users with one device each)       (default 20)
@@ -14,6 +14,8 @@
 #   -k  of them, kept for decisions (decision_workers) (default: queued's, 2)
 #   -b  call reports run in one transaction at most (report_batch)
 #       (default: queued's, 16; 1: each report alone)
+#   -L  ms a report may wait for others to share its transaction
+#       (report_linger) (default: queued's)
 #   -n  run the sipps (carrier, agents) at nice 19, for both targets: on a
 #       real site they are other machines; this shows how much of the
 #       latency is theirs
@@ -26,7 +28,7 @@ dur=10
 agents=20
 len=1000
 gen=()   # how the load generators are started (-n: nice 19)
-while getopts "r:d:a:l:w:k:b:nh" o; do
+while getopts "r:d:a:l:w:k:b:L:nh" o; do
     case $o in
         r) rates=$OPTARG ;;
         d) dur=$OPTARG ;;
@@ -35,8 +37,9 @@ while getopts "r:d:a:l:w:k:b:nh" o; do
         w) export CCQ_MYSQL_WORKERS=$OPTARG ;;
         k) export CCQ_DECISION_WORKERS=$OPTARG ;;
         b) export CCQ_REPORT_BATCH=$OPTARG ;;
+        L) export CCQ_REPORT_LINGER=$OPTARG ;;
         n) gen=(nice -n 19) ;;
-        h) sed -n '2,20p' "$0"; exit 0 ;;
+        h) sed -n '2,22p' "$0"; exit 0 ;;
         *) exit 2 ;;
     esac
 done

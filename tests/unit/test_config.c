@@ -45,6 +45,7 @@ static void test_minimal_and_defaults(void **state)
 	assert_int_equal(c.decision_workers, 2);
 	assert_int_equal(c.shed_after, 250);
 	assert_int_equal(c.report_batch, 16);
+	assert_int_equal(c.report_linger, 10);
 	/* recordings are not indexed until recording_dir is set */
 	assert_string_equal(c.recording_dir, "");
 }
@@ -71,6 +72,7 @@ static void test_all_keys(void **state)
 		"decision_workers = 1\n"
 		"shed_after = 0\n"
 		"report_batch = 1\n"
+		"report_linger = 0\n"
 		"sql_dir = /opt/ccq/sql\n"
 		"log = syslog\n"
 		"log_level = debug\n"
@@ -97,6 +99,7 @@ static void test_all_keys(void **state)
 	assert_int_equal(c.decision_workers, 1);
 	assert_int_equal(c.shed_after, 0);
 	assert_int_equal(c.report_batch, 1);
+	assert_int_equal(c.report_linger, 0);
 	assert_int_equal(c.log_syslog, 1);
 	assert_int_equal(c.log_level, LOG_DEBUG);
 	assert_int_equal(c.max_frame, 65536);
@@ -127,6 +130,7 @@ static void test_bad_values(void **state)
 		{ MINIMAL "decision_workers = 32\n", "'decision_workers'" },
 		{ MINIMAL "report_batch = 0\n", "'report_batch'" },
 		{ MINIMAL "report_batch = 65\n", "'report_batch'" },
+		{ MINIMAL "report_linger = 1001\n", "'report_linger'" },
 		{ MINIMAL "mysql_port = 70000\n", "'mysql_port'" },
 		{ MINIMAL "mysql_port = 12ab\n", "'mysql_port'" },
 		{ MINIMAL "mysql_port = -1\n", "'mysql_port'" },
