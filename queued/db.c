@@ -503,8 +503,23 @@ static void run_group(struct worker *w, struct db_job **js, unsigned n, int *gon
 	return;
 
 failed:
-	LOG_D("MySQL worker %u: a group of %u jobs failed (%s); running each alone", w->idx, n,
-		ge.errmsg);
+	{
+		/* failed groups cost a round trip and run their reports alone:
+		 * say so, at most every 10 s (a row another worker holds, NOWAIT,
+		 * is the usual cause and harmless now and then) */
+		static uint64_t last_ns;
+		static unsigned failed;
+		uint64_t now = db_now_ns();
+		pthread_mutex_lock(&g_mu);
+		failed++;
+		if (now - last_ns >= 10000000000ull || !last_ns) {
+			LOG_N("MySQL worker %u: a group of %u reports failed (%s); each runs alone "
+				"(%u group(s) failed in the last 10 s)", w->idx, n, ge.errmsg, failed);
+			last_ns = now;
+			failed = 0;
+		}
+		pthread_mutex_unlock(&g_mu);
+	}
 	if (ge.conn_lost) {
 		mysql_close(w->conn);
 		w->conn = NULL;
