@@ -102,6 +102,8 @@ struct req {
 	uint64_t t_recv;          /* when the request arrived (db_now_ns) */
 	uint64_t t_answer;        /* when an early answer left (req_answer_now) */
 	int early;                /* answered before the job ended (worker) */
+	int sent_now;             /* its early answer was sent by the worker:
+	                           * conn_send_now's result, + 1 (0: not sent) */
 	int rewriting;            /* counted in ops_rewrites_pending() (1; 2: its
 	                           * key found no room, every key counts) */
 	int waits_rewrite;        /* a report retried until an answered decision's

@@ -25,6 +25,7 @@
 #include <sys/un.h>
 #include <arpa/inet.h>
 #include <pwd.h>
+#include <pthread.h>
 
 #include "ccq_client.h" /* ccq_addr_parse */
 
@@ -32,7 +33,15 @@
 #define MAX_INFLIGHT 256
 #define READ_CHUNK 65536
 
+/*
+ * Threads: everything here belongs to the loop thread, except that a MySQL
+ * worker may send an early answer straight to the socket (conn_send_now):
+ * the fd, the output buffer (out, out_len, out_off, out_cap) and dead are
+ * then read and changed under mu, on the loop too. refs, inflight and the
+ * watchers stay the loop's (the worker's request holds a reference).
+ */
 struct conn {
+	pthread_mutex_t mu;
 	int fd;
 	int is_unix;
 	ev_io rio, wio;
@@ -95,6 +104,7 @@ void conn_hold(struct conn *c)
 
 static void conn_free(struct conn *c)
 {
+	pthread_mutex_destroy(&c->mu);
 	free(c->wf);
 	free(c->in);
 	free(c->out);
@@ -107,6 +117,7 @@ void conn_release(struct conn *c)
 		conn_free(c);
 }
 
+/* with c->mu held */
 static int out_append(struct conn *c, const uint8_t *p, size_t n)
 {
 	if (c->out_off > 0 && c->out_off == c->out_len)
@@ -138,6 +149,7 @@ static void send_frame(struct conn *c, ccq_enc *e)
 {
 	const uint8_t *buf;
 	size_t len;
+	int rc;
 
 	if (c->dead) {
 		ccq_enc_free(e);
@@ -150,12 +162,14 @@ static void send_frame(struct conn *c, ccq_enc *e)
 			c->name, g_max_frame);
 		return;
 	}
-	if (out_append(c, buf, len) < 0) {
-		ccq_enc_free(e);
+	pthread_mutex_lock(&c->mu);
+	rc = out_append(c, buf, len);
+	pthread_mutex_unlock(&c->mu);
+	ccq_enc_free(e);
+	if (rc < 0) {
 		conn_close(c, "out of memory for replies");
 		return;
 	}
-	ccq_enc_free(e);
 	conn_update(c);
 }
 
@@ -164,6 +178,48 @@ void conn_send(struct conn *c, ccq_enc *e)
 	if (c->inflight > 0)
 		c->inflight--;
 	send_frame(c, e);
+}
+
+/*
+ * Any thread. Nothing waits in the buffer ahead of it: one non-blocking
+ * send of the whole frame (what the kernel does not take is buffered for
+ * the loop's write watcher); else the frame goes behind what waits. The
+ * loop learns of it from conn_sent, which the caller has the loop run.
+ */
+int conn_send_now(struct conn *c, ccq_enc *e)
+{
+	const uint8_t *buf;
+	size_t len, off = 0;
+	int rc = 0;
+
+	if (ccq_enc_finish(e, __atomic_load_n(&g_max_frame, __ATOMIC_RELAXED), &buf, &len) < 0)
+		return -1;   /* above the cap: the loop's conn_send says so */
+	pthread_mutex_lock(&c->mu);
+	if (c->dead) {
+		rc = 1;      /* closed: nobody to answer; dropped */
+	} else {
+		if (c->out_len == c->out_off) {
+			ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (n > 0)
+				off = (size_t)n;
+			/* an error: buffered; the loop's write watcher meets it too */
+		}
+		if (off < len && out_append(c, buf + off, len - off) < 0)
+			rc = -2;   /* out of memory: the loop closes the connection */
+	}
+	pthread_mutex_unlock(&c->mu);
+	ccq_enc_free(e);
+	return rc == 1 ? 0 : rc;
+}
+
+void conn_sent(struct conn *c, int rc)
+{
+	if (c->inflight > 0)
+		c->inflight--;
+	if (rc == -2)
+		conn_close(c, "out of memory for replies");
+	else
+		conn_update(c);
 }
 
 void conn_reply_err(struct conn *c, uint64_t id, int code, const char *fmt, ...)
@@ -199,9 +255,12 @@ static void conn_close(struct conn *c, const char *why)
 		g_close_hook(c);
 	ev_io_stop(g_loop, &c->rio);
 	ev_io_stop(g_loop, &c->wio);
+	/* a worker's conn_send_now must not write to the number once reused */
+	pthread_mutex_lock(&c->mu);
 	close(c->fd);
 	c->fd = -1;
 	c->dead = 1;
+	pthread_mutex_unlock(&c->mu);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -216,16 +275,20 @@ static void conn_close(struct conn *c, const char *why)
 static void conn_update(struct conn *c)
 {
 	int want_read, want_write;
+	size_t queued;
 
 	if (c->dead)
 		return;
+	pthread_mutex_lock(&c->mu);
 	want_write = c->out_len > c->out_off;
+	queued = c->out_len - c->out_off;
+	pthread_mutex_unlock(&c->mu);
 	if (c->closing && !want_write) {
 		conn_close(c, "closed after an error reply");
 		return;
 	}
 	want_read = !c->closing && !g_shutdown
-		&& c->out_len - c->out_off < OUT_HIGH_WATER
+		&& queued < OUT_HIGH_WATER
 		&& c->inflight < MAX_INFLIGHT;
 	if (want_read && !ev_is_active(&c->rio))
 		ev_io_start(g_loop, &c->rio);
@@ -332,15 +395,20 @@ static void on_write(struct ev_loop *loop, ev_io *w, int revents)
 	ssize_t r;
 	(void)loop; (void)revents;
 
-	r = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+	pthread_mutex_lock(&c->mu);
+	r = c->out_len > c->out_off
+		? send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL) : 0;
 	if (r < 0) {
-		if (errno != EAGAIN && errno != EINTR)
-			conn_close(c, strerror(errno));
+		int e = errno;
+		pthread_mutex_unlock(&c->mu);
+		if (e != EAGAIN && e != EINTR)
+			conn_close(c, strerror(e));
 		return;
 	}
 	c->out_off += (size_t)r;
 	if (c->out_off == c->out_len)
 		c->out_off = c->out_len = 0;
+	pthread_mutex_unlock(&c->mu);
 	conn_hold(c);
 	/* the client caught up: frames already buffered may now be handled */
 	if (!c->closing && c->in_len > 0)
@@ -375,6 +443,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	}
 	c->fd = fd;
+	pthread_mutex_init(&c->mu, NULL);
 	if (ss.ss_family == AF_UNIX) {
 		struct ucred cr;
 		socklen_t cl = sizeof(cr);
@@ -485,7 +554,7 @@ void server_reconfigure(const struct queued_config *cfg)
 {
 	char list[256], *save = NULL, *tok;
 
-	g_max_frame = cfg->max_frame;
+	__atomic_store_n(&g_max_frame, cfg->max_frame, __ATOMIC_RELAXED);
 	g_max_clients = cfg->max_clients;
 	/* unix users (e.g. kamailio) whose connections act as the local operator */
 	g_noperators = 0;
@@ -533,9 +602,14 @@ void server_begin_shutdown(void)
 
 int server_drained(void)
 {
-	for (struct conn *c = g_conns; c; c = c->next)
-		if (c->inflight > 0 || c->out_len > c->out_off)
+	for (struct conn *c = g_conns; c; c = c->next) {
+		int behind;
+		pthread_mutex_lock(&c->mu);
+		behind = c->out_len > c->out_off;
+		pthread_mutex_unlock(&c->mu);
+		if (c->inflight > 0 || behind)
 			return 0;
+	}
 	return 1;
 }
 
@@ -567,6 +641,7 @@ void server_push_event(const char *name, uint32_t org_id, uint32_t inbox_id,
 {
 	static uint64_t seq;
 	ccq_enc e;
+	size_t behind;
 
 	seq++;
 	for (struct conn *c = g_conns, *n; c; c = n) {
@@ -576,7 +651,10 @@ void server_push_event(const char *name, uint32_t org_id, uint32_t inbox_id,
 		if (!watch_filter_match(c->wf, org_id, inbox_id))
 			continue;
 		/* a watcher that does not read loses events rather than memory */
-		if (c->out_len - c->out_off > OUT_HIGH_WATER) {
+		pthread_mutex_lock(&c->mu);
+		behind = c->out_len - c->out_off;
+		pthread_mutex_unlock(&c->mu);
+		if (behind > OUT_HIGH_WATER) {
 			LOG_W("%s: not reading its events; dropping one", c->name);
 			continue;
 		}

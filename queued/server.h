@@ -38,6 +38,16 @@ void server_on_close(void (*fn)(struct conn *c));
 void conn_send(struct conn *c, ccq_enc *e);
 void conn_reply_err(struct conn *c, uint64_t id, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/*
+ * From any thread (a MySQL worker's early answer): finish e's frame and
+ * send it at once if nothing waits in c's buffer, else queue it behind; e
+ * is freed. 0: done (or c is closed: dropped); -1: above the frame cap, e
+ * is kept (send it with conn_send on the loop); -2: out of memory. The
+ * loop must then call conn_sent(c, rc) (the request is answered: the
+ * in-flight count, the watchers).
+ */
+int conn_send_now(struct conn *c, ccq_enc *e);
+void conn_sent(struct conn *c, int rc);
 /* Keep c allocated while a job refers to it. */
 void conn_hold(struct conn *c);
 void conn_release(struct conn *c);
