@@ -193,11 +193,14 @@ def test_a_decision_whose_writes_fail_after_its_answer_is_written_again(running_
     """The statements after the answer fail (here the ring row's INSERT,
     once): queued rolls the batch back and writes the TXN it answered
     again, with the id the proxy was given and the agent who rings, so the
-    call, its answer and end and its journey are whole."""
+    call, its answer and end and its journey are whole. The incoming-call
+    notification still names the caller's customer (the batch that failed
+    had looked it up; the write again reads it back)."""
     lab = running_lab
     ib, phone = setup_agent(org)
     ans = phone.answer(timeout=60)
     kam, qd = lab.log_size("kamailio"), lab.log_size("queued")
+    watch = org.watch("101", secs=15, count=1)
     batch_fault(lab, "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'ccq test: ring row refused';")
     try:
         call = lab.carrier(ib.did, duration_ms=2000, timeout=60, background=True)
@@ -215,6 +218,11 @@ def test_a_decision_whose_writes_fail_after_its_answer_is_written_again(running_
     log = lab.log_since("queued", qd)
     assert "ring row refused" in log and "written again after its decision's batch failed" \
         in log, log[-3000:]
+    evs = watch.events()
+    assert [e["event"] for e in evs] == ["call.incoming"], evs
+    inc = evs[0]["data"]
+    assert int(inc["txn"]) == t["id"] and inc["customer"] == "Jane Tan", inc
+    assert inc["text"] == "incoming call in inbox Sales from +65 9123 4567 (Jane Tan)", inc
 
 
 def test_a_caller_who_hangs_up_while_the_decision_is_written_again_is_not_lost(
