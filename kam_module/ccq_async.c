@@ -739,6 +739,40 @@ static void unlink_pending(struct pending *p)
 		}
 }
 
+/*
+ * An error reply to a decision. queued sheds load with db_unavailable
+ * "overloaded: ..." (queued(8), shed_after): then hundreds of calls a
+ * second may be refused, each already counted in fallbacks and logged by
+ * the routing script if it wants: one warning per 10 s, with how many
+ * came since the last one, rather than an error line per call.
+ */
+static void log_refused(const struct pending *p, const ccq_msg *m, const char *why)
+{
+	static long long last_ms;
+	static unsigned long held;
+	long long now;
+
+	if (m->code != CCQ_E_DB_UNAVAILABLE || m->errmsg_len < 10
+			|| memcmp(m->errmsg, "overloaded", 10) != 0) {
+		LM_ERR("decision for call %s failed: %s\n", p->h.call_id, why);
+		return;
+	}
+	now = mono_ms();
+	if (last_ms && now - last_ms < 10000) {
+		held++;
+		return;
+	}
+	if (held)
+		LM_WARN("decision for call %s refused (%s); %lu more refused as overloaded in the "
+			"last %lld s; logged at most every 10 s\n", p->h.call_id, why, held,
+			(now - last_ms) / 1000);
+	else
+		LM_WARN("decision for call %s refused (%s); further refusals as overloaded are "
+			"logged at most every 10 s, with their count\n", p->h.call_id, why);
+	last_ms = now;
+	held = 0;
+}
+
 static void on_message(ccq_msg *m)
 {
 	struct pending *p;
@@ -760,7 +794,7 @@ static void on_message(ccq_msg *m)
 			char why[200];
 			snprintf(why, sizeof(why), "queued: %s: %.*s", ccq_err_name(m->code),
 				(int)(m->errmsg_len > 150 ? 150 : m->errmsg_len), m->errmsg);
-			LM_ERR("decision for call %s failed: %s\n", p->h.call_id, why);
+			log_refused(p, m, why);
 			fallback(p, why, p->h.sent_us);
 		} else {
 			fill_result(m->body);
