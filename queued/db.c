@@ -597,8 +597,12 @@ static void hand_back(struct worker *w, struct db_job **js, unsigned n, int *sel
 		w->busy = 0;
 		w->busy_plain = 0;
 	}
-	/* a job of these keys may be waiting: another worker may take it */
-	pthread_cond_broadcast(&g_cv);
+	/* a job of these keys (or a report held back for a worker not kept
+	 * for decisions) may be waiting: another worker may take it. None
+	 * waits: no wake-up (each costs every idle worker a round on g_mu;
+	 * a new job signals g_cv itself) */
+	if (g_in.head)
+		pthread_cond_broadcast(&g_cv);
 	pthread_mutex_unlock(&g_mu);
 	ev_async_send(g_loop, &g_async);
 }
