@@ -467,6 +467,14 @@ class Lab:
         os.kill(pid, sig)
         return bool(wait_until(lambda: not self.alive(pid), timeout))
 
+    def restart_queued(self):
+        """Stop queued (SIGTERM), start it again, and wait until the proxy
+        has reconnected (its reconnect interval is 1 s)."""
+        off = self.log_size("kamailio")
+        assert self.stop_queued(), "queued did not stop"
+        self.up(timeout=300)
+        wait_until(lambda: "connected to queued again" in self.log_since("kamailio", off), 5)
+
     # ---- logs
     def log_size(self, comp):
         try:

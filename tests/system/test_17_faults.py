@@ -33,14 +33,6 @@ def assert_whole(lab, call_id, talk_min, talk_max, timeout=20):
     return t
 
 
-def restart_queued(lab):
-    off = lab.log_size("kamailio")
-    assert lab.stop_queued(), "queued did not stop"
-    lab.up(timeout=300)
-    # the module reconnects within its reconnect interval (1 s)
-    wait_until(lambda: "connected to queued again" in lab.log_since("kamailio", off), 5)
-
-
 def test_queued_restarts_while_the_call_rings(running_lab, org):
     lab = running_lab
     ib, phone = setup_agent(org)
@@ -49,7 +41,7 @@ def test_queued_restarts_while_the_call_rings(running_lab, org):
         call = lab.carrier(ib.did, duration_ms=2000, timeout=40, background=True)
         assert lab.wait_txn_state(call.call_id, lambda t: t["status"] == "Assigning", 8), \
             "the call never rang"
-        restart_queued(lab)
+        lab.restart_queued()
         assert call.wait() == 0, "the call did not complete:\n" + call.summary()
         assert ans.wait(10) == 0, ans.summary()
     finally:
@@ -66,7 +58,7 @@ def test_queued_restarts_during_the_conversation(running_lab, org):
         call = lab.carrier(ib.did, duration_ms=6000, timeout=40, background=True)
         assert lab.wait_txn_state(call.call_id, lambda t: t["status"] == "Assigned", 8), \
             "the call was not answered"
-        restart_queued(lab)
+        lab.restart_queued()
         assert call.wait() == 0, "the call did not complete:\n" + call.summary()
         assert ans.wait(10) == 0, ans.summary()
     finally:

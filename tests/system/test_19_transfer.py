@@ -112,6 +112,23 @@ def legs(lab, txn_id):
     return dict(lab.sql("SELECT call_id, kind FROM txn_leg WHERE txn_id = %d" % txn_id))
 
 
+def referred_and_left(lab, xfer):
+    """The REFER makes the TXN Transferring (Alice's leg may still be up);
+    then Alice's leg ends (her BYE through the proxy) and the TXN lives on.
+    Returns the TXN's id."""
+    assert xfer.referred_to() == xfer.target_uri
+    txn = txn_of(lab, xfer.call_id)
+    t = wait_txn(lab, txn, lambda t: t["status"] == "Transferring", 5)
+    assert t["status"] == "Transferring", t
+    assert xfer.agent.wait(15) == 0, xfer.agent.summary()
+    assert xfer.carrier.wait(15) == 0, xfer.carrier.summary()
+    t = wait_txn(lab, txn, lambda t: "The transferring agent left the call" in texts(t), 5)
+    assert "The transferring agent left the call" in texts(t), texts(t)
+    assert t["status"] == "Transferring" and not t["ended_at"], t
+    assert "ended" not in kinds(t), texts(t)
+    return txn
+
+
 def check_transferred_journey(t, leg_text):
     """Alice answered, the transfer to Bob, Bob rang and answered; the old
     leg's end did not end the TXN; the new leg's BYE ended it."""
@@ -156,18 +173,7 @@ def test_blind_transfer_after_the_agent_left(running_lab, org):
     answering = bob.answer(timeout=40)
     done = False
     try:
-        assert xfer.referred_to() == xfer.target_uri
-        txn = txn_of(lab, xfer.call_id)
-        # the REFER made the TXN Transferring (Alice's leg may still be up)
-        t = wait_txn(lab, txn, lambda t: t["status"] == "Transferring", 5)
-        assert t["status"] == "Transferring", t
-        # Alice's leg ends (her BYE through the proxy): the TXN lives on
-        assert xfer.agent.wait(15) == 0, xfer.agent.summary()
-        assert xfer.carrier.wait(15) == 0, xfer.carrier.summary()
-        t = wait_txn(lab, txn, lambda t: "The transferring agent left the call" in texts(t), 5)
-        assert "The transferring agent left the call" in texts(t), texts(t)
-        assert t["status"] == "Transferring" and not t["ended_at"], t
-        assert "ended" not in kinds(t), texts(t)
+        txn = referred_and_left(lab, xfer)
         # the carrier calls the Refer-To target: Bob's phone rings and answers
         call = xfer.new_call("102", duration_ms=2000)
         assert call.rc == 0, call.summary()
@@ -255,6 +261,32 @@ def test_blind_transfer_answered_before_the_agent_left(running_lab, org):
             call.stop()
     t = wait_txn(lab, txn, lambda t: t["status"] == "Ended")
     check_transferred_journey(t, "Previous leg ended")
+    check_one_txn(lab, org, txn, xfer.call_id, call.call_id)
+
+
+def test_blind_transfer_across_a_queued_restart(running_lab, org):
+    """queued restarts between the REFER and the carrier's call to the
+    target: the transfer window (which tells a trunk's new call apart from
+    an ordinary one) is read back from MySQL, so the call to Bob is still
+    the TXN's transfer leg, not a call to an unknown number."""
+    lab = running_lab
+    ib, alice, bob = directory(org)
+    bob.register()
+    xfer = Transfer(lab, ib, alice, "102", hangup_ms=0)
+    answering = bob.answer(timeout=60)
+    call = None
+    try:
+        txn = referred_and_left(lab, xfer)
+        lab.restart_queued()
+        call = xfer.new_call("102", duration_ms=2000)
+        assert call.rc == 0, call.summary()
+        assert answering.wait(15) == 0, answering.summary()
+    finally:
+        xfer.stop()
+        answering.stop()
+    assert call.final() == 200 and 180 in call.responses(), call.responses()
+    t = wait_txn(lab, txn, lambda t: t["status"] == "Ended")
+    check_transferred_journey(t, "The transferring agent left the call")
     check_one_txn(lab, org, txn, xfer.call_id, call.call_id)
 
 
