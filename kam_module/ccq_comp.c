@@ -23,6 +23,7 @@
  *    small changes. Bulk rows are debounced: the rebuild starts once no bulk
  *    row came for BULK_QUIET_MS, or BULK_MAX_WAIT_MS after the first one.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,15 +186,58 @@ const struct comp_user *comp_user_by_ext(const struct comp_snap *s, const char *
 	return n == 1 ? found : NULL; /* ambiguous without the organisation */
 }
 
+/* Devices by username (bytes), then domain (any case): the order the
+ * snapshot keeps them in, for comp_user_by_device's binary search. */
+static int device_cmp(const void *a, const void *b)
+{
+	const struct comp_device *x = a, *y = b;
+	int c = strcmp(x->username, y->username);
+	return c ? c : strcasecmp(x->domain, y->domain);
+}
+
+/* Every outbound call from a device asks this: a binary search (a site
+ * has thousands of devices; the snapshot is sorted when built). */
 const struct comp_user *comp_user_by_device(const struct comp_snap *s, const char *username,
 		const char *domain)
 {
 	const struct comp_device *d = comp_devices(s);
-	for (uint32_t i = 0; i < s->ndevices; i++)
-		if (d[i].enabled && strcmp(d[i].username, username) == 0
-				&& (!domain || strcasecmp(d[i].domain, domain) == 0))
-			return &comp_users(s)[d[i].user];
+	size_t lo = 0, hi = s->ndevices;
+
+	while (lo < hi) {   /* the first device with this username */
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcmp(d[mid].username, username) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < s->ndevices && strcmp(d[lo].username, username) == 0; lo++)
+		if (d[lo].enabled && (!domain || strcasecmp(d[lo].domain, domain) == 0))
+			return &comp_users(s)[d[lo].user];
 	return NULL;
+}
+
+/* The index of the element with this id in an array of n elements of
+ * `size` bytes that start with their uint32_t id (struct comp_org,
+ * comp_user), sorted by id (the queries' ORDER BY): a binary search; 0 if
+ * none (cannot happen: foreign keys). The loader links each user to its org
+ * and each device to its user this way. */
+_Static_assert(offsetof(struct comp_org, id) == 0, "index_by_id reads the id first");
+_Static_assert(offsetof(struct comp_user, id) == 0, "index_by_id reads the id first");
+
+static uint32_t index_by_id(const void *arr, size_t size, uint32_t n, uint32_t id)
+{
+	uint32_t lo = 0, hi = n;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2, v;
+		memcpy(&v, (const char *)arr + (size_t)mid * size, sizeof(v));
+		if (v == id)
+			return mid;
+		if (v < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
 }
 
 int comp_user_record(const struct comp_snap *s, const struct comp_user *u, uint32_t inbox_id,
@@ -828,9 +872,7 @@ static struct comp_snap *snap_build(MYSQL *m, const struct comp_snap *prev, stru
 			uint32_t org_id = (uint32_t)strtoul(row[1], NULL, 10);
 			memset(&users[i], 0, sizeof(users[i]));
 			users[i].id = (uint32_t)strtoul(row[0], NULL, 10);
-			for (uint32_t k = 0; k < no; k++)
-				if (orgs[k].id == org_id)
-					users[i].org = k;
+			users[i].org = index_by_id(orgs, sizeof(*orgs), no, org_id);
 			snprintf(users[i].ext, sizeof(users[i].ext), "%s", row[2]);
 			snprintf(users[i].name, sizeof(users[i].name), "%s", row[3]);
 			snprintf(users[i].caller_id, sizeof(users[i].caller_id), "%s", row[4]);
@@ -851,10 +893,9 @@ static struct comp_snap *snap_build(MYSQL *m, const struct comp_snap *prev, stru
 			snprintf(devs[i].username, sizeof(devs[i].username), "%s", row[0]);
 			snprintf(devs[i].domain, sizeof(devs[i].domain), "%s", row[1]);
 			devs[i].enabled = atoi(row[3]);
-			for (uint32_t k = 0; k < nu; k++)
-				if (users[k].id == uid)
-					devs[i].user = k;
+			devs[i].user = index_by_id(users, sizeof(*users), nu, uid);
 		}
+		qsort(devs, nd, sizeof(*devs), device_cmp);
 		/* both in the order comp_user_record()'s binary searches need */
 		for (i = 0; (row = mysql_fetch_row(ri)); i++) {
 			inboxes[i].id = (uint32_t)strtoul(row[0], NULL, 10);
