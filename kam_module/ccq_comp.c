@@ -186,13 +186,17 @@ const struct comp_user *comp_user_by_ext(const struct comp_snap *s, const char *
 	return n == 1 ? found : NULL; /* ambiguous without the organisation */
 }
 
-/* Devices by username (bytes), then domain (any case): the order the
+/* Devices by username (bytes), then domain (any case, then bytes: the
+ * unique key compares bytes, so two domains may differ in case only, and
+ * the lookup must find the same one after every rebuild): the order the
  * snapshot keeps them in, for comp_user_by_device's binary search. */
 static int device_cmp(const void *a, const void *b)
 {
 	const struct comp_device *x = a, *y = b;
 	int c = strcmp(x->username, y->username);
-	return c ? c : strcasecmp(x->domain, y->domain);
+	if (!c)
+		c = strcasecmp(x->domain, y->domain);
+	return c ? c : strcmp(x->domain, y->domain);
 }
 
 /* Every outbound call from a device asks this: a binary search (a site
@@ -219,8 +223,9 @@ const struct comp_user *comp_user_by_device(const struct comp_snap *s, const cha
 /* The index of the element with this id in an array of n elements of
  * `size` bytes that start with their uint32_t id (struct comp_org,
  * comp_user), sorted by id (the queries' ORDER BY): a binary search; 0 if
- * none (cannot happen: foreign keys). The loader links each user to its org
- * and each device to its user this way. */
+ * none (cannot happen: foreign keys, and snap_build reads everything in one
+ * consistent snapshot). The loader links each user to its org and each
+ * device to its user this way. */
 _Static_assert(offsetof(struct comp_org, id) == 0, "index_by_id reads the id first");
 _Static_assert(offsetof(struct comp_user, id) == 0, "index_by_id reads the id first");
 
@@ -757,6 +762,15 @@ static struct comp_snap *snap_build(MYSQL *m, const struct comp_snap *prev, stru
 	if (adds || rems)
 		ovl = ccq_numset_overlay_size(adds, rems);
 	if (m) {
+		/* one consistent view of the directory and lists: a user created
+		 * between two of these reads would name an org or a device a user
+		 * that the other read did not see (linked by index_by_id) */
+		if (mysql_query(m, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ") != 0
+				|| mysql_query(m, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+				!= 0) {
+			snprintf(err, errlen, "starting to read the directory: %s", mysql_error(m));
+			goto out;
+		}
 		if (mysql_query(m, "SELECT o.id, o.name, o.default_country, COALESCE(p.country_whitelist, ''), "
 				"COALESCE(p.pin_policy, 'none') FROM org o LEFT JOIN compliance_policy p "
 				"ON p.org_id = o.id ORDER BY o.id") != 0 || !(ro = mysql_store_result(m))
@@ -775,6 +789,10 @@ static struct comp_snap *snap_build(MYSQL *m, const struct comp_snap *prev, stru
 				|| stream_into(m, "SELECT user_id, number FROM user_list_number ORDER BY user_id",
 					&lists, &nlists, &cap, -1, 2, &numbers) < 0) {
 			snprintf(err, errlen, "reading the lists: %s", mysql_error(m));
+			goto out;
+		}
+		if (mysql_query(m, "COMMIT") != 0) {
+			snprintf(err, errlen, "reading the directory: %s", mysql_error(m));
 			goto out;
 		}
 		no = (uint32_t)mysql_num_rows(ro);

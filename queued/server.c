@@ -82,6 +82,7 @@ static void (*g_close_hook)(struct conn *c);
 
 static void conn_update(struct conn *c);
 static void conn_close(struct conn *c, const char *why);
+static void conn_process(struct conn *c);
 
 const char *conn_name(const struct conn *c)
 {
@@ -204,8 +205,13 @@ int conn_send_now(struct conn *c, ccq_enc *e)
 				off = (size_t)n;
 			/* an error: buffered; the loop's write watcher meets it too */
 		}
-		if (off < len && out_append(c, buf + off, len - off) < 0)
-			rc = -2;   /* out of memory: the loop closes the connection */
+		if (off < len && out_append(c, buf + off, len - off) < 0) {
+			/* out of memory: the loop closes the connection (conn_sent);
+			 * until then nothing may follow a frame cut short */
+			if (off > 0)
+				shutdown(c->fd, SHUT_WR);
+			rc = -2;
+		}
 	}
 	pthread_mutex_unlock(&c->mu);
 	ccq_enc_free(e);
@@ -216,10 +222,19 @@ void conn_sent(struct conn *c, int rc)
 {
 	if (c->inflight > 0)
 		c->inflight--;
-	if (rc == -2)
+	if (rc == -2) {
 		conn_close(c, "out of memory for replies");
-	else
-		conn_update(c);
+		return;
+	}
+	/* as on_write: requests read but not handled while the connection was
+	 * at MAX_INFLIGHT wait in the input buffer; nothing else would handle
+	 * them if no more bytes come (a frame sent whole by the worker never
+	 * starts the write watcher) */
+	conn_hold(c);
+	if (!c->dead && !c->closing && c->in_len > 0)
+		conn_process(c);
+	conn_update(c);
+	conn_release(c);
 }
 
 void conn_reply_err(struct conn *c, uint64_t id, int code, const char *fmt, ...)
