@@ -10,6 +10,9 @@ proxy has not read yet (it queues its own behind them).
 The proxy's role is played over queued's socket (its requests are the
 module's); MySQL is the lab's."""
 
+import os
+import signal
+import socket
 import struct
 import threading
 import time
@@ -134,26 +137,50 @@ def test_answers_of_workers_and_of_the_loop_share_one_stream_whole(running_lab, 
 
 def test_requests_beyond_the_in_flight_cap_are_handled_when_workers_answer(running_lab, org):
     """More call decisions in one write than queued handles at once from
-    one connection (256 in flight): the rest wait in queued's input buffer
-    or the socket, and are handled as answers leave, whether a worker or
-    the loop sends them; every one is answered. (The case where all of the
-    rest were read already and every answer freeing a place was sent whole
-    by a worker, which conn_sent now covers, depends on how the kernel and
-    the loop split the reads: this test does not reliably produce it.)"""
+    one connection (256 in flight): the rest wait, read, in queued's input
+    buffer, and are handled as answers leave, also when every answer that
+    frees a place is sent whole by a worker (the loop's write watcher,
+    which picks them up after an answer the loop sent, then never runs).
+    Made so: one MySQL worker (the claims never meet a row another decision
+    holds, so every decision is answered by the worker at its claim), and
+    queued stopped (SIGSTOP) while the burst is written, so that its first
+    read takes all of it and nothing more comes."""
     lab = running_lab
     ib = agents(org, "Burst", 3, 100)
     n = 300
     tag = uuid.uuid4().hex[:6]
     cids = ["b%s-%d" % (tag, i) for i in range(n)]
     route_ids = [3000 + i for i in range(n)]
-    # short requests: all 300 fit in one read of queued's (64 KB), so the
-    # 44 beyond the cap wait in its buffer with nothing more to read
+    # short requests: all 300 fit in one read of queued's (64 KB)
     reqs = [(rid, "call.route", {"call_id": cid, "did": ib.did, "source_ip": "127.0.0.1",
                                  "source_port": lab.trunk_port(0)})
             for rid, cid in zip(route_ids, cids)]
-    assert sum(len(frame(mp_pack([1, 0, rid, op, a]))) for rid, op, a in reqs) < 60000
-    # nothing more is sent after the burst: the proxy waits for its answers
-    replies, twice = exchange(lab, reqs, read_all)
+    data = b"".join(frame(mp_pack([1, 0, rid, op, a])) for rid, op, a in reqs)
+    assert len(data) < 60000, len(data)
+    saved = {k: lab.env.get(k) for k in ("CCQ_MYSQL_WORKERS", "CCQ_DECISION_WORKERS")}
+    lab.env.update(CCQ_MYSQL_WORKERS="1", CCQ_DECISION_WORKERS="0")
+    try:
+        lab.restart_queued()
+        with WireClient(lab.queued_sock, timeout=15) as w:
+            w.ping()
+            pid = lab.pid("queued")
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                w.send_raw(data)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            # nothing more is sent: the proxy waits for these answers
+            try:
+                replies, twice = read_all(w, route_ids)
+            except socket.timeout:
+                raise AssertionError("the requests beyond the cap were never answered")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                lab.env.pop(k, None)
+            else:
+                lab.env[k] = v
+        lab.restart_queued()
     assert not twice, twice
-    assert check_routes(lab, replies, route_ids, cids) > 256, \
-        "too few rings to test the answers sent by the workers"
+    assert check_routes(lab, replies, route_ids, cids) == n, \
+        "not every decision was answered at its claim (by the worker)"
