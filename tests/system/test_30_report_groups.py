@@ -46,9 +46,10 @@ def ringing_calls(lab, org, n):
 
 def burst(lab, holder_txn, holder_cid, reports):
     """The end of the holder's call, then `reports` [(op, args)], all in
-    one write: the worker that takes the first finds the others queued,
-    and since they come faster than report_linger (10 ms) it waits until
-    the first is that old and takes them all into its group. Returns
+    one write. The first may run alone (the report before it came long
+    ago: no reason to wait); the second came right after it, faster than
+    report_linger (10 ms), so the worker that takes it waits until it is
+    that old and takes the ones queued behind it into its group. Returns
     {request id: reply} for the reports."""
     replies = {}
     with WireClient(lab.queued_sock, timeout=15) as w:
