@@ -5,6 +5,7 @@ and place SIP calls with sipp.
 Standard library only. Every wait is bounded.
 """
 
+import errno
 import json
 import os
 import re
@@ -1233,9 +1234,16 @@ class Follower(Sipp):
         cmd = cmd[:-1] + ["-key", "target", "@TARGET@", cmd[-1]]
         line = " ".join("\"$1\"" if a == "@TARGET@" else shq(a) for a in cmd)
         self.cmd = cmd
+        # sipp's sockets are not close-on-exec: without closing them here,
+        # the follower (and this script's subshell) would keep the answering
+        # phone's port bound after that sipp exited, and a test that listens
+        # on the phone's port afterwards (udp_listen) could not bind it.
         with open(self.script, "w") as f:
-            f.write("#!/bin/sh\n"
+            f.write("#!/bin/bash\n"
                     "# written by ccqlab.Follower: the phone follows a REFER to $1\n"
+                    "for fd in /proc/$$/fd/*; do\n"
+                    "  case \"$(readlink \"$fd\")\" in socket:*) eval \"exec ${fd##*/}>&-\";; esac\n"
+                    "done\n"
                     "printf '%%s\\n' \"$1\" > %(uri)s.tmp; mv %(uri)s.tmp %(uri)s\n"
                     "(\n  %(line)s </dev/null > %(log)s 2>&1 &\n  echo $! > %(pid)s\n"
                     "  wait $!; echo $? > %(rc)s.tmp; mv %(rc)s.tmp %(rc)s\n) &\n"
@@ -1343,11 +1351,27 @@ class CallbackPhone:
             self.agent.summary(), self.follower.summary())
 
 
+def _try_bind(s, port):
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise
+        return False
+
+
 def udp_listen(port, secs):
     """Bind 127.0.0.1:PORT for SECS seconds and return the first lines of
     the datagrams that came (to show that nobody calls a port again)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", port))
+    # a phone's sipp that just exited may leave a child for a moment (its
+    # exec'd helpers inherit its sockets): wait a little for the port
+    if not wait_until(lambda: _try_bind(s, port), 5, interval=0.05):
+        s.close()
+        held = subprocess.run(["ss", "-uanp", "sport = :%d" % port], capture_output=True,
+                              text=True).stdout
+        raise AssertionError("127.0.0.1:%d stayed bound for 5 s:\n%s" % (port, held))
     s.settimeout(0.2)
     got = []
     deadline = time.monotonic() + secs
