@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <pwd.h>
 
 static int g_schema;
@@ -713,7 +714,7 @@ static void op_stats(struct conn *c, uint64_t id, const msgpack_object *args)
 {
 	ccq_enc e;
 	int reset = 0;
-	unsigned long groups, grouped;
+	unsigned long groups, grouped, paths[ROUTE_PATHS];
 	const struct actor *a = conn_actor(c);
 
 	/* the operator acting as a user ("as") is that user here too */
@@ -728,7 +729,8 @@ static void op_stats(struct conn *c, uint64_t id, const msgpack_object *args)
 	ccq_enc_init(&e);
 	ccq_enc_reply_ok(&e, id);
 	db_group_stats(&groups, &grouped);
-	msgpack_pack_map(&e.pk, 7);
+	ops_route_paths(paths, reset);
+	msgpack_pack_map(&e.pk, 8);
 	ccq_pack_kv_uint(&e.pk, "workers", db_workers());
 	ccq_pack_kv_uint(&e.pk, "pending", db_pending());
 	ccq_pack_kv_uint(&e.pk, "lock_retries", db_lock_retries());
@@ -736,6 +738,14 @@ static void op_stats(struct conn *c, uint64_t id, const msgpack_object *args)
 	/* report groups (db.h struct db_group) run, and the reports in them */
 	ccq_pack_kv_uint(&e.pk, "groups", groups);
 	ccq_pack_kv_uint(&e.pk, "grouped", grouped);
+	/* how the call.route decisions went (ops.h ROUTE_*) */
+	ccq_pack_str(&e.pk, "route");
+	msgpack_pack_map(&e.pk, ROUTE_PATHS);
+	ccq_pack_kv_uint(&e.pk, "claimed", paths[ROUTE_CLAIMED]);
+	ccq_pack_kv_uint(&e.pk, "claimed_next", paths[ROUTE_CLAIMED_NEXT]);
+	ccq_pack_kv_uint(&e.pk, "refused", paths[ROUTE_REFUSED]);
+	ccq_pack_kv_uint(&e.pk, "no_candidate", paths[ROUTE_NO_CANDIDATE]);
+	ccq_pack_kv_uint(&e.pk, "retried", paths[ROUTE_RETRIED]);
 	ccq_pack_str(&e.pk, "items");
 	msgpack_pack_array(&e.pk, g_nstats);
 	for (unsigned i = 0; i < g_nstats; i++) {
@@ -764,6 +774,20 @@ static void op_stats(struct conn *c, uint64_t id, const msgpack_object *args)
 		memset(g_stats, 0, sizeof(g_stats));
 		g_nstats = 0;
 	}
+}
+
+static _Atomic unsigned long g_route_paths[ROUTE_PATHS];
+
+void ops_route_path(int path)
+{
+	if (path >= 0 && path < ROUTE_PATHS)
+		atomic_fetch_add_explicit(&g_route_paths[path], 1, memory_order_relaxed);
+}
+
+void ops_route_paths(unsigned long out[ROUTE_PATHS], int reset)
+{
+	for (int i = 0; i < ROUTE_PATHS; i++)
+		out[i] = reset ? atomic_exchange(&g_route_paths[i], 0) : atomic_load(&g_route_paths[i]);
 }
 
 /* ---- the generic job -------------------------------------------------- */

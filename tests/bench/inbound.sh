@@ -156,6 +156,12 @@ if r:
     if g > g0:
         print("; %d reports in %d groups (%.1f each)" % (n - n0, g - g0, (n - n0) / (g - g0)),
               end="")
+    rp = d.get("route")
+    if rp:
+        print("; claims held %d (on a later candidate %d), all refused %d, nobody free %d,"
+              " retried %d" % (rp["claimed"] + rp.get("claimed_next", 0),
+                               rp.get("claimed_next", 0), rp["refused"], rp["no_candidate"],
+                               rp["retried"]), end="")
     print()' "$work/groups.prev"
 }
 

@@ -183,12 +183,54 @@ def test_retried_decision_reuses_its_txn(running_lab, org):
     assert "MySQL error" not in log, log
 
 
-def test_a_claim_refused_by_mysql_takes_the_general_path(running_lab, org):
+def route_paths(lab):
+    """queued's count of call.route decisions by path (server.stats)."""
+    return lab.ccqctl_json("stats")["route"]
+
+
+def delta(after, before):
+    return {k: after[k] - before.get(k, 0) for k in after}
+
+
+def uids(lab, org, *exts):
+    return {ext: int(lab.sql("SELECT u.id FROM user u JOIN org o ON o.id = u.org_id WHERE "
+                             "o.name = '%s' AND u.ext_key = '%s'" % (org.name, ext))[0][0])
+            for ext in exts}
+
+
+def ring_and_end(lab, call_id, did, ext):
+    """A decision that rings EXT (the view's first), answered and ended:
+    EXT is then the view's last (most recent call)."""
+    d = route(lab, call_id, did)
+    # (the answer leaves before the TXN's COMMIT: it shows a moment later)
+    assert lab.wait_txn_for_call(call_id, 5) == [d["txn"]]
+    assert d["action"] == "ring" and lab.txn(d["txn"])["events"][2]["text"].startswith(
+        "Ringing %s" % ext), lab.txn(d["txn"])["events"]
+    with WireClient(lab.queued_sock) as w:
+        for op, args in (("call.answered", {"call_id": call_id, "contact": d["targets"][0]}),
+                         ("call.ended", {"call_id": call_id, "by": "caller"})):
+            rid, reply = w.request(op, args)
+            assert reply[:4] == [1, 1, rid, 0], (op, reply)
+    assert lab.txn(d["txn"])["result"] == "answered"
+
+
+def only_ring(lab, txn, ext, name, uid):
+    """TXN rings EXT alone: its journey, its status and its ring row."""
+    t = lab.txn(txn)
+    rings = [e["text"] for e in t["events"] if e["kind"] == "ringing"]
+    assert len(rings) == 1 and rings[0].startswith("Ringing %s - %s" % (ext, name)), t["events"]
+    assert len([e for e in t["events"] if e["kind"] == "recording"]) == 1, t["events"]
+    assert t["status"] == "Assigning" and t["agent_ext"] == ext, t
+    assert lab.sql("SELECT user_id FROM txn_ring WHERE txn_id = %d" % txn) == [[str(uid)]]
+
+
+def test_a_claim_refused_by_mysql_goes_to_the_next_candidate(running_lab, org):
     """queued's view names a member that MySQL no longer lets ring (here
     their max_calls was set to 0 with SQL, behind queued's back, so the
-    view still has them free): the claim is refused, the TXN is committed
-    Waiting, and the general path rings the other member from MySQL. The
-    journey rings only the one who really rang; the refused member's
+    view still has them free): that claim is refused and the same batch
+    claims the view's next member, who rings at once (no second
+    transaction: the general path is not taken). The journey rings only
+    the one who really rang, with their own line; the refused member's
     slot is not taken."""
     lab = running_lab
     ib = org.inbox("Sales", ring_timeout=20, max_wait=30)
@@ -196,38 +238,63 @@ def test_a_claim_refused_by_mysql_takes_the_general_path(running_lab, org):
     bob = org.agent(ib, "102", "Bob Tan")
     alice.register(expires=600)
     bob.register(expires=600)
-    uid = {ext: int(lab.sql("SELECT u.id FROM user u JOIN org o ON o.id = u.org_id WHERE "
-                            "o.name = '%s' AND u.ext_key = '%s'" % (org.name, ext))[0][0])
-           for ext in ("101", "102")}
+    uid = uids(lab, org, "101", "102")
     # call 1 reads the view (fresh after the registrations) and rings Alice
     # (never called, lowest id); answered and ended, it makes Bob (never
     # called) the view's first
-    c1 = "ccqtest-refuse1-%s@127.0.0.1" % org.name
-    d1 = route(lab, c1, ib.did)
-    # (the answer leaves before the TXN's COMMIT: it shows a moment later)
-    assert lab.wait_txn_for_call(c1, 5) == [d1["txn"]]
-    assert d1["action"] == "ring" and lab.txn(d1["txn"])["events"][2]["text"].startswith(
-        "Ringing 101"), lab.txn(d1["txn"])["events"]
-    with WireClient(lab.queued_sock) as w:
-        for op, args in (("call.answered", {"call_id": c1, "contact": d1["targets"][0]}),
-                         ("call.ended", {"call_id": c1, "by": "caller"})):
-            rid, reply = w.request(op, args)
-            assert reply[:4] == [1, 1, rid, 0], (op, reply)
-    assert lab.txn(d1["txn"])["result"] == "answered"
+    ring_and_end(lab, "ccqtest-refuse1-%s@127.0.0.1" % org.name, ib.did, "101")
     # behind queued's back: Bob may take no call
     lab.sql("UPDATE user SET max_calls = 0 WHERE id = %d" % uid["102"])
     log0 = lab.log_size("queued")
+    p0 = route_paths(lab)
     try:
         c2 = "ccqtest-refuse2-%s@127.0.0.1" % org.name
         d2 = route(lab, c2, ib.did)
     finally:
         lab.sql("UPDATE user SET max_calls = 2 WHERE id = %d" % uid["102"])
     assert d2["action"] == "ring", d2
+    # Bob's claim refused, Alice's (the next candidate) held in the batch
+    assert delta(route_paths(lab), p0) == {"claimed": 0, "claimed_next": 1, "refused": 0,
+                                           "no_candidate": 0, "retried": 0}
     assert lab.wait_txn_for_call(c2, 5) == [d2["txn"]]
-    t = lab.txn(d2["txn"])
-    rings = [e["text"] for e in t["events"] if e["kind"] == "ringing"]
-    assert len(rings) == 1 and rings[0].startswith("Ringing 101 - Alice Lim"), t["events"]
-    assert t["status"] == "Assigning" and t["agent_ext"] == "101", t
-    assert lab.sql("SELECT user_id FROM txn_ring WHERE txn_id = %d" % d2["txn"]) == \
-        [[str(uid["101"])]]
+    only_ring(lab, d2["txn"], "101", "Alice Lim", uid["101"])
     assert "MySQL error" not in lab.log_since("queued", log0)
+    # Bob's slot was given back (and the view read again): free once more,
+    # never called, he is the next call's first and rings
+    c3 = "ccqtest-refuse3-%s@127.0.0.1" % org.name
+    d3 = route(lab, c3, ib.did)
+    assert d3["action"] == "ring", d3
+    assert lab.wait_txn_for_call(c3, 5) == [d3["txn"]]
+    only_ring(lab, d3["txn"], "102", "Bob Tan", uid["102"])
+
+
+def test_every_candidate_refused_takes_the_general_path(running_lab, org):
+    """The view's members are all refused by MySQL (max_calls set to 0 with
+    SQL behind queued's back), while a member the view has as busy is free
+    in MySQL: the batch commits the TXN Waiting, and the general path,
+    which reads MySQL, rings that member. Nothing is rung twice."""
+    lab = running_lab
+    ib = org.inbox("Sales", ring_timeout=20, max_wait=30)
+    phones = [org.agent(ib, ext, name) for ext, name in
+              (("101", "Alice Lim"), ("102", "Bob Tan"), ("103", "Carol Ng"))]
+    for p in phones:
+        p.register(expires=600)
+    uid = uids(lab, org, "101", "102", "103")
+    # Carol may take no call when the view is read (by call 1, which rings
+    # Alice: never called, lowest id)
+    lab.sql("UPDATE user SET max_calls = 0 WHERE id = %d" % uid["103"])
+    ring_and_end(lab, "ccqtest-allref1-%s@127.0.0.1" % org.name, ib.did, "101")
+    # behind queued's back: Alice and Bob may take no call, Carol may
+    lab.sql("UPDATE user SET max_calls = IF(id = %d, 2, 0) WHERE id IN (%d, %d, %d)" % (
+        uid["103"], uid["101"], uid["102"], uid["103"]))
+    p0 = route_paths(lab)
+    try:
+        c2 = "ccqtest-allref2-%s@127.0.0.1" % org.name
+        d2 = route(lab, c2, ib.did)
+    finally:
+        lab.sql("UPDATE user SET max_calls = 2 WHERE id IN (%d, %d)" % (uid["101"], uid["102"]))
+    assert d2["action"] == "ring", d2
+    assert delta(route_paths(lab), p0) == {"claimed": 0, "claimed_next": 0, "refused": 1,
+                                           "no_candidate": 0, "retried": 0}
+    assert lab.wait_txn_for_call(c2, 5) == [d2["txn"]]
+    only_ring(lab, d2["txn"], "103", "Carol Ng", uid["103"])
