@@ -742,7 +742,6 @@ static void op_stats(struct conn *c, uint64_t id, const msgpack_object *args)
 	ccq_pack_str(&e.pk, "route");
 	msgpack_pack_map(&e.pk, ROUTE_PATHS);
 	ccq_pack_kv_uint(&e.pk, "claimed", paths[ROUTE_CLAIMED]);
-	ccq_pack_kv_uint(&e.pk, "claimed_next", paths[ROUTE_CLAIMED_NEXT]);
 	ccq_pack_kv_uint(&e.pk, "refused", paths[ROUTE_REFUSED]);
 	ccq_pack_kv_uint(&e.pk, "no_candidate", paths[ROUTE_NO_CANDIDATE]);
 	ccq_pack_kv_uint(&e.pk, "retried", paths[ROUTE_RETRIED]);

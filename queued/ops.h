@@ -142,15 +142,13 @@ void ops_reconfigure(const struct queued_config *cfg);
 /* New calls refused at once since start (overload, shed_after). */
 unsigned long ops_shed_total(void);
 /* How call.route decisions went since start (or the last reset), for
- * server.stats: the claim of the view's first member held (answered at
- * the claim, before the commit, unless out of memory), the claim of a
- * later candidate held (the earlier ones' rows locked or not free), every
- * claim
- * refused by MySQL (row locked or the member no longer free), nobody free
- * in queued's view, a retried request (its Call-ID had a TXN). The last
- * three took the general path (a second transaction). Any thread. */
-enum { ROUTE_CLAIMED, ROUTE_CLAIMED_NEXT, ROUTE_REFUSED, ROUTE_NO_CANDIDATE, ROUTE_RETRIED,
-	ROUTE_PATHS };
+ * server.stats: the claim of the member queued's view puts first held
+ * (answered at the claim, before the commit, unless out of memory); the
+ * claim refused by MySQL (row locked by another transaction, or the member
+ * no longer free); nobody free in queued's view; a retried request (its
+ * Call-ID had a TXN). The last three take the general path (a second
+ * transaction). Any thread. */
+enum { ROUTE_CLAIMED, ROUTE_REFUSED, ROUTE_NO_CANDIDATE, ROUTE_RETRIED, ROUTE_PATHS };
 void ops_route_path(int path);
 void ops_route_paths(unsigned long out[ROUTE_PATHS], int reset);
 /* ... one of them of this job key (a call's Call-ID: its reports' key) */

@@ -534,30 +534,12 @@ static int view_fresh(struct req *r, MYSQL *m, uint32_t inbox, int64_t now, int6
 /* The claim of member uid of inbox for a new call, which has no TXN yet
  * (see claim_agent): its id into @ccq_agent (unchanged when refused: not
  * free, or held by another decision). */
-/* The claim of member uid for a new call (run_call_route's batch).
- * fallback: only if no earlier claim of the batch held: the id is then
- * IF(@ccq_agent IS NULL, uid, 0), which MariaDB evaluates once, as a
- * constant, before it reads the row (a primary-key lookup; checked with
- * EXPLAIN): after a held claim it looks up id 0, which no user has, and
- * locks nothing. */
-static void qb_claim(struct qb *q, uint32_t inbox, uint64_t uid, int fallback)
+static void qb_claim(struct qb *q, uint32_t inbox, uint64_t uid)
 {
-	if (fallback)
-		qb_add(q, "SELECT u.id INTO @ccq_agent FROM user u WHERE u.id = "
-			"IF(@ccq_agent IS NULL, %llu, 0)", (unsigned long long)uid);
-	else
-		qb_add(q, "SELECT u.id INTO @ccq_agent FROM user u WHERE u.id = %llu",
-			(unsigned long long)uid);
-	qb_add(q, " AND (SELECT 1 FROM inbox_member im WHERE im.inbox_id = %u AND im.user_id = "
-		"u.id) IS NOT NULL AND " AGENT_FREE_NEW "FOR UPDATE SKIP LOCKED", inbox);
+	qb_add(q, "SELECT u.id INTO @ccq_agent FROM user u WHERE u.id = %llu AND (SELECT 1 "
+		"FROM inbox_member im WHERE im.inbox_id = %u AND im.user_id = u.id) IS NOT NULL AND "
+		AGENT_FREE_NEW "FOR UPDATE SKIP LOCKED", (unsigned long long)uid, inbox);
 }
-
-/* Members a new call's batch may claim, in the view's order: the first
- * whose row no other transaction holds and who is still free rings. One
- * member held by another decision or a report (for the few ms until its
- * commit) then does not send the call to the general path. */
-#define CLAIM_CANDIDATES 3
-
 
 /* The part of a ring decision about the agent: targets, and recording. */
 static void pack_ring_targets(msgpack_packer *pk, const struct ring_pick *p)
@@ -1090,29 +1072,13 @@ static void route_after_customer(struct call_after *a, const char *cust_name)
 struct route_ctx {
 	struct req *r;
 	const struct did_fact *d;
-	const struct av_member *cand; /* the members the batch may claim */
-	struct ring_pick *picks;      /* ... their devices and recording */
-	int ncand, won;               /* how many; the one claimed (-1: none) */
-	int back[CLAIM_CANDIDATES];   /* given back to the view */
+	struct ring_pick *pick;
 	const char *call_id, *pretty, *number;
 	struct qb *qcust, *q1, *q2;   /* the batch's parts, for r->again */
 	int claimed, answered;
 	uint64_t agent, txn;
 	char cname[101];
 };
-
-/* Give the view back the candidates the decision took and does not ring
- * (each once), all but keep (-1: none): those before refused_upto were
- * refused by MySQL (locked or no longer free: the view is read again),
- * the others were not tried. */
-static void give_back(struct route_ctx *x, int keep, int refused_upto)
-{
-	for (int i = 0; i < x->ncand; i++)
-		if (i != keep && !x->back[i]) {
-			x->back[i] = 1;
-			av_untake((uint32_t)x->d->inbox, x->cand[i].id, i < refused_upto);
-		}
-}
 
 /*
  * The result of the decision batch's SELECT (agent, TXN id, the TXN the
@@ -1132,19 +1098,6 @@ static void route_mid(struct db_job *j, MYSQL_RES *res, void *arg)
 	(void)j;
 	x->claimed = row && row[0];
 	x->agent = x->claimed ? strtoull(row[0], NULL, 10) : 0;
-	x->won = -1;
-	for (int i = 0; x->claimed && i < x->ncand && x->won < 0; i++)
-		if (x->cand[i].id == x->agent)
-			x->won = i;
-	if (x->claimed && x->won < 0) {
-		/* MySQL claimed a member the batch did not name: cannot be */
-		LOG_E("call %s: the claim returned user %llu, not a candidate", x->call_id,
-			(unsigned long long)x->agent);
-		x->won = 0;
-	}
-	/* the others are free for other decisions now, not after the commit */
-	if (x->claimed)
-		give_back(x, x->won, x->won);
 	x->txn = row && row[1] ? strtoull(row[1], NULL, 10) : 0;
 	/* the Call-ID has a TXN: a retried request; the batch's INSERT fails
 	 * (duplicate key) and the general path decides: no answer now */
@@ -1167,8 +1120,8 @@ static void route_mid(struct db_job *j, MYSQL_RES *res, void *arg)
 		return;
 	}
 	((struct call_after *)r->after_data)->txn = x->txn;
-	rec_meta(&x->picks[x->won].rec, x->txn, x->d->org, x->d->inbox, x->picks[x->won].ext);
-	pack_ring(req_reply(r), x->txn, x->d->name, x->d->ring_timeout, &x->picks[x->won]);
+	rec_meta(&x->pick->rec, x->txn, x->d->org, x->d->inbox, x->pick->ext);
+	pack_ring(req_reply(r), x->txn, x->d->name, x->d->ring_timeout, x->pick);
 	req_answer_now(r);
 	x->answered = 1;
 }
@@ -1251,18 +1204,17 @@ static int route_write_again(struct req *r, MYSQL *m)
 /*
  * A new call from a carrier. The usual case is one round trip to MySQL:
  * one batch of statements holds the TXN's id (drawn from the sequence
- * txn_seq), the claims of the members queued's view puts first, in order,
- * up to CLAIM_CANDIDATES (each their user row, FOR UPDATE SKIP LOCKED,
- * every availability check, only while no earlier one held: see
- * qb_claim), a SELECT of the outcome, the customer lookup, the TXN
+ * txn_seq), the claim of the member queued's view puts first (their user
+ * row, FOR UPDATE SKIP LOCKED, every availability check: see
+ * claim_agent), a SELECT of the outcome, the customer lookup, the TXN
  * (Assigning to that member if the claim held, else Waiting), its first
  * leg, its first journey events, the ring, and the COMMIT; the statements
  * after the claim depend on it through the session variable @ccq_agent.
  * With the claim held, the answer leaves when the SELECT's result arrives:
  * the caller waits for the claim only, not for the writes or the COMMIT
  * (route_mid; route_write_again if the rest then fails). Trunks and DIDs
- * come from the directory cache. Every claim refused or nobody free: the
- * TXN is committed Waiting, and the general path (pick_agent or the queue)
+ * come from the directory cache. A refused claim or nobody free: the TXN
+ * is committed Waiting, and the general path (pick_agent or the queue)
  * runs in a second transaction. A retried request (its Call-ID has a TXN,
  * which the SELECT also reads: no answer then) stops at the TXN's INSERT
  * (duplicate key) and takes the general path.
@@ -1276,9 +1228,8 @@ static int run_call_route(struct req *r, MYSQL *m)
 	struct did_fact d;
 	char plus[24];
 	MYSQL_RES *res[16];
-	int rc, have = 0, retry = 0, mid_stmt, cust_stmt;
-	struct av_member c[CLAIM_CANDIDATES];
-	struct ring_pick picks[CLAIM_CANDIDATES];
+	int rc, have, retry = 0, mid_stmt, cust_stmt;
+	struct av_member c;
 	int64_t now;
 	struct qb qq, qcust, q1, q2;
 	struct txn_row t;
@@ -1290,10 +1241,6 @@ static int run_call_route(struct req *r, MYSQL *m)
 	if (r->early)   /* run again after its answer: write what it answered */
 		return route_write_again(r, m);
 	memset(&x, 0, sizeof(x));
-	x.d = &d;
-	x.cand = c;
-	x.picks = picks;
-	x.won = -1;
 
 	if (req_who(r, m) < 0)
 		return -1;
@@ -1345,30 +1292,19 @@ static int run_call_route(struct req *r, MYSQL *m)
 	if (caller[0] && ccq_e164_normalize(caller, strlen(caller), d.country, e164caller, &why) < 0)
 		e164caller[0] = '\0'; /* withheld or odd: the journey keeps the raw caller ID */
 
-	/* 3. the members to offer the call to, from queued's view of the
+	/* 3. the member to offer the call to, from queued's view of the
 	 * inbox (read again from MySQL when stale, see agentview.h) */
 	now = epoch_ms();
 	if (view_fresh(r, m, (uint32_t)d.inbox, now, AV_DECISION_AGE_MS) < 0)
 		return -1;
-	{
-		/* up to CLAIM_CANDIDATES members, in the view's order (each taken
-		 * counts as a call in the view until it is given back) */
-		uint64_t skip[CLAIM_CANDIDATES + 4];
-		size_t nskip = 0;
-		while (have < CLAIM_CANDIDATES && nskip < sizeof(skip) / sizeof(skip[0])
-				&& av_take((uint32_t)d.inbox, skip, nskip, now, &c[have])) {
-			skip[nskip++] = c[have].id;
-			if (load_devices(r, m, &c[have]) < 0) {
-				x.ncand = have + 1;
-				give_back(&x, -1, 0);
-				return -1;
-			}
-			if (ring_devices(&c[have], &picks[have]) == 0) {
-				av_untake((uint32_t)d.inbox, c[have].id, 0);   /* no device left */
-				continue;
-			}
-			have++;
-		}
+	have = av_take((uint32_t)d.inbox, NULL, 0, now, &c);
+	if (have && load_devices(r, m, &c) < 0) {
+		av_untake((uint32_t)d.inbox, c.id, 0);
+		return -1;
+	}
+	if (have && ring_devices(&c, &pick) == 0) {
+		av_untake((uint32_t)d.inbox, c.id, 0);   /* no device left: the general path */
+		have = 0;
 	}
 	if (e164caller[0]) {
 		snprintf(plus, sizeof(plus), "+%s", e164caller);
@@ -1377,8 +1313,8 @@ static int run_call_route(struct req *r, MYSQL *m)
 		snprintf(pretty, sizeof(pretty), "%s", caller[0] ? caller : "a withheld number");
 	}
 
-	/* 4. one round trip: the TXN's id, the claims of those members (see
-	 * qb_claim), SELECT of the outcome, then the customer with the
+	/* 4. one round trip: the TXN's id, the claim of that member (see
+	 * claim_agent), SELECT of the outcome, then the customer with the
 	 * caller's number, the TXN (Assigning to the member if claimed, else
 	 * Waiting), its first leg, journey events and ring, COMMIT. When the
 	 * claim held, queued answers as soon as the SELECT's result arrives
@@ -1391,8 +1327,8 @@ static int run_call_route(struct req *r, MYSQL *m)
 	qb_init(&qq);
 	if (e164caller[0])   /* a result (the name, for the notification) and @ccq_cust */
 		qb_customer(&qcust, m, d.org, plus, "@ccq_cust := c.id, @ccq_cname := c.name");
-	for (int i = 0; i < have; i++)
-		rec_settle(&picks[i].rec, c[i].record, d.rec_inbox, d.rec_org);
+	if (have)
+		rec_settle(&pick.rec, c.record, d.rec_inbox, d.rec_org);
 	/* the batch's times are the decision's, not those at which MySQL
 	 * writes them after the answer (the call's reports, with the proxy's
 	 * times, may come right after; a rewrite keeps them too) */
@@ -1412,22 +1348,10 @@ static int run_call_route(struct req *r, MYSQL *m)
 	snprintf(text, sizeof(text), "Call routed to Inbox [%s]", d.name);
 	qb_event_row(&q2, m, 0, "routed", text, at);
 	if (have) {
-		/* the lines of the member claimed (CASE @ccq_agent) */
-		qb_add(&q2, " UNION ALL SELECT @ccq_txn, %s, 'ringing', CASE @ccq_agent", at);
-		for (int i = 0; i < have; i++) {
-			snprintf(text, sizeof(text), "Ringing %.32s - %.100s - %.999s", picks[i].ext,
-				picks[i].name, picks[i].devices);
-			qb_add(&q2, " WHEN %llu THEN ", (unsigned long long)c[i].id);
-			qb_str(&q2, m, text, utf8_cut(text, CCQ_EVENT_TEXT_MAX));
-		}
-		qb_add(&q2, " END FROM DUAL WHERE @ccq_agent IS NOT NULL");
-		qb_add(&q2, " UNION ALL SELECT @ccq_txn, %s, 'recording', CASE @ccq_agent", at);
-		for (int i = 0; i < have; i++) {
-			rec_journey_text(text, sizeof(text), picks[i].rec.record, picks[i].rec.rule);
-			qb_add(&q2, " WHEN %llu THEN ", (unsigned long long)c[i].id);
-			qb_str(&q2, m, text, utf8_cut(text, CCQ_EVENT_TEXT_MAX));
-		}
-		qb_add(&q2, " END FROM DUAL WHERE @ccq_agent IS NOT NULL");
+		snprintf(text, sizeof(text), "Ringing %s - %s - %s", pick.ext, pick.name, pick.devices);
+		qb_event_row(&q2, m, 1, "ringing", text, at);
+		rec_journey_text(text, sizeof(text), pick.rec.record, pick.rec.rule);
+		qb_event_row(&q2, m, 1, "recording", text, at);
 		qb_add(&q2, ";INSERT INTO txn_ring (txn_id, user_id, at) SELECT @ccq_txn, @ccq_agent, "
 			"%s FROM DUAL WHERE @ccq_agent IS NOT NULL", at);
 	}
@@ -1437,9 +1361,9 @@ static int run_call_route(struct req *r, MYSQL *m)
 	cust_stmt = qcust.len ? mid_stmt + 1 : -1;
 	qb_add(&qq, "SET @ccq_agent = NULL, @ccq_cust = NULL, @ccq_cname = NULL, "
 		"@ccq_txn = NEXTVAL(txn_seq);START TRANSACTION");
-	for (int i = 0; i < have; i++) {
+	if (have) {
 		qb_add(&qq, ";");
-		qb_claim(&qq, (uint32_t)d.inbox, c[i].id, i > 0);
+		qb_claim(&qq, (uint32_t)d.inbox, c.id);
 	}
 	/* the Call-ID's TXN if it has one: a retried request, see route_mid */
 	qb_add(&qq, ";SELECT @ccq_agent, @ccq_txn, (SELECT x.id FROM txn x WHERE x.sip_call_id = ");
@@ -1449,7 +1373,8 @@ static int run_call_route(struct req *r, MYSQL *m)
 	if (qcust.oom || q1.oom || q2.oom)
 		qq.oom = 1;
 	x.r = r;
-	x.ncand = have;
+	x.d = &d;
+	x.pick = &pick;
 	x.call_id = call_id;
 	x.pretty = pretty;
 	x.number = e164caller;
@@ -1485,7 +1410,7 @@ static int run_call_route(struct req *r, MYSQL *m)
 		 * the worker reconnects and runs the job again (r->early) */
 		LOG_W("call %s: the decision's writes failed after its answer (%s); writing them "
 			"again", call_id, r->j.errmsg);
-		ops_route_path(x.won > 0 ? ROUTE_CLAIMED_NEXT : ROUTE_CLAIMED);
+		ops_route_path(ROUTE_CLAIMED);
 		req_rewrite_pending(r);   /* the call's reports wait for it, see txn_from_res */
 		if (r->j.conn_lost)
 			return -1;
@@ -1493,7 +1418,8 @@ static int run_call_route(struct req *r, MYSQL *m)
 		return route_write_again(r, m);
 	}
 	if (rc < 0) {
-		give_back(&x, -1, 0);
+		if (have)
+			av_untake((uint32_t)d.inbox, c.id, 0);
 		if (!r->j.dup_key || r->j.conn_lost)
 			goto fail2;
 		/* a retried request: its TXN exists; the general path decides,
@@ -1507,10 +1433,9 @@ static int run_call_route(struct req *r, MYSQL *m)
 		retry = 1;
 		ops_route_path(ROUTE_RETRIED);
 	} else {
-		if (!x.claimed)
-			give_back(&x, -1, have);   /* all refused */
-		ops_route_path(x.won > 0 ? ROUTE_CLAIMED_NEXT : x.claimed ? ROUTE_CLAIMED
-			: have ? ROUTE_REFUSED : ROUTE_NO_CANDIDATE);
+		if (have && !x.claimed)
+			av_untake((uint32_t)d.inbox, c.id, 1);   /* refused */
+		ops_route_path(x.claimed ? ROUTE_CLAIMED : have ? ROUTE_REFUSED : ROUTE_NO_CANDIDATE);
 		if (!x.txn)
 			return req_fail(r, CCQ_E_INTERNAL, "the new TXN's id was not returned");
 		if (x.answered) {
@@ -1521,8 +1446,8 @@ static int run_call_route(struct req *r, MYSQL *m)
 		route_after(r, &d, x.txn, call_id, pretty, x.cname, e164caller);
 		if (x.claimed) {
 			/* not answered early (out of memory for r->again): answer now */
-			rec_meta(&picks[x.won].rec, x.txn, d.org, d.inbox, picks[x.won].ext);
-			pack_ring(req_reply(r), x.txn, d.name, d.ring_timeout, &picks[x.won]);
+			rec_meta(&pick.rec, x.txn, d.org, d.inbox, pick.ext);
+			pack_ring(req_reply(r), x.txn, d.name, d.ring_timeout, &pick);
 			return 0;
 		}
 		/* nobody claimed: the TXN is committed Waiting; the general path

@@ -5,7 +5,7 @@
 # same calls, in one run on the same machine. Method and results: BENCHMARKS.md.
 #
 # Usage: tests/bench/inbound.sh [-r "RATE ..."] [-d SECONDS] [-a AGENTS] [-l MS] [-w WORKERS]
-#                               [-k KEPT] [-b BATCH] [-L MS] [-n]
+#                               [-k KEPT] [-b BATCH] [-L MS] [-n] [-p]
 #   -r  call rates to try, calls per second      (default "10 20 40 80")
 #   -d  seconds of traffic per rate               (default 10)
 #   -a  agents (users with one device each)       (default 20)
@@ -19,6 +19,9 @@
 #   -n  run the sipps (carrier, agents) at nice 19, for both targets: on a
 #       real site they are other machines; this shows how much of the
 #       latency is theirs
+#   -p  pin the database side (MariaDB, queued) to CPU 1 and the SIP side
+#       (both Kamailios, rtpengine, the sipps) to CPU 0, as if the database
+#       had a machine of its own (needs two CPUs)
 # It runs its own lab (build/lab-bench, its own ports) and stops it at the end.
 set -euo pipefail
 
@@ -27,8 +30,9 @@ rates="10 20 40 80"
 dur=10
 agents=20
 len=1000
-gen=()   # how the load generators are started (-n: nice 19)
-while getopts "r:d:a:l:w:k:b:L:nh" o; do
+gen=()   # how the load generators are started (-n: nice 19, -p: on CPU 0)
+pin=0
+while getopts "r:d:a:l:w:k:b:L:nph" o; do
     case $o in
         r) rates=$OPTARG ;;
         d) dur=$OPTARG ;;
@@ -39,7 +43,8 @@ while getopts "r:d:a:l:w:k:b:L:nh" o; do
         b) export CCQ_REPORT_BATCH=$OPTARG ;;
         L) export CCQ_REPORT_LINGER=$OPTARG ;;
         n) gen=(nice -n 19) ;;
-        h) sed -n '2,22p' "$0"; exit 0 ;;
+        p) pin=1 ;;
+        h) sed -n '2,25p' "$0"; exit 0 ;;
         *) exit 2 ;;
     esac
 done
@@ -97,6 +102,19 @@ BENCH_AGENT_URI=sip:bench@127.0.0.1:$agent_port BENCH_RTPENGINE_NG=$CCQ_RTPENGIN
     /usr/sbin/kamailio -DD -E -f "$top/tests/bench/relay.cfg" -m 256 -M 16 \
     -P "$work/relay.pid" -Y "$work" > relay.log 2>&1 &
 sleep 2
+
+if [ "$pin" = 1 ]; then
+    # the database side (MariaDB, queued) on CPU 1, the SIP side (both
+    # Kamailios, rtpengine, the sipps) on CPU 0: as if the database had a
+    # machine of its own
+    [ "$(nproc)" -ge 2 ] || { echo "-p needs two CPUs"; exit 2; }
+    for p in $(pgrep -x mariadbd) $(pgrep -x queued); do taskset -a -p -c 1 "$p" >/dev/null; done
+    for p in $(pgrep -x kamailio) $(pgrep -x rtpengine) $(pgrep -x sipp); do
+        taskset -a -p -c 0 "$p" >/dev/null
+    done
+    gen=(taskset -c 0 "${gen[@]}")
+    echo "== pinned: mariadbd and queued on CPU 1, Kamailio, rtpengine and the sipps on CPU 0"
+fi
 
 # MariaDB's counters: commits, row lock waits, ms spent waiting for row locks
 counters() {
@@ -158,10 +176,8 @@ if r:
               end="")
     rp = d.get("route")
     if rp:
-        print("; claims held %d (on a later candidate %d), all refused %d, nobody free %d,"
-              " retried %d" % (rp["claimed"] + rp.get("claimed_next", 0),
-                               rp.get("claimed_next", 0), rp["refused"], rp["no_candidate"],
-                               rp["retried"]), end="")
+        print("; claims held %d, refused %d, nobody free %d, retried %d" % (
+            rp["claimed"], rp["refused"], rp["no_candidate"], rp["retried"]), end="")
     print()' "$work/groups.prev"
 }
 

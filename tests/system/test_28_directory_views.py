@@ -160,10 +160,14 @@ def test_retried_decision_reuses_its_txn(running_lab, org):
     org.customer("Jane Tan", "+6591234567")
     log0 = lab.log_size("queued")
     cid = "ccqtest-retry-%s@127.0.0.1" % org.name
+    p0 = route_paths(lab)
     first = route(lab, cid, ib.did)
     assert first["action"] == "ring" and first["txn"] > 0, first
     again = route(lab, cid, ib.did)
     assert again["txn"] == first["txn"], (first, again)
+    # (counted once each: the claim held, then the retry)
+    assert delta(route_paths(lab), p0) == {"claimed": 1, "refused": 0, "no_candidate": 0,
+                                           "retried": 1}
     assert again["action"] == "queue", again
     assert lab.txn_ids_for_call(cid) == [first["txn"]]
     t = lab.txn(first["txn"])
@@ -174,10 +178,13 @@ def test_retried_decision_reuses_its_txn(running_lab, org):
     # nobody to ring: an inbox with no member
     ib2 = org.inbox("Empty", ring_timeout=20, max_wait=30)
     cid2 = "ccqtest-retry2-%s@127.0.0.1" % org.name
+    p0 = route_paths(lab)
     first = route(lab, cid2, ib2.did)
     assert first["action"] == "queue" and first["txn"] > 0, first
     again = route(lab, cid2, ib2.did)
     assert again["action"] == "queue" and again["txn"] == first["txn"], (first, again)
+    assert delta(route_paths(lab), p0) == {"claimed": 0, "refused": 0, "no_candidate": 1,
+                                           "retried": 1}
     assert lab.txn_ids_for_call(cid2) == [first["txn"]]
     log = lab.log_since("queued", log0)
     assert "MySQL error" not in log, log
@@ -224,14 +231,13 @@ def only_ring(lab, txn, ext, name, uid):
     assert lab.sql("SELECT user_id FROM txn_ring WHERE txn_id = %d" % txn) == [[str(uid)]]
 
 
-def test_a_claim_refused_by_mysql_goes_to_the_next_candidate(running_lab, org):
+def test_a_claim_refused_by_mysql_takes_the_general_path(running_lab, org):
     """queued's view names a member that MySQL no longer lets ring (here
     their max_calls was set to 0 with SQL, behind queued's back, so the
-    view still has them free): that claim is refused and the same batch
-    claims the view's next member, who rings at once (no second
-    transaction: the general path is not taken). The journey rings only
-    the one who really rang, with their own line; the refused member's
-    slot is not taken."""
+    view still has them free): the claim is refused, the TXN is committed
+    Waiting, and the general path rings the other member from MySQL
+    (server.stats counts the decision as refused). The journey rings only
+    the one who really rang; the refused member's slot is given back."""
     lab = running_lab
     ib = org.inbox("Sales", ring_timeout=20, max_wait=30)
     alice = org.agent(ib, "101", "Alice Lim")
@@ -242,7 +248,10 @@ def test_a_claim_refused_by_mysql_goes_to_the_next_candidate(running_lab, org):
     # call 1 reads the view (fresh after the registrations) and rings Alice
     # (never called, lowest id); answered and ended, it makes Bob (never
     # called) the view's first
+    p0 = route_paths(lab)
     ring_and_end(lab, "ccqtest-refuse1-%s@127.0.0.1" % org.name, ib.did, "101")
+    assert delta(route_paths(lab), p0) == {"claimed": 1, "refused": 0, "no_candidate": 0,
+                                           "retried": 0}
     # behind queued's back: Bob may take no call
     lab.sql("UPDATE user SET max_calls = 0 WHERE id = %d" % uid["102"])
     log0 = lab.log_size("queued")
@@ -253,9 +262,8 @@ def test_a_claim_refused_by_mysql_goes_to_the_next_candidate(running_lab, org):
     finally:
         lab.sql("UPDATE user SET max_calls = 2 WHERE id = %d" % uid["102"])
     assert d2["action"] == "ring", d2
-    # Bob's claim refused, Alice's (the next candidate) held in the batch
-    assert delta(route_paths(lab), p0) == {"claimed": 0, "claimed_next": 1, "refused": 0,
-                                           "no_candidate": 0, "retried": 0}
+    assert delta(route_paths(lab), p0) == {"claimed": 0, "refused": 1, "no_candidate": 0,
+                                           "retried": 0}
     assert lab.wait_txn_for_call(c2, 5) == [d2["txn"]]
     only_ring(lab, d2["txn"], "101", "Alice Lim", uid["101"])
     assert "MySQL error" not in lab.log_since("queued", log0)
@@ -266,35 +274,3 @@ def test_a_claim_refused_by_mysql_goes_to_the_next_candidate(running_lab, org):
     assert d3["action"] == "ring", d3
     assert lab.wait_txn_for_call(c3, 5) == [d3["txn"]]
     only_ring(lab, d3["txn"], "102", "Bob Tan", uid["102"])
-
-
-def test_every_candidate_refused_takes_the_general_path(running_lab, org):
-    """The view's members are all refused by MySQL (max_calls set to 0 with
-    SQL behind queued's back), while a member the view has as busy is free
-    in MySQL: the batch commits the TXN Waiting, and the general path,
-    which reads MySQL, rings that member. Nothing is rung twice."""
-    lab = running_lab
-    ib = org.inbox("Sales", ring_timeout=20, max_wait=30)
-    phones = [org.agent(ib, ext, name) for ext, name in
-              (("101", "Alice Lim"), ("102", "Bob Tan"), ("103", "Carol Ng"))]
-    for p in phones:
-        p.register(expires=600)
-    uid = uids(lab, org, "101", "102", "103")
-    # Carol may take no call when the view is read (by call 1, which rings
-    # Alice: never called, lowest id)
-    lab.sql("UPDATE user SET max_calls = 0 WHERE id = %d" % uid["103"])
-    ring_and_end(lab, "ccqtest-allref1-%s@127.0.0.1" % org.name, ib.did, "101")
-    # behind queued's back: Alice and Bob may take no call, Carol may
-    lab.sql("UPDATE user SET max_calls = IF(id = %d, 2, 0) WHERE id IN (%d, %d, %d)" % (
-        uid["103"], uid["101"], uid["102"], uid["103"]))
-    p0 = route_paths(lab)
-    try:
-        c2 = "ccqtest-allref2-%s@127.0.0.1" % org.name
-        d2 = route(lab, c2, ib.did)
-    finally:
-        lab.sql("UPDATE user SET max_calls = 2 WHERE id IN (%d, %d)" % (uid["101"], uid["102"]))
-    assert d2["action"] == "ring", d2
-    assert delta(route_paths(lab), p0) == {"claimed": 0, "claimed_next": 0, "refused": 1,
-                                           "no_candidate": 0, "retried": 0}
-    assert lab.wait_txn_for_call(c2, 5) == [d2["txn"]]
-    only_ring(lab, d2["txn"], "103", "Carol Ng", uid["103"])
