@@ -141,7 +141,8 @@ int ops_rewrites_pending(void);
 void ops_reconfigure(const struct queued_config *cfg);
 /* New calls refused at once since start (overload, shed_after). */
 unsigned long ops_shed_total(void);
-/* How call.route decisions went since start (or the last reset), for
+/* How call.route decisions for new calls to an inbox went since start
+ * (or the last reset; a job run again is counted again), for
  * server.stats: the claim of the member queued's view puts first held
  * (answered at the claim, before the commit, unless out of memory); the
  * claim refused by MySQL (row locked by another transaction, or the member
