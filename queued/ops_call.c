@@ -532,11 +532,12 @@ static int view_fresh(struct req *r, MYSQL *m, uint32_t inbox, int64_t now, int6
 }
 
 /* The claim of member uid of inbox for a new call, which has no TXN yet
- * (see claim_agent): its id into @ccq_agent (unchanged when refused: not
- * free, or held by another decision). */
+ * (see claim_agent), in run_call_route's batch: its id into @ccq_agent,
+ * or NULL when refused (not free, or held by another decision): MAX() over
+ * no row, where a plain SELECT INTO would leave the variable as it was. */
 static void qb_claim(struct qb *q, uint32_t inbox, uint64_t uid)
 {
-	qb_add(q, "SELECT u.id INTO @ccq_agent FROM user u WHERE u.id = %llu AND (SELECT 1 "
+	qb_add(q, "SELECT MAX(u.id) INTO @ccq_agent FROM user u WHERE u.id = %llu AND (SELECT 1 "
 		"FROM inbox_member im WHERE im.inbox_id = %u AND im.user_id = u.id) IS NOT NULL AND "
 		AGENT_FREE_NEW "FOR UPDATE SKIP LOCKED", (unsigned long long)uid, inbox);
 }
@@ -1355,21 +1356,28 @@ static int run_call_route(struct req *r, MYSQL *m)
 		qb_add(&q2, ";INSERT INTO txn_ring (txn_id, user_id, at) SELECT @ccq_txn, @ccq_agent, "
 			"%s FROM DUAL WHERE @ccq_agent IS NOT NULL", at);
 	}
-	/* statements: SET, START, [claim], SELECT (route_mid), [customer],
-	 * INSERT txn, ... COMMIT */
-	mid_stmt = 2 + have;
+	/* statements: START, claim (or SET, START without one), SELECT
+	 * (route_mid), [customer], INSERT txn, ... COMMIT. The session's
+	 * variables are set by those statements, not by a SET of their own (a
+	 * statement less before the answer): the claim sets @ccq_agent (NULL
+	 * when refused, see qb_claim), the SELECT draws @ccq_txn and clears
+	 * @ccq_cust and @ccq_cname before the customer lookup (which sets them
+	 * only when it finds the caller) */
+	mid_stmt = 2;
 	cust_stmt = qcust.len ? mid_stmt + 1 : -1;
-	qb_add(&qq, "SET @ccq_agent = NULL, @ccq_cust = NULL, @ccq_cname = NULL, "
-		"@ccq_txn = NEXTVAL(txn_seq);START TRANSACTION");
 	if (have) {
-		qb_add(&qq, ";");
+		qb_add(&qq, "START TRANSACTION;");
 		qb_claim(&qq, (uint32_t)d.inbox, c.id);
+	} else {
+		qb_add(&qq, "SET @ccq_agent = NULL;START TRANSACTION");
 	}
 	/* the Call-ID's TXN if it has one: a retried request, see route_mid */
-	qb_add(&qq, ";SELECT @ccq_agent, @ccq_txn, (SELECT x.id FROM txn x WHERE x.sip_call_id = ");
+	qb_add(&qq, ";SELECT @ccq_agent, @ccq_txn := NEXTVAL(txn_seq), (SELECT x.id FROM txn x "
+		"WHERE x.sip_call_id = ");
 	qb_str(&qq, m, call_id, strlen(call_id));
-	qb_add(&qq, ")%s%s%s%s;COMMIT", qcust.len ? ";" : "", qcust.len ? qcust.buf : "",
-		q1.buf ? q1.buf : "", q2.buf ? q2.buf : "");
+	qb_add(&qq, "), @ccq_cust := NULL, @ccq_cname := NULL%s%s%s%s;COMMIT",
+		qcust.len ? ";" : "", qcust.len ? qcust.buf : "", q1.buf ? q1.buf : "",
+		q2.buf ? q2.buf : "");
 	if (qcust.oom || q1.oom || q2.oom)
 		qq.oom = 1;
 	x.r = r;

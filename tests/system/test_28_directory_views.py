@@ -238,7 +238,30 @@ def test_a_claim_refused_by_mysql_takes_the_general_path(running_lab, org):
     Waiting, and the general path rings the other member from MySQL
     (server.stats counts the decision as refused). The journey rings only
     the one who really rang; the refused member's slot is given back."""
+    refused_claim(running_lab, org)
+
+
+def test_a_refused_claim_on_the_connection_of_an_earlier_claim(running_lab, org):
+    """The same with one MySQL worker, so that both decisions run on one
+    MySQL session: the refused claim must not leave the session variable
+    with the earlier decision's member (the batch has no SET of its own;
+    the claim sets the member, or NULL)."""
     lab = running_lab
+    saved = {k: lab.env.get(k) for k in ("CCQ_MYSQL_WORKERS", "CCQ_DECISION_WORKERS")}
+    lab.env.update(CCQ_MYSQL_WORKERS="1", CCQ_DECISION_WORKERS="0")
+    try:
+        lab.restart_queued()
+        refused_claim(lab, org)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                lab.env.pop(k, None)
+            else:
+                lab.env[k] = v
+        lab.restart_queued()
+
+
+def refused_claim(lab, org):
     ib = org.inbox("Sales", ring_timeout=20, max_wait=30)
     alice = org.agent(ib, "101", "Alice Lim")
     bob = org.agent(ib, "102", "Bob Tan")
