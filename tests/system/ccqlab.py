@@ -5,6 +5,7 @@ and place SIP calls with sipp.
 Standard library only. Every wait is bounded.
 """
 
+import contextlib
 import errno
 import json
 import os
@@ -475,6 +476,24 @@ class Lab:
         assert self.stop_queued(), "queued did not stop"
         self.up(timeout=300)
         wait_until(lambda: "connected to queued again" in self.log_since("kamailio", off), 5)
+
+    @contextlib.contextmanager
+    def queued_env(self, **settings):
+        """queued run with these CCQ_* settings of ccq-lab (e.g.
+        CCQ_MYSQL_WORKERS="1") for the with-block: restarted with them,
+        and restarted as it was afterwards."""
+        saved = {k: self.env.get(k) for k in settings}
+        self.env.update(settings)
+        try:
+            self.restart_queued()
+            yield self
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    self.env.pop(k, None)
+                else:
+                    self.env[k] = v
+            self.restart_queued()
 
     # ---- logs
     def log_size(self, comp):

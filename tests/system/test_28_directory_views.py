@@ -246,19 +246,8 @@ def test_a_refused_claim_on_the_connection_of_an_earlier_claim(running_lab, org)
     MySQL session: the refused claim must not leave the session variable
     with the earlier decision's member (the batch has no SET of its own;
     the claim sets the member, or NULL)."""
-    lab = running_lab
-    saved = {k: lab.env.get(k) for k in ("CCQ_MYSQL_WORKERS", "CCQ_DECISION_WORKERS")}
-    lab.env.update(CCQ_MYSQL_WORKERS="1", CCQ_DECISION_WORKERS="0")
-    try:
-        lab.restart_queued()
+    with running_lab.queued_env(CCQ_MYSQL_WORKERS="1", CCQ_DECISION_WORKERS="0") as lab:
         refused_claim(lab, org)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                lab.env.pop(k, None)
-            else:
-                lab.env[k] = v
-        lab.restart_queued()
 
 
 def refused_claim(lab, org):

@@ -157,10 +157,7 @@ def test_requests_beyond_the_in_flight_cap_are_handled_when_workers_answer(runni
             for rid, cid in zip(route_ids, cids)]
     data = b"".join(frame(mp_pack([1, 0, rid, op, a])) for rid, op, a in reqs)
     assert len(data) < 60000, len(data)
-    saved = {k: lab.env.get(k) for k in ("CCQ_MYSQL_WORKERS", "CCQ_DECISION_WORKERS")}
-    lab.env.update(CCQ_MYSQL_WORKERS="1", CCQ_DECISION_WORKERS="0")
-    try:
-        lab.restart_queued()
+    with lab.queued_env(CCQ_MYSQL_WORKERS="1", CCQ_DECISION_WORKERS="0"):
         with WireClient(lab.queued_sock, timeout=15) as w:
             w.ping()
             pid = lab.pid("queued")
@@ -174,13 +171,6 @@ def test_requests_beyond_the_in_flight_cap_are_handled_when_workers_answer(runni
                 replies, twice = read_all(w, route_ids)
             except socket.timeout:
                 raise AssertionError("the requests beyond the cap were never answered")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                lab.env.pop(k, None)
-            else:
-                lab.env[k] = v
-        lab.restart_queued()
     assert not twice, twice
     assert check_routes(lab, replies, route_ids, cids) == n, \
         "not every decision was answered at its claim (by the worker)"
