@@ -107,9 +107,14 @@ if [ "$pin" = 1 ]; then
     # the database side (MariaDB, queued) on CPU 1, the SIP side (both
     # Kamailios, rtpengine, the sipps) on CPU 0: as if the database had a
     # machine of its own
+    # (this lab's processes only, by their pid files: not another lab's)
     [ "$(nproc)" -ge 2 ] || { echo "-p needs two CPUs"; exit 2; }
-    for p in $(pgrep -x mariadbd) $(pgrep -x queued); do taskset -a -p -c 1 "$p" >/dev/null; done
-    for p in $(pgrep -x kamailio) $(pgrep -x rtpengine) $(pgrep -x sipp); do
+    kam_procs() { local m; m=$(cat "$1"); echo "$m"; pgrep -P "$m" || true; }
+    for p in $(cat "$CCQ_LAB_DIR/mysql/mysqld.pid" "$CCQ_LAB_DIR/queued/queued.pid"); do
+        taskset -a -p -c 1 "$p" >/dev/null
+    done
+    for p in $(kam_procs "$CCQ_LAB_DIR/kamailio/kamailio.pid") $(kam_procs "$work/relay.pid") \
+             $(cat "$CCQ_LAB_DIR/rtpengine/rtpengine.pid") "${pids[@]}"; do
         taskset -a -p -c 0 "$p" >/dev/null
     done
     gen=(taskset -c 0 "${gen[@]}")

@@ -134,13 +134,13 @@ def test_wrapup_holds_the_agents_next_call(running_lab, org):
     assert t2["result"] == "answered" and t2["agent_ext"] == "101", t2
 
 
-def route(lab, call_id, did):
+def route(lab, call_id, did, caller="+6591234567"):
     """queued's decision for a carrier call, asked as the proxy asks it
     (call.route over the unix socket, as the local operator)."""
     with WireClient(lab.queued_sock) as w:
         rid, reply = w.request("call.route", {
-            "call_id": call_id, "from": "<sip:+6591234567@127.0.0.1>",
-            "caller": "+6591234567", "caller_name": "", "did": did,
+            "call_id": call_id, "from": "<sip:%s@127.0.0.1>" % caller,
+            "caller": caller, "caller_name": "", "did": did,
             "source_ip": "127.0.0.1", "source_port": lab.trunk_port(0)})
     assert reply[:4] == [1, 1, rid, 0], "call.route failed: %r" % (reply,)
     return reply[4]
@@ -242,12 +242,26 @@ def test_a_claim_refused_by_mysql_takes_the_general_path(running_lab, org):
 
 
 def test_a_refused_claim_on_the_connection_of_an_earlier_claim(running_lab, org):
-    """The same with one MySQL worker, so that both decisions run on one
-    MySQL session: the refused claim must not leave the session variable
-    with the earlier decision's member (the batch has no SET of its own;
-    the claim sets the member, or NULL)."""
+    """The same with one MySQL worker, so that every decision runs on one
+    MySQL session, whose variables the batch uses without a SET of its
+    own: the refused claim must not leave the earlier decision's member
+    (the claim sets the member, or NULL), and a caller who is nobody's
+    customer must not get the customer of the call before (the outcome's
+    read clears them)."""
     with running_lab.queued_env(CCQ_MYSQL_WORKERS="1", CCQ_DECISION_WORKERS="0") as lab:
         refused_claim(lab, org)
+        ib = org.inbox("Support", ring_timeout=20, max_wait=30)
+        org.customer("Jane Tan", "+6591234567")
+        for who, caller, name in (("known", "+6591234567", "Jane Tan"),
+                                  ("stranger", "+6598765432", "")):
+            cid = "ccqtest-%s-%s@127.0.0.1" % (who, org.name)
+            d = route(lab, cid, ib.did, caller=caller)
+            assert lab.wait_txn_for_call(cid, 5) == [d["txn"]]
+            t = lab.txn(d["txn"])
+            assert (t["customer"] or "") == name, t
+            received = t["events"][0]["text"]
+            assert received.startswith("Call received from") and \
+                ("(Jane Tan)" in received) == bool(name), received
 
 
 def refused_claim(lab, org):
