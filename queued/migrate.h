@@ -6,7 +6,7 @@
 #include <stddef.h>
 
 /* The schema version this binary is written for. */
-#define CCQ_SCHEMA_VERSION 8
+#define CCQ_SCHEMA_VERSION 9
 
 /*
  * Bring the database to CCQ_SCHEMA_VERSION with the files in sql_dir.

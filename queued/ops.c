@@ -204,6 +204,19 @@ void qb_journey(struct qb *q, MYSQL *m, uint64_t txn, const char *kind, const ch
 	qb_add(q, ")");
 }
 
+void qb_agent_call_end(struct qb *q, uint32_t agent, const char *at)
+{
+	/* INSERT ... SELECT reads the user row without a lock (READ
+	 * COMMITTED): a claim holding it does not hold the end up */
+	qb_add(q, "INSERT INTO agent_state (user_id, last_call_end, wrapup_until) SELECT u.id, "
+		"%s, %s + INTERVAL u.wrapup_seconds SECOND FROM user u WHERE u.id = %u "
+		"ON DUPLICATE KEY UPDATE "
+		"agent_state.last_call_end = GREATEST(COALESCE(agent_state.last_call_end, "
+		"VALUES(last_call_end)), VALUES(last_call_end)), "
+		"agent_state.wrapup_until = GREATEST(COALESCE(agent_state.wrapup_until, "
+		"VALUES(wrapup_until)), VALUES(wrapup_until))", at, at, agent);
+}
+
 size_t utf8_cut(const char *s, size_t max)
 {
 	size_t n = strnlen(s, max + 1);

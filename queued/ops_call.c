@@ -6,8 +6,9 @@
  *
  * Distribution: among the inbox's members with a registered, enabled
  * device, below their maximum concurrent calls, not in wrap-up and not yet
- * rung for this call, the one idle longest (oldest last_call_end; never
- * called first) rings on all of their enabled, registered devices.
+ * rung for this call, the one idle longest (oldest last_call_end in
+ * agent_state; never called first) rings on all of their enabled,
+ * registered devices.
  */
 #include "ops.h"
 #include "server.h"
@@ -204,7 +205,8 @@ struct ring_pick {
  * that materialise every registration (device_contact) and the TXN's rings
  * into temporary tables on each call, 0.3-0.5 ms of a claim's 0.1 here. */
 #define AGENT_READY_NOW \
-	"(u.wrapup_until IS NULL OR u.wrapup_until <= UTC_TIMESTAMP(3)) " \
+	"(SELECT s.wrapup_until FROM agent_state s WHERE s.user_id = u.id " \
+	"  AND s.wrapup_until > UTC_TIMESTAMP(3)) IS NULL " \
 	"AND (SELECT 1 FROM device d JOIN device_contact c ON c.device_id = d.id " \
 	"  WHERE d.user_id = u.id AND d.enabled = 1 AND c.expires_at > UTC_TIMESTAMP(3) " \
 	"  LIMIT 1) IS NOT NULL "
@@ -312,7 +314,8 @@ static void qb_candidates(struct qb *q, uint32_t inbox, uint64_t txn, const char
 		"  ON b.agent_id = u.id "
 		"WHERE im.inbox_id = %u AND u.id NOT IN (%s) AND COALESCE(b.n, 0) < u.max_calls AND "
 		AGENT_READY
-		"ORDER BY COALESCE(b.n, 0), u.last_call_end IS NOT NULL, u.last_call_end, u.id "
+		"ORDER BY COALESCE(b.n, 0), " SQL_LAST_CALL_END " IS NOT NULL, " SQL_LAST_CALL_END
+		", u.id "
 		"LIMIT %d", DEVICES_CUT, inbox, tried, inbox, (unsigned long long)txn, CANDIDATES);
 }
 
@@ -495,12 +498,13 @@ static int view_fresh(struct req *r, MYSQL *m, uint32_t inbox, int64_t now, int6
 	if (!av_stale(inbox, now, max_age, &tok))
 		return 0;
 	snprintf(q, sizeof(q), "SELECT u.id, u.ext_key, u.name, u.record_calls, u.max_calls, "
-		"COALESCE(b.n, 0), COALESCE(CAST(UNIX_TIMESTAMP(u.last_call_end) * 1000 AS UNSIGNED), 0), "
-		"COALESCE(CAST(UNIX_TIMESTAMP(u.wrapup_until) * 1000 AS UNSIGNED), 0), "
+		"COALESCE(b.n, 0), COALESCE(CAST(UNIX_TIMESTAMP(s.last_call_end) * 1000 AS UNSIGNED), 0), "
+		"COALESCE(CAST(UNIX_TIMESTAMP(s.wrapup_until) * 1000 AS UNSIGNED), 0), "
 		"EXISTS (SELECT 1 FROM device d JOIN device_contact c ON c.device_id = d.id "
 		"  WHERE d.user_id = u.id AND d.enabled = 1 AND c.expires_at > UTC_TIMESTAMP(3)), "
 		MEMBER_DEVICES
 		", u.wrapup_seconds FROM inbox_member im JOIN user u ON u.id = im.user_id "
+		"LEFT JOIN agent_state s ON s.user_id = u.id "
 		CALLS_IN_PROGRESS
 		"  ON b.agent_id = u.id WHERE im.inbox_id = %u", DEVICES_CUT, inbox);
 	if (!(res = db_select(&r->j, m, q, strlen(q))))
@@ -1821,10 +1825,8 @@ static const char *qb_ended_writes(MYSQL *m, struct qb *w, const struct txn_row 
 	qb_journey(w, m, t->id, "ended", text, at);
 	if (t->agent_id && strcmp(result, "answered") == 0) {
 		/* idle from the end of the call; wrap-up time before the next one */
-		/* never backwards: two of the agent's calls may end in either order */
-		qb_add(w, ";UPDATE user SET last_call_end = GREATEST(COALESCE(last_call_end, "
-			"%s), %s), wrapup_until = GREATEST(COALESCE(wrapup_until, %s), %s + INTERVAL "
-			"wrapup_seconds SECOND) WHERE id = %u", at, at, at, at, t->agent_id);
+		qb_add(w, ";");
+		qb_agent_call_end(w, t->agent_id, at);
 	} else if (t->agent_id) {
 		qb_add(w, ";UPDATE txn_ring SET result = 'canceled' WHERE txn_id = %llu "
 			"AND user_id = %u", (unsigned long long)t->id, t->agent_id);
@@ -1916,8 +1918,9 @@ static int run_call_ended(struct req *r, MYSQL *m)
 				? "The transferring agent left the call" : "Previous leg ended") < 0)
 			goto fail;
 		if (t.agent_id && strcmp(t.status, "Transferring") == 0) {
-			snprintf(q, sizeof(q), "UPDATE user SET last_call_end = UTC_TIMESTAMP(3) WHERE id = %u",
-				t.agent_id);
+			snprintf(q, sizeof(q), "INSERT INTO agent_state (user_id, last_call_end) VALUES "
+				"(%u, UTC_TIMESTAMP(3)) ON DUPLICATE KEY UPDATE last_call_end = "
+				"UTC_TIMESTAMP(3)", t.agent_id);
 			if (db_exec(&r->j, m, q, strlen(q)) < 0)
 				goto fail;
 		}
@@ -2638,11 +2641,12 @@ static int run_inbox_state(struct req *r, MYSQL *m)
 		"WHEN EXISTS (SELECT 1 FROM txn a WHERE a.agent_id = u.id AND a.status = 'Assigning') THEN 'ringing' "
 		"WHEN EXISTS (SELECT 1 FROM txn a WHERE a.agent_id = u.id AND a.kind = 'call' "
 		"  AND a.status IN ('Assigned','Transferring')) THEN 'on a call' "
-		"WHEN u.wrapup_until > UTC_TIMESTAMP(3) THEN 'wrap-up' ELSE 'available' END AS state, "
+		"WHEN s.wrapup_until > UTC_TIMESTAMP(3) THEN 'wrap-up' ELSE 'available' END AS state, "
 		"(SELECT COUNT(*) FROM txn a WHERE a.agent_id = u.id "
 		"  AND a.status IN ('Assigning','Assigned','Transferring')) AS calls, u.max_calls, "
-		"DATE_FORMAT(u.last_call_end, '%%Y-%%m-%%d %%H:%%i:%%s') AS idle_since "
-		"FROM inbox_member im JOIN user u ON u.id = im.user_id WHERE im.inbox_id = %llu "
+		"DATE_FORMAT(s.last_call_end, '%%Y-%%m-%%d %%H:%%i:%%s') AS idle_since "
+		"FROM inbox_member im JOIN user u ON u.id = im.user_id "
+		"LEFT JOIN agent_state s ON s.user_id = u.id WHERE im.inbox_id = %llu "
 		"ORDER BY u.ext_key", (unsigned long long)inbox);
 	if (!(agents = db_select(&r->j, m, q, strlen(q)))) {
 		mysql_free_result(res);

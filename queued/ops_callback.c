@@ -677,7 +677,7 @@ static int pick_member(struct req *r, MYSQL *m, uint32_t inbox, struct ext_info 
 		"WHERE c.user_id = u.id AND c.status IN (" OPEN ")) AS open FROM inbox_member im "
 		"JOIN user u ON u.id = im.user_id WHERE im.inbox_id = %u AND EXISTS (SELECT 1 FROM device d "
 		"WHERE d.user_id = u.id AND d.enabled = 1) ORDER BY open >= u.max_calls, open, "
-		"u.last_call_end IS NOT NULL, u.last_call_end, u.id LIMIT 1", inbox);
+		SQL_LAST_CALL_END " IS NOT NULL, " SQL_LAST_CALL_END ", u.id LIMIT 1", inbox);
 	if (!(res = db_select(&r->j, m, q, strlen(q))))
 		return -1;
 	if ((row = mysql_fetch_row(res)))
@@ -1821,11 +1821,10 @@ int callbacks_call_ended(struct req *r, MYSQL *m, uint64_t txn, const char *stat
 			return -1;
 		if (agent_id) {
 			/* idle from the end of the call; wrap-up time before the next one */
-			/* never backwards: the agent's calls may end in either order */
-			snprintf(q, sizeof(q), "UPDATE user SET last_call_end = GREATEST(COALESCE("
-				"last_call_end, %s), %s), wrapup_until = GREATEST(COALESCE(wrapup_until, %s), "
-				"%s + INTERVAL wrapup_seconds SECOND) WHERE id = %u", at, at, at, at, agent_id);
-			if (exec_sql(r, m, q) < 0)
+			struct qb w;
+			qb_init(&w);
+			qb_agent_call_end(&w, agent_id, at);
+			if (req_exec_qb(r, m, &w) < 0)
 				return -1;
 		}
 		want_kick(r);

@@ -126,11 +126,12 @@ def test_schema_newer_than_binary_refuses_to_start(running_lab, tmp_path):
     lab.sql("DROP DATABASE ccq_future", db=None)
 
 
-def test_the_upgrade_to_schema_8_draws_txn_ids_after_the_highest(running_lab, tmp_path):
-    """A database at schema 7 with TXNs: queued migrates it to 8, and the
-    ids of new TXNs (from the sequence txn_seq, also the column's default)
-    come after the highest existing one; the existing TXNs and their
-    journeys are kept."""
+def test_the_upgrade_from_schema_7_keeps_txns_and_agents_states(running_lab, tmp_path):
+    """A database at schema 7 with TXNs and agents: queued migrates it to 9.
+    The ids of new TXNs (from the sequence txn_seq, also the column's
+    default) come after the highest existing one; the existing TXNs and
+    their journeys are kept; the agents' last call ends and wrap-ups move
+    from their user rows to agent_state (schema 9)."""
     lab = running_lab
     sql_dir = read_conf(lab.queued_conf)["sql_dir"]
     lab.sql("DROP DATABASE IF EXISTS ccq_up", db=None)
@@ -152,11 +153,24 @@ def test_the_upgrade_to_schema_8_draws_txn_ids_after_the_highest(running_lab, tm
                 "'old-%d', NOW(3), NOW(3))" % (i, i), db="ccq_up")
         lab.sql("INSERT INTO txn_event (txn_id, at, kind, text) VALUES (%d, NOW(3), 'ended', "
                 "'Call ended')" % i, db="ccq_up")
+    lab.sql("INSERT INTO org (id, name, default_country, created_at) VALUES (1, 'Up', 'SG', "
+            "NOW(3)); INSERT INTO user (id, org_id, ext_key, name, last_call_end, wrapup_until, "
+            "created_at) VALUES (7, 1, '101', 'Ada', '2026-01-02 03:04:05.678', "
+            "'2026-01-02 03:05:05.678', NOW(3)), (8, 1, '102', 'Bo', NULL, NULL, NOW(3))",
+            db="ccq_up")
 
     p, sock = queued_on(lab, "ccq_up", tmp_path, "up")
     try:
         assert wait_until(lambda: os.path.exists(sock), 30), "queued did not start"
-        assert lab.sql("SELECT MAX(version) FROM schema_version", db="ccq_up") == [["8"]]
+        assert lab.sql("SELECT MAX(version) FROM schema_version", db="ccq_up") == [["9"]]
+        # schema 9: the agent who had a call keeps its end and wrap-up; the
+        # one who never had one has no state row (never called)
+        assert lab.sql("SELECT user_id, last_call_end, wrapup_until FROM agent_state",
+                       db="ccq_up") == [["7", "2026-01-02 03:04:05.678",
+                                         "2026-01-02 03:05:05.678"]]
+        assert lab.sql("SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = "
+                       "'ccq_up' AND table_name = 'user' AND column_name IN ('last_call_end', "
+                       "'wrapup_until')", db="ccq_up") == [["0"]]
         # queued's way (an explicit id from the sequence, as LAST_INSERT_ID())
         rows = lab.sql("INSERT INTO txn (id, kind, direction, call_type, status, created_at, "
                        "updated_at) VALUES (LAST_INSERT_ID(NEXTVAL(txn_seq)), 'chat', "

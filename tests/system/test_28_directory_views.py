@@ -300,3 +300,65 @@ def refused_claim(lab, org):
     assert d3["action"] == "ring", d3
     assert lab.wait_txn_for_call(c3, 5) == [d3["txn"]]
     only_ring(lab, d3["txn"], "102", "Bob Tan", uid["102"])
+
+
+def test_an_ending_call_does_not_refuse_its_agents_next_call(running_lab, org):
+    """The end of an agent's talked call writes their idle time and wrap-up
+    to agent_state, not to the user row a new call's claim locks: a call
+    routed to that agent while the end's transaction is still open (held
+    here for 3 s by a trigger on agent_state) is claimed at once, not
+    refused (before schema 9 the end updated the user row and about 1 % of
+    the claims at 160 calls/s found it locked), and the end commits after."""
+    import threading
+    import time
+    lab = running_lab
+    ib = org.inbox("Sales", ring_timeout=20, max_wait=30)
+    alice = org.agent(ib, "101", "Alice Lim")     # two calls at most
+    alice.register(expires=600)
+    uid = uids(lab, org, "101")["101"]
+    c1 = "ccqtest-ending1-%s@127.0.0.1" % org.name
+    d1 = route(lab, c1, ib.did)
+    assert d1["action"] == "ring" and lab.wait_txn_for_call(c1, 5) == [d1["txn"]], d1
+    with WireClient(lab.queued_sock) as w:
+        rid, reply = w.request("call.answered", {"call_id": c1, "contact": d1["targets"][0]})
+        assert reply[:4] == [1, 1, rid, 0], reply
+    lab.sql("DROP TRIGGER IF EXISTS ccqtest_hold_end")
+    lab.sql("DELIMITER //\nCREATE TRIGGER ccqtest_hold_end AFTER INSERT ON agent_state "
+            "FOR EACH ROW BEGIN IF NEW.user_id = %d THEN DO SLEEP(3); END IF; END//" % uid)
+    ended = {}
+
+    def end():
+        with WireClient(lab.queued_sock) as w:
+            rid, reply = w.request("call.ended", {"call_id": c1, "by": "caller"})
+            ended["reply"] = reply
+            ended["at"] = time.monotonic()
+
+    t = threading.Thread(target=end)
+    try:
+        t.start()
+        # the end's transaction has written agent_state and sleeps in the
+        # trigger, its locks held
+        assert wait_until(lambda: lab.sql(
+            "SELECT COUNT(*) FROM information_schema.processlist WHERE state = 'User sleep' "
+            "AND info = 'DO SLEEP(3)'") == [["1"]], 2, 0.02), \
+            "the end never reached agent_state: %r" % lab.sql(
+                "SELECT state, LEFT(info, 80) FROM information_schema.processlist")
+        p0 = route_paths(lab)
+        c2 = "ccqtest-ending2-%s@127.0.0.1" % org.name
+        t0 = time.monotonic()
+        d2 = route(lab, c2, ib.did)
+        took = time.monotonic() - t0
+        assert d2["action"] == "ring", d2
+        assert delta(route_paths(lab), p0) == {"claimed": 1, "refused": 0,
+                                               "no_candidate": 0, "retried": 0}
+        assert "reply" not in ended and took < 1.0, (took, ended)
+        t.join(10)
+    finally:
+        lab.sql("DROP TRIGGER IF EXISTS ccqtest_hold_end")
+        t.join(10)
+    assert ended["reply"][3] == 0, ended
+    assert lab.wait_txn_for_call(c2, 5) == [d2["txn"]]
+    only_ring(lab, d2["txn"], "101", "Alice Lim", uid)
+    assert lab.txn(d1["txn"])["result"] == "answered"
+    assert lab.sql("SELECT last_call_end IS NOT NULL FROM agent_state WHERE user_id = %d"
+                   % uid) == [["1"]]

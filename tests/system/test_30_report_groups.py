@@ -126,9 +126,9 @@ def test_reports_of_several_calls_share_a_transaction(running_lab, org):
         assert status(lab, txns[cid]) == ["Ended", "answered", ""], cid
         assert [t for k, t in journey(lab, txns[cid]) if k == "ended"] == \
             ["Call ended by the %s" % by], cid
-    assert lab.sql("SELECT last_call_end IS NOT NULL, wrapup_until IS NOT NULL FROM user u "
-                   "JOIN org o ON o.id = u.org_id WHERE o.name = '%s' AND u.ext_key = '301'"
-                   % org.name) == [["1", "1"]]
+    assert lab.sql("SELECT s.last_call_end IS NOT NULL, s.wrapup_until IS NOT NULL FROM user u "
+                   "JOIN org o ON o.id = u.org_id JOIN agent_state s ON s.user_id = u.id "
+                   "WHERE o.name = '%s' AND u.ext_key = '301'" % org.name) == [["1", "1"]]
     # `ccqctl me` sees the agent free again
     assert org.json("me", as_="301")["calls"] == []
 
