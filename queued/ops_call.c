@@ -536,14 +536,26 @@ static int view_fresh(struct req *r, MYSQL *m, uint32_t inbox, int64_t now, int6
 }
 
 /* The claim of member uid of inbox for a new call, which has no TXN yet
- * (see claim_agent), in run_call_route's batch: its id into @ccq_agent,
- * or NULL when refused (not free, or held by another decision): MAX() over
- * no row, where a plain SELECT INTO would leave the variable as it was. */
-static void qb_claim(struct qb *q, uint32_t inbox, uint64_t uid)
+ * (see claim_agent), and the outcome, in one statement of run_call_route's
+ * batch (each statement of a batch is a result MySQL sends, and the worker
+ * wakes for, before the answer): its columns are the member claimed into
+ * @ccq_agent, or NULL when refused (not free, or held by another
+ * decision): MAX() over no row, where a plain assignment would leave the
+ * variable as it was; the TXN's id drawn into @ccq_txn (once: the
+ * aggregate's one row); the TXN this Call-ID already has (a retried
+ * request, see route_mid); and @ccq_cust, @ccq_cname cleared for the
+ * customer lookup (which sets them only when it finds the caller).
+ * uid 0: no candidate, the outcome alone. */
+static void qb_claim(struct qb *q, MYSQL *m, uint32_t inbox, uint64_t uid, const char *call_id)
 {
-	qb_add(q, "SELECT MAX(u.id) INTO @ccq_agent FROM user u WHERE u.id = %llu AND (SELECT 1 "
-		"FROM inbox_member im WHERE im.inbox_id = %u AND im.user_id = u.id) IS NOT NULL AND "
-		AGENT_FREE_NEW "FOR UPDATE SKIP LOCKED", (unsigned long long)uid, inbox);
+	qb_add(q, "SELECT @ccq_agent := %s, @ccq_txn := NEXTVAL(txn_seq), (SELECT x.id FROM "
+		"txn x WHERE x.sip_call_id = ", uid ? "MAX(u.id)" : "NULL");
+	qb_str(q, m, call_id, strlen(call_id));
+	qb_add(q, "), @ccq_cust := NULL, @ccq_cname := NULL");
+	if (uid)
+		qb_add(q, " FROM user u WHERE u.id = %llu AND (SELECT 1 FROM inbox_member im WHERE "
+			"im.inbox_id = %u AND im.user_id = u.id) IS NOT NULL AND " AGENT_FREE_NEW
+			"FOR UPDATE SKIP LOCKED", (unsigned long long)uid, inbox);
 }
 
 /* The part of a ring decision about the agent: targets, and recording. */
@@ -1208,12 +1220,12 @@ static int route_write_again(struct req *r, MYSQL *m)
 
 /*
  * A new call from a carrier. The usual case is one round trip to MySQL:
- * one batch of statements holds the TXN's id (drawn from the sequence
- * txn_seq), the claim of the member queued's view puts first (their user
- * row, FOR UPDATE SKIP LOCKED, every availability check: see
- * claim_agent), a SELECT of the outcome, the customer lookup, the TXN
- * (Assigning to that member if the claim held, else Waiting), its first
- * leg, its first journey events, the ring, and the COMMIT; the statements
+ * one batch of statements holds, in one SELECT (qb_claim), the claim of
+ * the member queued's view puts first (their user row, FOR UPDATE SKIP
+ * LOCKED, every availability check: see claim_agent) and the outcome (the
+ * TXN's id drawn from the sequence txn_seq), then the customer lookup,
+ * the TXN (Assigning to that member if the claim held, else Waiting), its
+ * first leg, its first journey events, the ring, and the COMMIT; the statements
  * after the claim depend on it through the session variable @ccq_agent.
  * With the claim held, the answer leaves when the SELECT's result arrives:
  * the caller waits for the claim only, not for the writes or the COMMIT
@@ -1360,28 +1372,15 @@ static int run_call_route(struct req *r, MYSQL *m)
 		qb_add(&q2, ";INSERT INTO txn_ring (txn_id, user_id, at) SELECT @ccq_txn, @ccq_agent, "
 			"%s FROM DUAL WHERE @ccq_agent IS NOT NULL", at);
 	}
-	/* statements: START, claim (or SET, START without one), SELECT
-	 * (route_mid), [customer], INSERT txn, ... COMMIT. The session's
-	 * variables are set by those statements, not by a SET of their own (a
-	 * statement less before the answer): the claim sets @ccq_agent (NULL
-	 * when refused, see qb_claim), the SELECT draws @ccq_txn and clears
-	 * @ccq_cust and @ccq_cname before the customer lookup (which sets them
-	 * only when it finds the caller) */
-	mid_stmt = 2;
+	/* statements: START, the claim and outcome (route_mid; the session's
+	 * variables are set there, see qb_claim), [customer], INSERT txn, ...
+	 * COMMIT */
+	mid_stmt = 1;
 	cust_stmt = qcust.len ? mid_stmt + 1 : -1;
-	if (have) {
-		qb_add(&qq, "START TRANSACTION;");
-		qb_claim(&qq, (uint32_t)d.inbox, c.id);
-	} else {
-		qb_add(&qq, "SET @ccq_agent = NULL;START TRANSACTION");
-	}
-	/* the Call-ID's TXN if it has one: a retried request, see route_mid */
-	qb_add(&qq, ";SELECT @ccq_agent, @ccq_txn := NEXTVAL(txn_seq), (SELECT x.id FROM txn x "
-		"WHERE x.sip_call_id = ");
-	qb_str(&qq, m, call_id, strlen(call_id));
-	qb_add(&qq, "), @ccq_cust := NULL, @ccq_cname := NULL%s%s%s%s;COMMIT",
-		qcust.len ? ";" : "", qcust.len ? qcust.buf : "", q1.buf ? q1.buf : "",
-		q2.buf ? q2.buf : "");
+	qb_add(&qq, "START TRANSACTION;");
+	qb_claim(&qq, m, (uint32_t)d.inbox, have ? c.id : 0, call_id);
+	qb_add(&qq, "%s%s%s%s;COMMIT", qcust.len ? ";" : "", qcust.len ? qcust.buf : "",
+		q1.buf ? q1.buf : "", q2.buf ? q2.buf : "");
 	if (qcust.oom || q1.oom || q2.oom)
 		qq.oom = 1;
 	x.r = r;
