@@ -191,10 +191,6 @@ int req_journey(struct req *r, MYSQL *m, uint64_t txn, const char *kind, const c
  * either order). One statement; qb_agent_call_end appends it to a batch.
  * Never in the agent's user row: a new call's claim locks that row. */
 void qb_agent_call_end(struct qb *q, uint32_t agent, const char *at);
-/* The agent's last call end (DATETIME(3), NULL: never called), in SQL over
- * user u: a read of agent_state without a lock. */
-#define SQL_LAST_CALL_END \
-	"(SELECT s.last_call_end FROM agent_state s WHERE s.user_id = u.id)"
 /* The customer of an organisation with this number ("+6591234567"):
  * *id 0 and name "" when there is none. */
 int customer_by_number(struct req *r, MYSQL *m, uint64_t org, const char *e164,

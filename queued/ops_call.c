@@ -310,12 +310,12 @@ static void qb_candidates(struct qb *q, uint32_t inbox, uint64_t txn, const char
 		"SELECT u.id, u.ext_key, u.name, u.record_calls, "
 		MEMBER_DEVICES
 		"FROM inbox_member im JOIN user u ON u.id = im.user_id "
+		"LEFT JOIN agent_state s ON s.user_id = u.id "
 		CALLS_IN_PROGRESS
 		"  ON b.agent_id = u.id "
 		"WHERE im.inbox_id = %u AND u.id NOT IN (%s) AND COALESCE(b.n, 0) < u.max_calls AND "
 		AGENT_READY
-		"ORDER BY COALESCE(b.n, 0), " SQL_LAST_CALL_END " IS NOT NULL, " SQL_LAST_CALL_END
-		", u.id "
+		"ORDER BY COALESCE(b.n, 0), s.last_call_end IS NOT NULL, s.last_call_end, u.id "
 		"LIMIT %d", DEVICES_CUT, inbox, tried, inbox, (unsigned long long)txn, CANDIDATES);
 }
 
@@ -1004,10 +1004,10 @@ static int inbox_by_did(struct req *r, MYSQL *m, const char *e164did, struct did
 }
 
 /* The INSERT of a new inbound TXN: its id @ccq_txn (drawn from txn_seq
- * at the start of the batch, or the answered one when a decision's writes
- * are run again), its customer @ccq_cust, its agent @ccq_agent
- * (Assigning), or none (Waiting), created at 'at' (an SQL time, the
- * decision's). The first leg is a separate part (qb_first_leg). */
+ * by the claim's statement, see qb_claim, or the answered one when a
+ * decision's writes are run again), its customer @ccq_cust, its agent
+ * @ccq_agent (Assigning), or none (Waiting), created at 'at' (an SQL time,
+ * the decision's). The first leg is a separate part (qb_first_leg). */
 static void qb_new_txn(struct qb *q, MYSQL *m, const char *call_id, const char *from,
 		const struct did_fact *d, uint64_t trunk, const char *e164did, const char *src,
 		uint64_t port, const char *caller, const char *e164caller, const char *at)
@@ -1330,12 +1330,13 @@ static int run_call_route(struct req *r, MYSQL *m)
 		snprintf(pretty, sizeof(pretty), "%s", caller[0] ? caller : "a withheld number");
 	}
 
-	/* 4. one round trip: the TXN's id, the claim of that member (see
-	 * claim_agent), SELECT of the outcome, then the customer with the
-	 * caller's number, the TXN (Assigning to the member if claimed, else
-	 * Waiting), its first leg, journey events and ring, COMMIT. When the
-	 * claim held, queued answers as soon as the SELECT's result arrives
-	 * (route_mid), while MySQL writes the rest and commits. A retried
+	/* 4. one round trip: the claim of that member (see claim_agent) and
+	 * the outcome with the TXN's id in one SELECT (qb_claim), then the
+	 * customer with the caller's number, the TXN (Assigning to the member
+	 * if claimed, else Waiting), its first leg, journey events and ring,
+	 * COMMIT. When the claim held, queued answers as soon as the
+	 * SELECT's result arrives (route_mid), while MySQL writes the rest and
+	 * commits. A retried
 	 * request (its Call-ID has a TXN) is not answered there, fails at the
 	 * TXN's INSERT (duplicate key) and takes the general path. */
 	qb_init(&qcust);
@@ -1917,9 +1918,11 @@ static int run_call_ended(struct req *r, MYSQL *m)
 				? "The transferring agent left the call" : "Previous leg ended") < 0)
 			goto fail;
 		if (t.agent_id && strcmp(t.status, "Transferring") == 0) {
+			/* never backwards (see qb_agent_call_end) */
 			snprintf(q, sizeof(q), "INSERT INTO agent_state (user_id, last_call_end) VALUES "
 				"(%u, UTC_TIMESTAMP(3)) ON DUPLICATE KEY UPDATE last_call_end = "
-				"UTC_TIMESTAMP(3)", t.agent_id);
+				"GREATEST(COALESCE(last_call_end, VALUES(last_call_end)), "
+				"VALUES(last_call_end))", t.agent_id);
 			if (db_exec(&r->j, m, q, strlen(q)) < 0)
 				goto fail;
 		}

@@ -675,9 +675,10 @@ static int pick_member(struct req *r, MYSQL *m, uint32_t inbox, struct ext_info 
 
 	snprintf(q, sizeof(q), "SELECT u.id, (SELECT COUNT(*) FROM callback_request c "
 		"WHERE c.user_id = u.id AND c.status IN (" OPEN ")) AS open FROM inbox_member im "
-		"JOIN user u ON u.id = im.user_id WHERE im.inbox_id = %u AND EXISTS (SELECT 1 FROM device d "
+		"JOIN user u ON u.id = im.user_id LEFT JOIN agent_state s ON s.user_id = u.id "
+		"WHERE im.inbox_id = %u AND EXISTS (SELECT 1 FROM device d "
 		"WHERE d.user_id = u.id AND d.enabled = 1) ORDER BY open >= u.max_calls, open, "
-		SQL_LAST_CALL_END " IS NOT NULL, " SQL_LAST_CALL_END ", u.id LIMIT 1", inbox);
+		"s.last_call_end IS NOT NULL, s.last_call_end, u.id LIMIT 1", inbox);
 	if (!(res = db_select(&r->j, m, q, strlen(q))))
 		return -1;
 	if ((row = mysql_fetch_row(res)))

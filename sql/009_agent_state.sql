@@ -21,14 +21,17 @@
 -- removes (users are never deleted; txn has no foreign key to user
 -- either).
 
-CREATE TABLE agent_state (
+-- Written so that it can run again if it stopped half-way (a file is not
+-- applied atomically, see queued(8)).
+
+CREATE TABLE IF NOT EXISTS agent_state (
   user_id        INT UNSIGNED NOT NULL PRIMARY KEY,
   last_call_end  DATETIME(3) NULL,
   wrapup_until   DATETIME(3) NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
-INSERT INTO agent_state (user_id, last_call_end, wrapup_until)
+INSERT IGNORE INTO agent_state (user_id, last_call_end, wrapup_until)
   SELECT id, last_call_end, wrapup_until FROM user
   WHERE last_call_end IS NOT NULL OR wrapup_until IS NOT NULL;
 
-ALTER TABLE user DROP COLUMN last_call_end, DROP COLUMN wrapup_until;
+ALTER TABLE user DROP COLUMN IF EXISTS last_call_end, DROP COLUMN IF EXISTS wrapup_until;

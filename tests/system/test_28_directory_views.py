@@ -264,6 +264,39 @@ def test_a_refused_claim_on_the_connection_of_an_earlier_claim(running_lab, org)
                 ("(Jane Tan)" in received) == bool(name), received
 
 
+def test_a_claim_refused_for_a_wrapup_the_view_does_not_know(running_lab, org):
+    """The claim's wrap-up check reads agent_state (schema 9): a wrap-up
+    set there with SQL, behind queued's back (the view still has the agent
+    free), refuses the claim, and the general path rings the other member;
+    once it is over, the agent is claimed again."""
+    lab = running_lab
+    ib = org.inbox("Sales", ring_timeout=20, max_wait=30)
+    for ext, name in (("101", "Alice Lim"), ("102", "Bob Tan")):
+        org.agent(ib, ext, name).register(expires=600)
+    uid = uids(lab, org, "101", "102")
+    # Alice rings first (lowest id); answered and ended, Bob is the first
+    ring_and_end(lab, "ccqtest-wrap1-%s@127.0.0.1" % org.name, ib.did, "101")
+    lab.sql("INSERT INTO agent_state (user_id, wrapup_until) VALUES (%d, UTC_TIMESTAMP(3) + "
+            "INTERVAL 1 HOUR) ON DUPLICATE KEY UPDATE wrapup_until = VALUES(wrapup_until)"
+            % uid["102"])
+    p0 = route_paths(lab)
+    c2 = "ccqtest-wrap2-%s@127.0.0.1" % org.name
+    d2 = route(lab, c2, ib.did)
+    assert d2["action"] == "ring", d2
+    assert delta(route_paths(lab), p0) == {"claimed": 0, "refused": 1, "no_candidate": 0,
+                                           "retried": 0}
+    assert lab.wait_txn_for_call(c2, 5) == [d2["txn"]]
+    only_ring(lab, d2["txn"], "101", "Alice Lim", uid["101"])
+    # the wrap-up over: Bob (never called, his slot given back) is claimed
+    lab.sql("UPDATE agent_state SET wrapup_until = NULL WHERE user_id = %d" % uid["102"])
+    p0 = route_paths(lab)
+    c3 = "ccqtest-wrap3-%s@127.0.0.1" % org.name
+    d3 = route(lab, c3, ib.did)
+    assert delta(route_paths(lab), p0)["claimed"] == 1, d3
+    assert lab.wait_txn_for_call(c3, 5) == [d3["txn"]]
+    only_ring(lab, d3["txn"], "102", "Bob Tan", uid["102"])
+
+
 def refused_claim(lab, org):
     ib = org.inbox("Sales", ring_timeout=20, max_wait=30)
     alice = org.agent(ib, "101", "Alice Lim")
@@ -322,6 +355,8 @@ def test_an_ending_call_does_not_refuse_its_agents_next_call(running_lab, org):
     with WireClient(lab.queued_sock) as w:
         rid, reply = w.request("call.answered", {"call_id": c1, "contact": d1["targets"][0]})
         assert reply[:4] == [1, 1, rid, 0], reply
+    # (an AFTER INSERT trigger: Alice, new, has no agent_state row yet, so
+    # her first end inserts one)
     lab.sql("DROP TRIGGER IF EXISTS ccqtest_hold_end")
     lab.sql("DELIMITER //\nCREATE TRIGGER ccqtest_hold_end AFTER INSERT ON agent_state "
             "FOR EACH ROW BEGIN IF NEW.user_id = %d THEN DO SLEEP(3); END IF; END//" % uid)
@@ -331,7 +366,6 @@ def test_an_ending_call_does_not_refuse_its_agents_next_call(running_lab, org):
         with WireClient(lab.queued_sock) as w:
             rid, reply = w.request("call.ended", {"call_id": c1, "by": "caller"})
             ended["reply"] = reply
-            ended["at"] = time.monotonic()
 
     t = threading.Thread(target=end)
     try:
@@ -339,8 +373,8 @@ def test_an_ending_call_does_not_refuse_its_agents_next_call(running_lab, org):
         # the end's transaction has written agent_state and sleeps in the
         # trigger, its locks held
         assert wait_until(lambda: lab.sql(
-            "SELECT COUNT(*) FROM information_schema.processlist WHERE state = 'User sleep' "
-            "AND info = 'DO SLEEP(3)'") == [["1"]], 2, 0.02), \
+            "SELECT COUNT(*) FROM information_schema.processlist WHERE state = 'User sleep'")
+            == [["1"]], 2, 0.02), \
             "the end never reached agent_state: %r" % lab.sql(
                 "SELECT state, LEFT(info, 80) FROM information_schema.processlist")
         p0 = route_paths(lab)
@@ -356,6 +390,7 @@ def test_an_ending_call_does_not_refuse_its_agents_next_call(running_lab, org):
     finally:
         lab.sql("DROP TRIGGER IF EXISTS ccqtest_hold_end")
         t.join(10)
+    assert not t.is_alive() and "reply" in ended, ended
     assert ended["reply"][3] == 0, ended
     assert lab.wait_txn_for_call(c2, 5) == [d2["txn"]]
     only_ring(lab, d2["txn"], "101", "Alice Lim", uid)
