@@ -1139,6 +1139,9 @@ static void route_mid(struct db_job *j, MYSQL_RES *res, void *arg)
 	((struct call_after *)r->after_data)->txn = x->txn;
 	rec_meta(&x->pick->rec, x->txn, x->d->org, x->d->inbox, x->pick->ext);
 	pack_ring(req_reply(r), x->txn, x->d->name, x->d->ring_timeout, x->pick);
+	/* counted before the answer leaves: a client that reads server.stats
+	 * once it has the answer finds the decision there */
+	ops_route_path(ROUTE_CLAIMED);
 	req_answer_now(r);
 	x->answered = 1;
 }
@@ -1422,7 +1425,6 @@ static int run_call_route(struct req *r, MYSQL *m)
 		 * the worker reconnects and runs the job again (r->early) */
 		LOG_W("call %s: the decision's writes failed after its answer (%s); writing them "
 			"again", call_id, r->j.errmsg);
-		ops_route_path(ROUTE_CLAIMED);
 		req_rewrite_pending(r);   /* the call's reports wait for it, see txn_from_res */
 		if (r->j.conn_lost)
 			return -1;
@@ -1447,7 +1449,9 @@ static int run_call_route(struct req *r, MYSQL *m)
 	} else {
 		if (have && !x.claimed)
 			av_untake((uint32_t)d.inbox, c.id, 1);   /* refused */
-		ops_route_path(x.claimed ? ROUTE_CLAIMED : have ? ROUTE_REFUSED : ROUTE_NO_CANDIDATE);
+		if (!x.answered)   /* (else counted by route_mid) */
+			ops_route_path(x.claimed ? ROUTE_CLAIMED : have ? ROUTE_REFUSED
+				: ROUTE_NO_CANDIDATE);
 		if (!x.txn)
 			return req_fail(r, CCQ_E_INTERNAL, "the new TXN's id was not returned");
 		if (x.answered) {
