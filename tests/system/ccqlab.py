@@ -976,6 +976,16 @@ class Org:
             " ".join(args), r.returncode, r.stdout, r.stderr)
         return r
 
+    def agent_state(self, ext):
+        """[last call end set, in wrap-up] of extension EXT from MySQL
+        (agent_state, schema 9), as "1"/"0"; None: no row (never ended a
+        call)."""
+        rows = self.lab.sql(
+            "SELECT s.last_call_end IS NOT NULL, COALESCE(s.wrapup_until > UTC_TIMESTAMP(3), 0) "
+            "FROM agent_state s JOIN user u ON u.id = s.user_id JOIN org o ON o.id = u.org_id "
+            "WHERE o.name = '%s' AND u.ext_key = '%s'" % (self.name, ext))
+        return rows[0] if rows else None
+
     def json(self, *args, **kw):
         r = self.ctl("--json", *args, **kw)
         assert r.returncode == 0, "ccqctl --json %s failed (%d): %s%s" % (

@@ -202,6 +202,10 @@ def test_blind_transfer_after_the_agent_left(running_lab, org):
     t = wait_txn(lab, txn, lambda t: t["status"] == "Ended")
     check_transferred_journey(t, "The transferring agent left the call")
     check_one_txn(lab, org, txn, xfer.call_id, call.call_id)
+    # Alice is idle from when her leg left (no wrap-up for a leg she passed
+    # on); Bob, who talked, from the end of the call
+    assert org.agent_state("101") == ["1", "0"], org.agent_state("101")
+    assert org.agent_state("102") is not None and org.agent_state("102")[0] == "1"
     dev = {d["username"]: int(d["id"]) for d in org.json("device", "list")}
     assert int(t["device_id"]) == dev[bob.username], (t["device_id"], dev)
     # the readable timeline

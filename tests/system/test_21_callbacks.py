@@ -259,6 +259,8 @@ def test_callback_from_a_chat_rings_prompts_refers_and_connects(running_lab, org
     ats = [e["at"] for e in t["events"]]
     assert ats == sorted(ats), ats
     assert t["talking_seconds"] is not None and 1 <= int(t["talking_seconds"]) <= 4, t
+    # the agent is idle from the callback's end (agent_state)
+    assert org.agent_state("101") is not None and org.agent_state("101")[0] == "1"
 
     # linked both ways (Related Transactions)
     origin = lab.txn(desk.chat)

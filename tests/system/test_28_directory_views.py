@@ -4,6 +4,8 @@ change made through queued reaches the very next call; a change made with
 SQL behind queued's back within the cache's 5 seconds; the view follows
 membership changes and an agent's wrap-up."""
 
+import threading
+import time
 from datetime import datetime
 
 from ccqlab import PORTS, WireClient, wait_until
@@ -115,23 +117,49 @@ def test_a_new_registration_reaches_the_next_call(running_lab, org):
     assert t["agent_ext"] == "101", t
 
 
+def rpc_agents(lab, org, ib):
+    """The inbox's agents as `kamcmd ccq.inbox ORG INBOX` shows them (the
+    module asks queued's inbox.state): {ext: {key: value}}."""
+    r = lab.kamcmd("ccq.inbox", org.name, ib.name)
+    assert r.returncode == 0 and "agents:" in r.stdout, r.stdout + r.stderr
+    agents, cur = {}, None
+    for line in r.stdout.split("agents:", 1)[1].splitlines():
+        k, sep, v = line.strip().partition(": ")
+        if not sep:
+            continue
+        if k == "ext":
+            cur = agents.setdefault(v, {})
+        elif cur is not None:
+            cur[k] = v
+    return agents
+
+
 def test_wrapup_holds_the_agents_next_call(running_lab, org):
     """After a talked call the agent is in wrap-up (3 s here): the next call
-    waits in the queue and rings the agent only once the wrap-up is over."""
+    waits in the queue and rings the agent only once the wrap-up is over.
+    The operator's view (kamcmd ccq.inbox) shows the wrap-up and when the
+    agent's last call ended, then the agent available again."""
     lab = running_lab
     ib = org.inbox("Sales", ring_timeout=10, max_wait=30)
     org.user("101", "Alice Lim", wrapup=3)
     org.member(ib, "101")
     phone = org.device("101")
     phone.register()
+    assert rpc_agents(lab, org, ib)["101"]["idle_since"] == "-"
     t1 = answered_call(lab, phone, ib.did)
     ended = at([e for e in t1["events"] if e["kind"] == "ended"][0]["at"])
+    a = rpc_agents(lab, org, ib)["101"]
+    end1 = [e for e in t1["events"] if e["kind"] == "ended"][0]["at"]
+    assert a["state"] == "wrap-up" and a["idle_since"] == end1[:19], (a, end1)
     t2 = answered_call(lab, phone, ib.did, timeout=40)
     kinds = [e["kind"] for e in t2["events"]]
     assert "queued" in kinds, t2["events"]
     rang = at([e for e in t2["events"] if e["kind"] == "ringing"][0]["at"])
     assert (rang - ended).total_seconds() >= 3.0, (ended, rang, t2["events"])
     assert t2["result"] == "answered" and t2["agent_ext"] == "101", t2
+    # the wrap-up after the second call over: available again
+    assert wait_until(lambda: rpc_agents(lab, org, ib)["101"]["state"] == "available", 6), \
+        rpc_agents(lab, org, ib)
 
 
 def route(lab, call_id, did, caller="+6591234567"):
@@ -342,8 +370,6 @@ def test_an_ending_call_does_not_refuse_its_agents_next_call(running_lab, org):
     here for 3 s by a trigger on agent_state) is claimed at once, not
     refused (before schema 9 the end updated the user row and about 1 % of
     the claims at 160 calls/s found it locked), and the end commits after."""
-    import threading
-    import time
     lab = running_lab
     ib = org.inbox("Sales", ring_timeout=20, max_wait=30)
     alice = org.agent(ib, "101", "Alice Lim")     # two calls at most
